@@ -1,0 +1,60 @@
+"""The plugin SDK and every wire type of the engine.
+
+A plugin imports only from here::
+
+    from contracts import Finding, Evidence, Impact, ok, na
+
+    def run(ctx):
+        ...
+        return ok(findings=[Finding(kind="...", title="...")], metrics={...})
+"""
+
+from ._base import CONTRACTS_VERSION, canonical_json, stable_hash
+from .dataset import ColumnInfo, DataAccess, DatasetInfo
+from .manifest import Manifest
+from .plan import Plan, PlanStep
+from .reasons import REASON_CODES, ReasonCode, is_registered
+from .report import PluginReport, Report, RunManifest, Summary
+from .results import (
+    Evidence,
+    Failed,
+    Finding,
+    Impact,
+    Na,
+    Ok,
+    PluginResult,
+    failed,
+    finding_id,
+    na,
+    ok,
+)
+
+__all__ = [
+    "CONTRACTS_VERSION",
+    "REASON_CODES",
+    "ColumnInfo",
+    "DataAccess",
+    "DatasetInfo",
+    "Evidence",
+    "Failed",
+    "Finding",
+    "Impact",
+    "Manifest",
+    "Na",
+    "Ok",
+    "Plan",
+    "PlanStep",
+    "PluginReport",
+    "PluginResult",
+    "ReasonCode",
+    "Report",
+    "RunManifest",
+    "Summary",
+    "canonical_json",
+    "failed",
+    "finding_id",
+    "is_registered",
+    "na",
+    "ok",
+    "stable_hash",
+]

@@ -1,0 +1,43 @@
+"""What the engine knows about a dataset: typed columns, roles, fingerprint."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ._base import Wire
+from .manifest import ColumnRole
+
+AccessKind = Literal["sql", "batches", "load", "load_all"]
+
+
+class ColumnInfo(Wire, frozen=True):
+    name: str
+    dtype: str
+    role: ColumnRole
+    null_count: int = 0
+    distinct_count: int = 0
+
+
+class DatasetInfo(Wire, frozen=True):
+    """The normalized dataset: source, content fingerprint, schema and roles."""
+
+    source: str
+    fingerprint: str
+    rows: int
+    columns: tuple[ColumnInfo, ...]
+    event_roles: dict[str, str] = {}
+    db_path: str = ""
+
+    def schema_view(self) -> tuple[tuple[str, str, str], ...]:
+        """The part of the dataset the plan may depend on (no paths, no counts)."""
+        return tuple((c.name, c.dtype, c.role) for c in self.columns)
+
+
+class DataAccess(Wire, frozen=True):
+    """One recorded call of ``ctx.data``."""
+
+    kind: AccessKind
+    columns: tuple[str, ...] = ()
+    rows: int = 0
+    query: str = ""
+    limit: int | None = None

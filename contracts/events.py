@@ -1,0 +1,118 @@
+"""Every event of a run, in one module.
+
+Each event is a frozen, keyword-only msgspec Struct with an explicit tag in the
+``type`` field. Rules (see ``docs/schema-evolution.md``): a tag, once written to
+disk, never changes meaning and is never reused; new fields get defaults; a field's
+type never changes.
+
+Every record carries ``seq`` (0, 1, 2, ...), ``prev`` (the SHA-256 of the previous
+record's bytes, ``GENESIS`` for the first), the wall-clock time and the monotonic
+time. Times travel in events so that folding the log needs no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from .dataset import DataAccess, DatasetInfo
+from .plan import Mode, Plan, StepLane
+from .results import PluginResult
+
+GENESIS = "0" * 64
+RunStatus = Literal["ok", "failed"]
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    seq: int
+    prev: str
+    wall: float
+    mono: float
+
+
+class RunStarted(_Event, frozen=True, tag="run_started"):
+    run_id: str
+    mode: Mode
+    seed: int
+    engine_version: str
+    contracts_version: str
+    dataset: DatasetInfo
+    plugins_dir: str
+    executor: str
+    workers: int
+    select: tuple[str, ...] = ()
+    settings: dict[str, Any] = {}
+
+
+class PlanBuilt(_Event, frozen=True, tag="plan_built"):
+    plan: Plan
+
+
+class PreflightFailed(_Event, frozen=True, tag="preflight_failed"):
+    """A plugin ended before it was started: its declared requirements or
+    applicability did not match the dataset. Terminal for that plugin."""
+
+    plugin_id: str
+    lane: StepLane
+    result: PluginResult
+    downstream_affected: tuple[str, ...] = ()
+
+
+class PluginDispatched(_Event, frozen=True, tag="plugin_dispatched"):
+    plugin_id: str
+    lane: StepLane
+
+
+class PluginStarted(_Event, frozen=True, tag="plugin_started"):
+    plugin_id: str
+    worker: int
+    pid: int
+
+
+class DataAccessed(_Event, frozen=True, tag="data_accessed"):
+    plugin_id: str
+    access: DataAccess
+
+
+class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
+    """Terminal for a plugin. ``ran`` is false when the engine resolved it without
+    starting it (a dependency failed)."""
+
+    plugin_id: str
+    lane: StepLane
+    result: PluginResult
+    duration_s: float = 0.0
+    ran: bool = True
+    downstream_affected: tuple[str, ...] = ()
+
+
+class RunFinished(_Event, frozen=True, tag="run_finished"):
+    status: RunStatus
+    counts: dict[str, int] = {}
+
+
+Event = RunStarted | PlanBuilt | PreflightFailed | PluginDispatched | PluginStarted | DataAccessed | PluginFinished | RunFinished
+"""The tagged union of every event type."""
+
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    RunStarted,
+    PlanBuilt,
+    PreflightFailed,
+    PluginDispatched,
+    PluginStarted,
+    DataAccessed,
+    PluginFinished,
+    RunFinished,
+)
+
+TERMINAL_EVENTS = (PreflightFailed, PluginFinished)
+
+DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+ENCODER = msgspec.json.Encoder(order="deterministic")
+
+
+def event_tag(cls: type[_Event]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

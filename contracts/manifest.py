@@ -1,0 +1,69 @@
+"""The plugin manifest (``plugins/<id>/plugin.yaml``), decoded strictly."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ._base import StrictWire
+
+Lane = Literal["decision", "explanation"]
+DataAccessMode = Literal["sql", "batched", "bounded", "unbounded"]
+ColumnRole = Literal["timestamp", "numeric", "categorical", "identifier", "text", "boolean"]
+EventRole = Literal["case", "process", "status", "queued", "started", "ended", "user", "host"]
+SettingType = Literal["int", "float", "str", "bool"]
+
+
+class SettingSpec(StrictWire, frozen=True):
+    """One setting: its type, default and bounds (the settings schema)."""
+
+    type: SettingType
+    default: bool | int | float | str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+class ColumnRequirement(StrictWire, frozen=True):
+    """A column needed by name, by inferred role, or by event-log role."""
+
+    name: str | None = None
+    role: ColumnRole | None = None
+    event_role: EventRole | None = None
+    min_count: int = 1
+
+
+class Requires(StrictWire, frozen=True):
+    """Hard requirements: a mismatch makes the plugin ``failed`` without starting it."""
+
+    columns: tuple[ColumnRequirement, ...] = ()
+    min_rows: int = 0
+
+
+class AppliesWhen(StrictWire, frozen=True):
+    """Applicability: a mismatch ends the plugin ``na``/``NOT_APPLICABLE`` (or
+    ``INSUFFICIENT_DATA`` for rows) without starting it."""
+
+    columns: tuple[ColumnRequirement, ...] = ()
+    min_rows: int = 0
+
+
+class Manifest(StrictWire, frozen=True):
+    """Everything the engine knows about a plugin before running it."""
+
+    id: str
+    version: str
+    lane: Lane
+    entrypoint: str = "plugin:run"
+    description: str = ""
+    decision_capable: bool = False
+    diagnostic_only: bool = False
+    requires_downstream_mapping: bool = False
+    depends_on: tuple[str, ...] = ()
+    downstream: tuple[str, ...] = ()
+    requires: Requires = Requires()
+    applies_when: AppliesWhen = AppliesWhen()
+    data_access: DataAccessMode = "sql"
+    settings: dict[str, SettingSpec] = {}
+    finding_kinds: tuple[str, ...] = ()
+    timeout_s: float = 300.0

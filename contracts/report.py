@@ -1,0 +1,100 @@
+"""The run's folded artifacts: ``report.json`` and ``run_manifest.json``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ._base import Wire
+from .dataset import DataAccess
+from .plan import Mode, StepLane
+from .results import Finding
+
+PluginStatus = Literal["ok", "failed", "na"]
+
+
+class PluginReport(Wire, frozen=True):
+    id: str
+    version: str
+    lane: StepLane
+    status: PluginStatus
+    reason_code: str | None = None
+    explanation: str = ""
+    downstream: tuple[str, ...] = ()
+    downstream_affected: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    metrics: dict[str, Any] = {}
+    duration_s: float = 0.0
+    ran: bool = True
+    preflight: bool = False
+    error_type: str = ""
+    traceback: str = ""
+    data_access: tuple[DataAccess, ...] = ()
+
+
+class LaneSummary(Wire, frozen=True):
+    lane: StepLane
+    plugins: int
+    ok: int
+    failed: int
+    na: int
+    findings: int
+    duration_s: float
+
+
+class Summary(Wire, frozen=True):
+    plugins: int
+    ok: int
+    failed: int
+    na: int
+    decisions: int
+    explanations: int
+    findings: int
+    duration_s: float
+    lanes: tuple[LaneSummary, ...] = ()
+    failed_plugins: tuple[str, ...] = ()
+
+
+class PreflightEntry(Wire, frozen=True):
+    plugin_id: str
+    status: PluginStatus
+    reason_code: str
+    explanation: str
+
+
+class Report(Wire, frozen=True):
+    run_id: str
+    status: Literal["ok", "failed"]
+    mode: Mode
+    seed: int
+    plan_hash: str
+    dataset_fingerprint: str
+    plugins: tuple[PluginReport, ...]
+    summary: Summary
+    preflight: tuple[PreflightEntry, ...] = ()
+
+
+class InputFingerprint(Wire, frozen=True):
+    name: str
+    kind: Literal["dataset", "plugin"]
+    fingerprint: str
+
+
+class RunManifest(Wire, frozen=True):
+    run_id: str
+    status: Literal["ok", "failed"]
+    mode: Mode
+    seed: int
+    plan_hash: str
+    engine_version: str
+    contracts_version: str
+    executor: str
+    workers: int
+    dataset_source: str
+    dataset_rows: int
+    inputs: tuple[InputFingerprint, ...]
+    lanes: tuple[LaneSummary, ...] = ()
+    settings: dict[str, Any] = {}
+    events: int = 0
+    last_event_hash: str = ""
+    started_wall: float = 0.0
+    finished_wall: float = 0.0

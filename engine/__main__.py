@@ -1,0 +1,13 @@
+"""Entry point of ``python -m engine``."""
+
+import sys
+
+from engine._core.cli import main
+
+
+def _main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,1 @@
+"""The engine's private kernel. Public names are re-exported by ``engine``."""

@@ -1,0 +1,268 @@
+"""The library API: what an async service, the CLI and the tests all call."""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from attrs import define
+
+from contracts import DatasetInfo, Plan, Report
+from contracts.events import Event
+from contracts.plan import Mode
+
+from .artifacts import write_artifacts
+from .data import ingest
+from .errors import ConfigError, EngineError
+from .eventlog import LOG_NAME, EventLog
+from .executor import Executor, make_executor
+from .manifests import load_plugins
+from .plan import MODES, build_plan
+from .state import RunState
+from .supervisor import RunSpec, Supervisor
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DATA_CACHE = "_datasets"
+
+
+def new_run_id() -> str:
+    """Unique and sortable; never part of the plan, a result or a cache key."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id) or run_id in {".", ".."}:
+        raise ConfigError(
+            f"run id {run_id!r}: use letters, digits, '.', '_' or '-' (no path separators)"
+        )
+    return run_id
+
+
+@define(kw_only=True)
+class RunResult:
+    """A finished run."""
+
+    run_id: str
+    run_dir: Path
+    status: str
+    report: Report
+    state: RunState
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class RunHandle:
+    """A run in progress. ``async for event in handle`` yields every event as the
+    supervisor appends it; ``handle.result`` is available once the run finished."""
+
+    def __init__(self, run_id: str, run_dir: Path, events: MemoryObjectReceiveStream[Event]) -> None:
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self._events = events
+        self._result: RunResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        # Iterate inside the ``open_run`` block: the stream closes when it ends.
+        async for event in self._events:
+            yield event
+
+    @property
+    def result(self) -> RunResult:
+        if self._result is None:
+            raise EngineError(f"run {self.run_id} has not finished")
+        return self._result
+
+
+def prepare_plan(
+    plugins_dir: str | Path,
+    dataset: DatasetInfo | None = None,
+    *,
+    mode: Mode = "two_lane_strict",
+    seed: int = 0,
+    select: Sequence[str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """Load and validate the manifests and build the plan (no run, no workers)."""
+    plugins = load_plugins(plugins_dir)
+    return build_plan(
+        plugins,
+        mode=mode,
+        seed=seed,
+        dataset_schema=dataset.schema_view() if dataset else (),
+        settings=settings,
+        select=select,
+    )
+
+
+class Engine:
+    """Runs the plugin fleet over datasets. Use as ``async with Engine(...) as e``.
+
+    The worker pool is started once on entry and reused by every run.
+
+    Args:
+        plugins_dir: folder of ``<id>/plugin.yaml`` plugins.
+        runs_dir: where run directories (``<runs_dir>/<run_id>/``) are created.
+        workers: worker processes (default: the number of CPUs, at most 8).
+        executor: ``process`` (default) or ``inline`` (debugging, one at a time).
+        mode: ``two_lane_strict`` (default) or ``legacy``.
+        settings: per-plugin setting overrides ``{plugin_id: {name: value}}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        plugins_dir: str | Path = "plugins",
+        runs_dir: str | Path = "runs",
+        workers: int | None = None,
+        executor: str | Executor = "process",
+        mode: Mode = "two_lane_strict",
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers: must be at least 1, got {workers}")
+        self.plugins_dir = Path(plugins_dir)
+        self.runs_dir = Path(runs_dir)
+        self.mode: Mode = mode
+        self.settings = {k: dict(v) for k, v in (settings or {}).items()}
+        self._executor = executor if not isinstance(executor, str) else make_executor(executor, workers)
+        self._entered = False
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    async def __aenter__(self) -> Engine:
+        await self._executor.start()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entered = False
+        await self._executor.aclose()
+
+    def ingest(self, dataset: str | Path) -> DatasetInfo:
+        """Normalize ``dataset`` (cached by content fingerprint under ``runs_dir``)."""
+        return ingest(dataset, self.runs_dir / DATA_CACHE)
+
+    def _prepare(
+        self,
+        dataset: str | Path,
+        seed: int,
+        select: Sequence[str] | None,
+        mode: Mode,
+        run_id: str,
+    ) -> RunSpec:
+        plugins = load_plugins(self.plugins_dir)
+        info = self.ingest(dataset)
+        plan = build_plan(
+            plugins,
+            mode=mode,
+            seed=seed,
+            dataset_schema=info.schema_view(),
+            settings=self.settings,
+            select=select,
+        )
+        run_dir = self.runs_dir / run_id
+        if run_dir.exists():
+            raise ConfigError(f"{run_dir}: run directory already exists")
+        return RunSpec(
+            run_id=run_id,
+            run_dir=run_dir,
+            mode=mode,
+            seed=seed,
+            dataset=info,
+            plugins={p.id: p for p in plugins},
+            plan=plan,
+            plugins_dir=str(self.plugins_dir),
+            select=tuple(sorted(select)) if select is not None else (),
+            settings={k: dict(v) for k, v in sorted(self.settings.items())},
+        )
+
+    async def run(
+        self,
+        dataset: str | Path,
+        *,
+        seed: int = 0,
+        select: Sequence[str] | None = None,
+        mode: Mode | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run the fleet over ``dataset`` and return the finished run."""
+        async with self.open_run(dataset, seed=seed, select=select, mode=mode, run_id=run_id) as handle:
+            pass
+        return handle.result
+
+    @asynccontextmanager
+    async def open_run(
+        self,
+        dataset: str | Path,
+        *,
+        seed: int = 0,
+        select: Sequence[str] | None = None,
+        mode: Mode | None = None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[RunHandle]:
+        """Start a run and yield a handle whose events can be iterated live.
+
+        Configuration, manifest and dataset errors are raised here, before the
+        run directory is created. Leaving the block waits for the run to end;
+        leaving it with an exception cancels the run (its log stays, unfinished).
+        """
+        if not self._entered:
+            raise EngineError("use the engine as `async with Engine(...) as engine:`")
+        run_id = check_run_id(run_id or new_run_id())
+        spec = await anyio.to_thread.run_sync(
+            self._prepare, dataset, seed, select, mode or self.mode, run_id
+        )
+        send, recv = anyio.create_memory_object_stream[Event](math.inf)
+        handle = RunHandle(run_id, spec.run_dir, recv)
+        with recv:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._execute, spec, send, handle)
+                yield handle
+
+    async def _execute(
+        self, spec: RunSpec, send: MemoryObjectSendStream[Event], handle: RunHandle
+    ) -> None:
+        def publish(event: Event) -> None:
+            try:
+                send.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the caller stopped listening; the log still has everything
+
+        with send:
+            spec.run_dir.mkdir(parents=True)
+            log = EventLog(spec.run_dir / LOG_NAME)
+            try:
+                state = await Supervisor(spec, self._executor, log, publish).run()
+            finally:
+                log.close()
+            report = write_artifacts(spec.run_dir, state, log.last_hash)
+            handle._result = RunResult(
+                run_id=spec.run_id,
+                run_dir=spec.run_dir,
+                status=report.status,
+                report=report,
+                state=state,
+            )

@@ -1,0 +1,247 @@
+"""Artifacts folded from the run state: ``report.json``, ``run_manifest.json``,
+``report.md``. Written atomically (temp file + rename), so a crash never leaves a
+half-written artifact under its final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from contracts import CONTRACTS_VERSION, Failed, Na, Ok, PluginReport, Report, RunManifest
+from contracts.report import InputFingerprint, LaneSummary, PreflightEntry, Summary
+
+from .errors import EngineInternalError
+from .state import PluginRecord, RunState
+
+REPORT_NAME = "report.json"
+MANIFEST_NAME = "run_manifest.json"
+MARKDOWN_NAME = "report.md"
+
+
+def _plugin_report(record: PluginRecord) -> PluginReport:
+    result = record.result
+    step = record.step
+    common = {
+        "id": step.plugin_id,
+        "version": step.version,
+        "lane": step.lane,
+        "downstream": step.downstream,
+        "downstream_affected": record.downstream_affected,
+        "duration_s": record.duration_s,
+        "ran": record.ran,
+        "preflight": record.preflight,
+        "data_access": tuple(record.data_access),
+    }
+    if isinstance(result, Ok):
+        return PluginReport(status="ok", findings=result.findings, metrics=result.metrics, **common)
+    if isinstance(result, Na):
+        return PluginReport(
+            status="na",
+            reason_code=result.reason_code,
+            explanation=result.explanation,
+            metrics={**result.metrics, "checked": list(result.checked)},
+            **common,
+        )
+    if isinstance(result, Failed):
+        return PluginReport(
+            status="failed",
+            reason_code=result.reason_code,
+            explanation=result.message,
+            error_type=result.error_type,
+            traceback=result.traceback,
+            **common,
+        )
+    raise EngineInternalError(f"plugin {step.plugin_id!r} has no result")
+
+
+def _lane_summaries(plugins: tuple[PluginReport, ...]) -> tuple[LaneSummary, ...]:
+    lanes = []
+    for lane in sorted({p.lane for p in plugins}):
+        members = [p for p in plugins if p.lane == lane]
+        lanes.append(
+            LaneSummary(
+                lane=lane,
+                plugins=len(members),
+                ok=sum(p.status == "ok" for p in members),
+                failed=sum(p.status == "failed" for p in members),
+                na=sum(p.status == "na" for p in members),
+                findings=sum(len(p.findings) for p in members),
+                duration_s=sum(p.duration_s for p in members),
+            )
+        )
+    return tuple(lanes)
+
+
+def build_report(state: RunState) -> Report:
+    """The report of a finished run (a pure function of the folded state)."""
+    started, plan, finished = state.started, state.plan, state.finished
+    if started is None or plan is None or finished is None:
+        raise EngineInternalError("report requested for an unfinished run")
+    plugins = tuple(_plugin_report(r) for r in state.ordered())
+    decisions = [p for p in plugins if p.lane == "decision" or (
+        p.lane == "legacy" and state.plugins[p.id].step.manifest_lane == "decision")]
+    summary = Summary(
+        plugins=len(plugins),
+        ok=sum(p.status == "ok" for p in plugins),
+        failed=sum(p.status == "failed" for p in plugins),
+        na=sum(p.status == "na" for p in plugins),
+        decisions=sum(len(p.findings) for p in decisions),
+        explanations=sum(len(p.findings) for p in plugins) - sum(len(p.findings) for p in decisions),
+        findings=sum(len(p.findings) for p in plugins),
+        duration_s=round(finished.mono - started.mono, 6),
+        lanes=_lane_summaries(plugins),
+        failed_plugins=tuple(p.id for p in plugins if p.status == "failed"),
+    )
+    preflight = tuple(
+        PreflightEntry(
+            plugin_id=p.id,
+            status=p.status,
+            reason_code=p.reason_code or "",
+            explanation=p.explanation,
+        )
+        for p in plugins
+        if p.preflight
+    )
+    return Report(
+        run_id=started.run_id,
+        status=finished.status,
+        mode=started.mode,
+        seed=started.seed,
+        plan_hash=plan.plan_hash,
+        dataset_fingerprint=started.dataset.fingerprint,
+        plugins=plugins,
+        summary=summary,
+        preflight=preflight,
+    )
+
+
+def build_run_manifest(state: RunState, report: Report, last_hash: str) -> RunManifest:
+    started, plan, finished = state.started, state.plan, state.finished
+    if started is None or plan is None or finished is None:
+        raise EngineInternalError("run manifest requested for an unfinished run")
+    inputs = [
+        InputFingerprint(name=started.dataset.source, kind="dataset", fingerprint=started.dataset.fingerprint)
+    ]
+    inputs += [
+        InputFingerprint(name=s.plugin_id, kind="plugin", fingerprint=s.code_hash) for s in plan.steps
+    ]
+    return RunManifest(
+        run_id=started.run_id,
+        status=finished.status,
+        mode=started.mode,
+        seed=started.seed,
+        plan_hash=plan.plan_hash,
+        engine_version=started.engine_version,
+        contracts_version=CONTRACTS_VERSION,
+        executor=started.executor,
+        workers=started.workers,
+        dataset_source=started.dataset.source,
+        dataset_rows=started.dataset.rows,
+        inputs=tuple(inputs),
+        lanes=report.summary.lanes,
+        settings=started.settings,
+        events=state.events,
+        last_event_hash=last_hash,
+        started_wall=started.wall,
+        finished_wall=finished.wall,
+    )
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(report: Report) -> str:
+    """For people: decisions first, then explanations, then NA and failures."""
+    s = report.summary
+    out = [
+        f"# Run `{report.run_id}`: {report.status.upper()}",
+        "",
+        f"Mode `{report.mode}`, seed {report.seed}, plan `{report.plan_hash[:12]}`, "
+        f"dataset `{report.dataset_fingerprint[:12]}`.",
+        f"{s.plugins} plugins: {s.ok} ok, {s.na} na, {s.failed} failed; "
+        f"{s.decisions} decision findings, {s.explanations} explanation findings.",
+        "",
+    ]
+    if report.mode == "legacy":
+        out += ["> Legacy mode (pre-contract baseline): failures do not fail the run.", ""]
+    decision = [p for p in report.plugins if p.status == "ok" and p.lane in {"decision", "legacy"}]
+    explanation = [p for p in report.plugins if p.status == "ok" and p.lane == "explanation"]
+    out += ["## Decisions", ""]
+    findings = [(f, p) for p in decision for f in p.findings]
+    if not findings:
+        out += ["No decision plugin produced a recommendation.", ""]
+    for f, p in sorted(findings, key=lambda fp: (_SEVERITY[fp[0].severity], fp[1].id, fp[0].id)):
+        out += [f"### [{f.severity}] {f.title}", "", f"*{p.id}* · `{f.kind}` · confidence {f.confidence:.2f}", ""]
+        if f.what:
+            out.append(f"- **What:** {f.what}")
+        if f.why:
+            out.append(f"- **Why:** {f.why}")
+        if f.recommendation:
+            out.append(f"- **Recommendation:** {f.recommendation}")
+        if f.impact is not None:
+            out.append(f"- **Impact ({f.measurement}):** {_fmt(f.impact.value)} {f.impact.unit}"
+                       + (f" — {f.impact.description}" if f.impact.description else ""))
+            for a in f.impact.assumptions:
+                out.append(f"  - assumes: {a}")
+        if f.evidence.metrics:
+            ev = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(f.evidence.metrics.items()))
+            out.append(f"- **Evidence:** {ev}")
+        if f.evidence.query:
+            out.append(f"- **Reproduce:** `{f.evidence.query}`")
+        out.append("")
+    out += ["## Explanations", ""]
+    if not explanation:
+        out += ["No explanation plugin produced output.", ""]
+    for p in explanation:
+        supports = ", ".join(p.downstream) or "nothing declared"
+        out += [f"### {p.id} (supports: {supports})", ""]
+        for f in p.findings:
+            out.append(f"- {f.title}" + (f": {f.what}" if f.what else ""))
+        out.append("")
+    na = [p for p in report.plugins if p.status == "na"]
+    bad = [p for p in report.plugins if p.status == "failed"]
+    out += ["## Not applicable", ""]
+    out += [f"- **{p.id}** `{p.reason_code}`: {p.explanation}" for p in na] or ["None."]
+    out += ["", "## Failures", ""]
+    out += [f"- **{p.id}** `{p.reason_code}` {p.error_type}: {p.explanation}" for p in bad] or ["None."]
+    if report.preflight:
+        out += ["", "## Preflight", ""]
+        out += [f"- **{e.plugin_id}** {e.status} `{e.reason_code}`: {e.explanation}" for e in report.preflight]
+    return "\n".join(out) + "\n"
+
+
+_SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_pretty_json(obj: object) -> bytes:
+    raw = msgspec.json.encode(obj, order="deterministic")
+    return (json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_artifacts(run_dir: Path, state: RunState, last_hash: str) -> Report:
+    report = build_report(state)
+    manifest = build_run_manifest(state, report, last_hash)
+    atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))
+    atomic_write(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
+    atomic_write(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
+    return report

@@ -1,0 +1,269 @@
+"""Loading and validating plugin manifests.
+
+Every problem in every manifest is collected and reported together, each one
+path-qualified (``plugins/x/plugin.yaml: $.lane: ...``), before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+from attrs import define
+
+from contracts import CONTRACTS_VERSION, Manifest
+from contracts.manifest import SettingSpec
+
+from .errors import ConfigError, ManifestError, ManifestProblem
+
+PLUGIN_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SKIP_DIRS = {"__pycache__"}
+
+
+@define(frozen=True, kw_only=True)
+class PluginSpec:
+    """A validated plugin: its manifest, folder and code hash."""
+
+    manifest: Manifest
+    directory: Path
+    manifest_path: Path
+    code_hash: str
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+
+def code_hash(directory: Path) -> str:
+    """Hash of every file in the plugin folder (names and bytes) and the contracts
+    version, so that a change to any helper file changes the hash."""
+    h = hashlib.sha256(f"contracts={CONTRACTS_VERSION}\n".encode())
+    for path in sorted(_plugin_files(directory)):
+        rel = path.relative_to(directory).as_posix()
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _plugin_files(directory: Path) -> Iterable[Path]:
+    for path in directory.rglob("*"):
+        if any(part in _SKIP_DIRS for part in path.relative_to(directory).parts):
+            continue
+        if path.is_file() and path.suffix not in {".pyc", ".pyo"}:
+            yield path
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_plugins(plugins_dir: str | Path) -> tuple[PluginSpec, ...]:
+    """Load and validate every ``<plugins_dir>/<id>/plugin.yaml``.
+
+    Returns the plugins sorted by id. Raises :class:`ManifestError` listing every
+    problem found across all manifests.
+    """
+    root = Path(plugins_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: plugins directory does not exist")
+    problems: list[ManifestProblem] = []
+    specs: list[PluginSpec] = []
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if directory.name.startswith((".", "_")):
+            continue
+        spec = _load_one(directory, root, problems)
+        if spec is not None:
+            specs.append(spec)
+    _check_fleet(specs, root, problems)
+    if problems:
+        raise ManifestError(problems)
+    return tuple(sorted(specs, key=lambda s: s.id))
+
+
+def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> PluginSpec | None:
+    path = directory / "plugin.yaml"
+    shown = _display(path, root)
+    if not path.is_file():
+        problems.append(ManifestProblem(shown, "missing plugin.yaml"))
+        return None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(ManifestProblem(shown, f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+        return None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problems.append(ManifestProblem(shown, f"invalid YAML: {_yaml_reason(exc)}"))
+        return None
+    if not isinstance(raw, dict):
+        problems.append(ManifestProblem(shown, f"expected a mapping, got {type(raw).__name__}"))
+        return None
+    try:
+        manifest = msgspec.convert(raw, Manifest)
+    except msgspec.ValidationError as exc:
+        problems.append(ManifestProblem(shown, _qualify(str(exc))))
+        return None
+    before = len(problems)
+    _check_manifest(manifest, directory, shown, problems)
+    if len(problems) > before:
+        return None
+    return PluginSpec(
+        manifest=manifest,
+        directory=directory.resolve(),
+        manifest_path=path,
+        code_hash=code_hash(directory),
+    )
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(problem)
+
+
+def _qualify(message: str) -> str:
+    """msgspec says ``... - at `$.lane```; lead with the path instead."""
+    match = re.search(r" - at `(\$[^`]*)`$", message)
+    if match:
+        return f"{match.group(1)}: {message[: match.start()]}"
+    return f"$: {message}"
+
+
+def _check_manifest(m: Manifest, directory: Path, shown: str, out: list[ManifestProblem]) -> None:
+    def bad(where: str, message: str) -> None:
+        out.append(ManifestProblem(shown, f"{where}: {message}", m.id))
+
+    if not PLUGIN_ID_RE.match(m.id):
+        bad("$.id", f"{m.id!r} is not a valid plugin id (lowercase letters, digits, _)")
+    elif m.id != directory.name:
+        bad("$.id", f"{m.id!r} does not match its folder name {directory.name!r}")
+    if not m.version.strip():
+        bad("$.version", "must not be blank")
+    if m.lane == "decision" and not m.decision_capable:
+        bad("$.lane", "'decision' requires decision_capable: true")
+    if m.lane == "decision" and m.diagnostic_only:
+        bad("$.lane", "diagnostic_only plugins cannot be in the 'decision' lane")
+    if m.decision_capable and m.diagnostic_only:
+        bad("$.diagnostic_only", "a plugin cannot be both decision_capable and diagnostic_only")
+    if m.requires_downstream_mapping and not m.downstream:
+        bad("$.downstream", "requires_downstream_mapping is set but downstream is empty")
+    if m.lane == "decision" and m.downstream:
+        bad("$.downstream", "only explanation plugins declare downstream consumers")
+    if m.id in m.depends_on:
+        bad("$.depends_on", "a plugin cannot depend on itself")
+    if len(set(m.depends_on)) != len(m.depends_on):
+        bad("$.depends_on", "lists the same plugin twice")
+    for i, kind in enumerate(m.finding_kinds):
+        if not kind.strip():
+            bad(f"$.finding_kinds[{i}]", "must not be blank")
+    if not m.timeout_s > 0:
+        bad("$.timeout_s", "must be positive")
+    _check_entrypoint(m.entrypoint, directory, bad)
+    for name in sorted(m.settings):
+        problem = setting_problem(m.settings[name], m.settings[name].default)
+        if problem:
+            bad(f"$.settings.{name}.default", problem)
+
+
+def _check_entrypoint(entrypoint: str, directory: Path, bad: Any) -> None:
+    module, sep, func = entrypoint.partition(":")
+    parts = module.split(".")
+    if not sep or not func or not all(_IDENT_RE.match(p) for p in [*parts, func]):
+        bad("$.entrypoint", f"{entrypoint!r} must be 'module:function' inside the plugin folder")
+        return
+    base = directory.resolve()
+    candidates = [directory.joinpath(*parts).with_suffix(".py"), directory.joinpath(*parts, "__init__.py")]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        bad("$.entrypoint", f"module {module!r} not found in {directory.name}/")
+        return
+    if not found.resolve().is_relative_to(base):
+        bad("$.entrypoint", f"{entrypoint!r} resolves outside the plugin folder")
+
+
+def setting_problem(spec: SettingSpec, value: Any) -> str | None:
+    """Why ``value`` does not fit ``spec`` (or None when it does)."""
+    expected: dict[str, tuple[type, ...]] = {
+        "int": (int,),
+        "float": (int, float),
+        "str": (str,),
+        "bool": (bool,),
+    }
+    if isinstance(value, bool) and spec.type != "bool":
+        return f"expected {spec.type}, got bool"
+    if not isinstance(value, expected[spec.type]):
+        return f"expected {spec.type}, got {type(value).__name__}"
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
+        return f"{value!r} is below the minimum {spec.minimum!r}"
+    if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
+        return f"{value!r} is above the maximum {spec.maximum!r}"
+    if spec.choices and value not in spec.choices:
+        return f"{value!r} is not one of {list(spec.choices)!r}"
+    return None
+
+
+def _check_fleet(specs: list[PluginSpec], root: Path, out: list[ManifestProblem]) -> None:
+    by_id: dict[str, list[PluginSpec]] = {}
+    for spec in specs:
+        by_id.setdefault(spec.id, []).append(spec)
+    for plugin_id in sorted(by_id):
+        if len(by_id[plugin_id]) > 1:
+            where = ", ".join(_display(s.manifest_path, root) for s in by_id[plugin_id])
+            for s in by_id[plugin_id]:
+                out.append(
+                    ManifestProblem(
+                        _display(s.manifest_path, root),
+                        f"$.id: duplicate plugin id {plugin_id!r} (declared in {where})",
+                        plugin_id,
+                    )
+                )
+    known = set(by_id)
+    for spec in specs:
+        shown = _display(spec.manifest_path, root)
+        m = spec.manifest
+        for i, dep in enumerate(m.depends_on):
+            if dep not in known:
+                out.append(ManifestProblem(shown, f"$.depends_on[{i}]: unknown plugin {dep!r}", m.id))
+        for i, down in enumerate(m.downstream):
+            if down not in known:
+                out.append(ManifestProblem(shown, f"$.downstream[{i}]: unknown plugin {down!r}", m.id))
+            elif by_id[down][0].manifest.lane != "decision":
+                out.append(
+                    ManifestProblem(
+                        shown, f"$.downstream[{i}]: {down!r} is not a decision-lane plugin", m.id
+                    )
+                )
+
+
+def resolve_settings(
+    spec: PluginSpec, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Manifest defaults updated by ``overrides``; unknown or ill-typed keys are errors."""
+    settings = {name: s.default for name, s in sorted(spec.manifest.settings.items())}
+    problems = []
+    for name in sorted(overrides or {}):
+        value = (overrides or {})[name]
+        setting = spec.manifest.settings.get(name)
+        if setting is None:
+            problems.append(f"settings.{spec.id}.{name}: unknown setting")
+            continue
+        problem = setting_problem(setting, value)
+        if problem:
+            problems.append(f"settings.{spec.id}.{name}: {problem}")
+            continue
+        settings[name] = value
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings

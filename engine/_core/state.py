@@ -1,0 +1,153 @@
+"""The run state and the one reducer that builds it.
+
+``apply(state, event)`` is the only code that changes a :class:`RunState`. The
+supervisor applies every event it appends, and replay applies every event it
+reads, through this same function, so a live run and a replayed log cannot
+disagree. No clock, randomness or I/O here: those values travel in events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from attrs import define, field
+
+from contracts import DataAccess, Plan, PlanStep, PluginResult
+from contracts.events import (
+    DataAccessed,
+    Event,
+    PlanBuilt,
+    PluginDispatched,
+    PluginFinished,
+    PluginStarted,
+    PreflightFailed,
+    RunFinished,
+    RunStarted,
+)
+
+from .errors import EngineInternalError, NondeterminismError
+
+Phase = Literal["pending", "dispatched", "running", "done"]
+
+
+@define(kw_only=True)
+class PluginRecord:
+    """What the log says about one plugin of the plan."""
+
+    step: PlanStep
+    phase: Phase = "pending"
+    result: PluginResult | None = None
+    duration_s: float = 0.0
+    ran: bool = False
+    preflight: bool = False
+    downstream_affected: tuple[str, ...] = ()
+    worker: int | None = None
+    pid: int | None = None
+    data_access: list[DataAccess] = field(factory=list)
+    dispatched_wall: float | None = None
+    started_wall: float | None = None
+    finished_wall: float | None = None
+
+
+@define(kw_only=True)
+class RunState:
+    """The fold of a run's events."""
+
+    started: RunStarted | None = None
+    plan: Plan | None = None
+    plugins: dict[str, PluginRecord] = field(factory=dict)
+    finished: RunFinished | None = None
+    events: int = 0
+    last_wall: float = 0.0
+
+    @property
+    def run_id(self) -> str:
+        return self.started.run_id if self.started else ""
+
+    def ordered(self) -> list[PluginRecord]:
+        """Plugin records in plan order."""
+        return sorted(self.plugins.values(), key=lambda r: r.step.order)
+
+    def outstanding(self) -> int:
+        return sum(1 for r in self.plugins.values() if r.phase != "done")
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "failed": 0, "na": 0}
+        for record in self.plugins.values():
+            if record.result is not None:
+                counts[record.result.__struct_config__.tag] += 1  # type: ignore[index]
+        return counts
+
+
+def _record(state: RunState, event: Event, plugin_id: str) -> PluginRecord:
+    record = state.plugins.get(plugin_id)
+    if record is None:
+        raise NondeterminismError(f"event {event.seq}: plugin {plugin_id!r} is not in the plan")
+    if record.phase == "done":
+        raise NondeterminismError(f"event {event.seq}: plugin {plugin_id!r} already finished")
+    return record
+
+
+def apply(state: RunState, event: Event) -> RunState:
+    """Fold one event into ``state`` and return it."""
+    if event.seq != state.events:
+        raise NondeterminismError(f"event {event.seq} applied after {state.events} events")
+    if state.finished is not None:
+        raise NondeterminismError(f"event {event.seq} after run_finished")
+    match event:
+        case RunStarted():
+            if state.started is not None:
+                raise NondeterminismError(f"event {event.seq}: second run_started")
+            state.started = event
+        case PlanBuilt(plan=plan):
+            if state.started is None or state.plan is not None:
+                raise NondeterminismError(f"event {event.seq}: plan_built out of place")
+            state.plan = plan
+            state.plugins = {s.plugin_id: PluginRecord(step=s) for s in plan.steps}
+        case PluginDispatched(plugin_id=pid):
+            record = _record(state, event, pid)
+            record.phase = "dispatched"
+            record.dispatched_wall = event.wall
+        case PluginStarted(plugin_id=pid):
+            record = _record(state, event, pid)
+            record.phase = "running"
+            record.worker = event.worker
+            record.pid = event.pid
+            record.started_wall = event.wall
+        case DataAccessed(plugin_id=pid):
+            _record(state, event, pid).data_access.append(event.access)
+        case PreflightFailed(plugin_id=pid):
+            record = _record(state, event, pid)
+            record.phase = "done"
+            record.result = event.result
+            record.preflight = True
+            record.ran = False
+            record.downstream_affected = event.downstream_affected
+            record.finished_wall = event.wall
+        case PluginFinished(plugin_id=pid):
+            record = _record(state, event, pid)
+            record.phase = "done"
+            record.result = event.result
+            record.duration_s = event.duration_s
+            record.ran = event.ran
+            record.downstream_affected = event.downstream_affected
+            record.finished_wall = event.wall
+        case RunFinished():
+            if state.outstanding():
+                raise NondeterminismError(
+                    f"event {event.seq}: run_finished with {state.outstanding()} plugins unfinished"
+                )
+            state.finished = event
+        case _:
+            raise EngineInternalError(f"no reducer branch for {type(event).__name__}")
+    state.events += 1
+    state.last_wall = event.wall
+    return state
+
+
+def fold(events: Iterable[Event]) -> RunState:
+    state = RunState()
+    for event in events:
+        state = apply(state, event)
+    return state

@@ -1,0 +1,354 @@
+"""The supervisor actor and the lane actors.
+
+The supervisor owns the plan and the run state and is the only writer of the
+event log: every state change is an event it appends and then folds through
+:func:`state.apply`. Lane actors (decision, explanation; or one ``legacy`` lane)
+receive ready steps, run each in their own bounded task group, and report back
+over a memory stream. Worker slots are shared by priority: the decision lane and
+the explanation plugins it depends on are served first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+from attrs import define, field
+
+from contracts import CONTRACTS_VERSION, DatasetInfo, Failed, Na, Plan, PlanStep
+from contracts.events import (
+    DataAccessed,
+    Event,
+    PlanBuilt,
+    PluginDispatched,
+    PluginFinished,
+    PluginStarted,
+    PreflightFailed,
+    RunFinished,
+    RunStarted,
+)
+from contracts.plan import Mode
+
+from .errors import EngineInternalError
+from .eventlog import EventLog
+from .executor import Executor
+from .manifests import PluginSpec
+from .preflight import preflight
+from .state import RunState, apply
+from .worker import Job, JobOutput
+
+ENGINE_VERSION = "0.1.0"
+
+
+def plugin_seed(seed: int, plugin_id: str) -> int:
+    """A per-plugin seed: stable across processes, independent of plan order."""
+    digest = hashlib.sha256(f"{seed}\x1f{plugin_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class PrioritySlots:
+    """Worker slots handed out by (priority, arrival); cancellation-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._waiters: list[list[Any]] = []  # [priority, seq, event, state]
+        self._seq = 0
+
+    @asynccontextmanager
+    async def acquire(self, priority: int) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            entry: list[Any] = [priority, self._seq, anyio.Event(), "waiting"]
+            self._seq += 1
+            heapq.heappush(self._waiters, entry)
+            try:
+                await entry[2].wait()
+            except BaseException:
+                if entry[3] == "granted":
+                    self._release()
+                else:
+                    entry[3] = "cancelled"
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            entry = heapq.heappop(self._waiters)
+            if entry[3] == "waiting":
+                entry[3] = "granted"
+                entry[2].set()
+                return
+        self._free += 1
+
+
+@define(frozen=True)
+class _Started:
+    plugin_id: str
+    worker: int
+    pid: int
+
+
+@define(frozen=True)
+class _Done:
+    plugin_id: str
+    output: JobOutput
+
+
+_Message = _Started | _Done
+
+
+class LaneActor:
+    """Runs the steps of one lane, at most ``capacity`` at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        slots: PrioritySlots,
+        executor: Executor,
+        outbox: MemoryObjectSendStream[_Message],
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._slots = slots
+        self._executor = executor
+        self._outbox = outbox
+        self._send, self._recv = anyio.create_memory_object_stream[tuple[PlanStep, Job]](math.inf)
+
+    def submit(self, step: PlanStep, job: Job) -> None:
+        self._send.send_nowait((step, job))
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        window = anyio.Semaphore(self.capacity)
+        with self._send:  # closed here too when the run is cancelled
+            async with anyio.create_task_group() as tg, self._recv:
+                task_status.started()
+                async for step, job in self._recv:
+                    await window.acquire()
+                    tg.start_soon(self._execute, step, job, window)
+
+    async def _execute(self, step: PlanStep, job: Job, window: anyio.Semaphore) -> None:
+        try:
+            async with self._slots.acquire(step.priority), self._executor.worker() as worker:
+                self._outbox.send_nowait(_Started(step.plugin_id, worker.index, worker.pid))
+                output = await worker.run(job, step.timeout_s)
+            self._outbox.send_nowait(_Done(step.plugin_id, output))
+        finally:
+            window.release()
+
+
+@define(kw_only=True)
+class RunSpec:
+    """Everything fixed before a run starts."""
+
+    run_id: str
+    run_dir: Path
+    mode: Mode
+    seed: int
+    dataset: DatasetInfo
+    plugins: Mapping[str, PluginSpec]
+    plan: Plan
+    plugins_dir: str
+    select: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(factory=dict)
+
+
+class Supervisor:
+    """Owns the plan and the run state; the only writer of the event log."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        executor: Executor,
+        log: EventLog,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.state = RunState()
+        self._executor = executor
+        self._log = log
+        self._on_event = on_event
+        self._lanes: dict[str, LaneActor] = {}
+        self._waiting_on: dict[str, int] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._in_flight = 0
+
+    def _append(self, cls: type[Event], **fields: Any) -> Event:
+        event = self._log.append(cls, **fields)
+        apply(self.state, event)
+        if self._on_event is not None:
+            self._on_event(event)
+        return event
+
+    async def run(self) -> RunState:
+        spec = self.spec
+        plan = spec.plan
+        self._append(
+            RunStarted,
+            run_id=spec.run_id,
+            mode=spec.mode,
+            seed=spec.seed,
+            engine_version=ENGINE_VERSION,
+            contracts_version=CONTRACTS_VERSION,
+            dataset=spec.dataset,
+            plugins_dir=spec.plugins_dir,
+            executor=self._executor.name,
+            workers=self._executor.workers,
+            select=spec.select,
+            settings=spec.settings,
+        )
+        self._append(PlanBuilt, plan=plan)
+        for step in plan.steps:
+            self._waiting_on[step.plugin_id] = len(step.depends_on)
+        for step in plan.steps:
+            outcome = preflight(spec.plugins[step.plugin_id], spec.dataset)
+            if outcome is not None:
+                self._append(
+                    PreflightFailed,
+                    plugin_id=step.plugin_id,
+                    lane=step.lane,
+                    result=outcome,
+                    downstream_affected=_affected(step),
+                )
+        for step in plan.steps:
+            if self.state.plugins[step.plugin_id].phase == "done":
+                self._finished(step.plugin_id)
+            elif self._waiting_on[step.plugin_id] == 0:
+                heapq.heappush(self._ready, (step.order, step.plugin_id))
+
+        send, recv = anyio.create_memory_object_stream[_Message](math.inf)
+        slots = PrioritySlots(self._executor.workers)
+        for lane in sorted({s.lane for s in plan.steps}):
+            self._lanes[lane] = LaneActor(lane, self._executor.workers, slots, self._executor, send)
+        async with anyio.create_task_group() as tg, recv, send:
+            for lane_actor in self._lanes.values():
+                await tg.start(lane_actor.run)
+            self._advance()
+            while self.state.outstanding():
+                if self._in_flight == 0:
+                    raise EngineInternalError("plugins outstanding but nothing in flight")
+                message = await recv.receive()
+                if isinstance(message, _Started):
+                    self._append(
+                        PluginStarted,
+                        plugin_id=message.plugin_id,
+                        worker=message.worker,
+                        pid=message.pid,
+                    )
+                    continue
+                self._complete(message.output)
+                self._advance()
+            for lane_actor in self._lanes.values():
+                lane_actor.close()
+
+        counts = self.state.status_counts()
+        self._append(RunFinished, status=run_status(spec.mode, counts), counts=counts)
+        return self.state
+
+    def _complete(self, output: JobOutput) -> None:
+        self._in_flight -= 1
+        pid = output.plugin_id
+        step = self.state.plugins[pid].step
+        for access in output.accesses:
+            self._append(DataAccessed, plugin_id=pid, access=access)
+        affected = () if output.result.__struct_config__.tag == "ok" else _affected(step)
+        self._append(
+            PluginFinished,
+            plugin_id=pid,
+            lane=step.lane,
+            result=output.result,
+            duration_s=output.duration_s,
+            downstream_affected=affected,
+        )
+        self._finished(pid)
+
+    def _finished(self, plugin_id: str) -> None:
+        for child in self.state.plugins[plugin_id].step.dependents:
+            self._waiting_on[child] -= 1
+            if self._waiting_on[child] == 0 and self.state.plugins[child].phase == "pending":
+                heapq.heappush(self._ready, (self.state.plugins[child].step.order, child))
+
+    def _advance(self) -> None:
+        """Dispatch (or resolve) every ready step, in plan order."""
+        while self._ready:
+            _, pid = heapq.heappop(self._ready)
+            record = self.state.plugins[pid]
+            step = record.step
+            blocked = self._failed_upstream(step)
+            if blocked:
+                names = ", ".join(repr(b) for b in blocked)
+                self._append(
+                    PluginFinished,
+                    plugin_id=pid,
+                    lane=step.lane,
+                    result=Na(
+                        reason_code="UPSTREAM_FAILED",
+                        explanation=f"Not started because upstream plugin {names} failed.",
+                        checked=tuple(blocked),
+                    ),
+                    ran=False,
+                    downstream_affected=_affected(step),
+                )
+                self._finished(pid)
+                continue
+            self._append(PluginDispatched, plugin_id=pid, lane=step.lane)
+            self._in_flight += 1
+            self._lanes[step.lane].submit(step, self._job(step))
+
+    def _failed_upstream(self, step: PlanStep) -> list[str]:
+        """The failed plugins upstream of ``step`` (through UPSTREAM_FAILED chains)."""
+        roots: set[str] = set()
+        for dep in step.depends_on:
+            result = self.state.plugins[dep].result
+            if isinstance(result, Failed):
+                roots.add(dep)
+            elif isinstance(result, Na) and result.reason_code == "UPSTREAM_FAILED":
+                roots.update(result.checked)
+        return sorted(roots)
+
+    def _job(self, step: PlanStep) -> Job:
+        spec = self.spec
+        plugin = spec.plugins[step.plugin_id]
+        upstream = {}
+        for dep in step.depends_on:
+            result = self.state.plugins[dep].result
+            if result is not None and not isinstance(result, Failed):
+                upstream[dep] = result
+        return Job(
+            run_id=spec.run_id,
+            plugin_id=step.plugin_id,
+            plugin_dir=str(plugin.directory),
+            entrypoint=plugin.manifest.entrypoint,
+            code_hash=plugin.code_hash,
+            settings=dict(step.settings),
+            seed=plugin_seed(spec.seed, step.plugin_id),
+            dataset=spec.dataset,
+            upstream=upstream,
+            artifacts_dir=str(spec.run_dir / "artifacts" / step.plugin_id),
+        )
+
+
+def _affected(step: PlanStep) -> tuple[str, ...]:
+    return tuple(sorted(set(step.dependents) | set(step.downstream)))
+
+
+def run_status(mode: Mode, counts: Mapping[str, int]) -> str:
+    """Strict: any failed plugin fails the run. Legacy (pre-contract): permissive."""
+    if mode == "legacy":
+        return "ok"
+    return "failed" if counts.get("failed", 0) else "ok"

@@ -1,0 +1,82 @@
+"""column_profile: dtype, role, null fraction and distinct count of every column."""
+
+from __future__ import annotations
+
+from contracts import Evidence, Finding, na, ok
+
+
+def _q(name: str) -> str:
+    """Quote a column name as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run(ctx):
+    columns = sorted(ctx.data.columns, key=lambda c: c.name)
+    if not columns:
+        return na("NOT_APPLICABLE", "The dataset has no columns to profile.", checked=["columns"])
+
+    parts = ["count(*) AS n_rows"]
+    for i, col in enumerate(columns):
+        parts.append(f"count({_q(col.name)}) AS nn_{i}")
+        parts.append(f"count(DISTINCT {_q(col.name)}) AS nd_{i}")
+    row = ctx.data.sql(f"SELECT {', '.join(parts)} FROM data").to_pylist()[0]
+    rows = int(row["n_rows"])
+    if rows == 0:
+        return na(
+            "INSUFFICIENT_DATA",
+            "The dataset has no rows, so null fractions and distinct counts are undefined.",
+            checked=["row count"],
+        )
+
+    per_column: dict[str, dict[str, object]] = {}
+    findings = []
+    for i, col in enumerate(columns):
+        non_null = int(row[f"nn_{i}"])
+        distinct = int(row[f"nd_{i}"])
+        nulls = rows - non_null
+        null_fraction = nulls / rows
+        per_column[col.name] = {
+            "dtype": col.dtype,
+            "role": col.role,
+            "null_count": nulls,
+            "null_fraction": null_fraction,
+            "distinct_count": distinct,
+        }
+        query = (
+            f"SELECT count(*) - count({_q(col.name)}) AS null_count, "
+            f"count(DISTINCT {_q(col.name)}) AS distinct_count FROM data"
+        )
+        findings.append(
+            Finding(
+                kind="column_profile",
+                title=f"Profile of {col.name}",
+                severity="info",
+                confidence=1.0,
+                target=col.name,
+                what=(
+                    f"{col.name} ({col.dtype}, role {col.role}): {nulls} of {rows} values "
+                    f"missing ({null_fraction:.1%}), {distinct} distinct non-null values."
+                ),
+                why="Null fractions and cardinality decide how a column can be used "
+                "(imputation, dropping, grouping, de-duplication keys).",
+                evidence=Evidence(
+                    columns=(col.name,),
+                    metrics={
+                        "rows": rows,
+                        "null_count": nulls,
+                        "null_fraction": null_fraction,
+                        "distinct_count": distinct,
+                    },
+                    query=query,
+                    rows=rows,
+                ),
+            )
+        )
+
+    metrics = {
+        "rows": rows,
+        "column_count": len(columns),
+        "columns": per_column,
+        "identifier_columns": [c.name for c in columns if c.role == "identifier"],
+    }
+    return ok(findings=findings, metrics=metrics)

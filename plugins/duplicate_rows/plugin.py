@@ -1,0 +1,100 @@
+"""duplicate_rows: exact duplicate rows over all columns (SQL)."""
+
+from __future__ import annotations
+
+from contracts import Evidence, Finding, Ok, na, ok
+
+UPSTREAM = "column_profile"
+
+
+def _q(name: str) -> str:
+    """Quote a column name as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run(ctx):
+    min_surplus = int(ctx.settings.get("min_surplus_rows", 1))
+    names = [c.name for c in ctx.data.columns]
+    if not names:
+        return na("NOT_APPLICABLE", "The dataset has no columns.", checked=["columns"])
+    cols = ", ".join(_q(n) for n in names)
+
+    upstream = ctx.upstream.get(UPSTREAM)
+    if isinstance(upstream, Ok):
+        identifiers = sorted(upstream.metrics.get("identifier_columns", []))
+    else:
+        identifiers = sorted(c.name for c in ctx.data.columns if c.role == "identifier")
+
+    query = (
+        f"SELECT count(*) AS n_rows, "
+        f"(SELECT count(*) FROM (SELECT DISTINCT {cols} FROM data)) AS n_distinct, "
+        f"(SELECT count(*) FROM (SELECT {cols} FROM data GROUP BY ALL HAVING count(*) > 1)) "
+        f"AS duplicated_groups, "
+        f"(SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM data GROUP BY {cols})) "
+        f"AS max_copies FROM data"
+    )
+    r = ctx.data.sql(query).to_pylist()[0]
+    rows = int(r["n_rows"])
+    distinct = int(r["n_distinct"])
+    surplus = rows - distinct
+    groups = int(r["duplicated_groups"])
+    max_copies = int(r["max_copies"])
+    checked = [
+        f"{rows} rows over {len(names)} columns, {distinct} distinct rows, "
+        f"{surplus} surplus copies (needs >= {min_surplus})"
+    ]
+    metrics = {
+        "rows": rows,
+        "distinct_rows": distinct,
+        "surplus_rows": surplus,
+        "duplicated_groups": groups,
+        "max_copies": max_copies,
+    }
+    if surplus < min_surplus:
+        return na(
+            "NO_SIGNIFICANT_EFFECT",
+            f"No row is an exact copy of another over all {len(names)} columns."
+            if surplus == 0
+            else f"Only {surplus} surplus duplicate rows (fewer than {min_surplus}).",
+            checked=checked,
+            metrics=metrics,
+        )
+
+    share = surplus / rows
+    if identifiers:
+        key = identifiers[0]
+        recommendation = (
+            f"De-duplicate on the identifier {key} (keep one row per {key}) before counting "
+            "or summing, and fix the load that writes the copies."
+        )
+    else:
+        recommendation = (
+            "De-duplicate with SELECT DISTINCT * before counting or summing (no identifier "
+            "column was found), and fix the load that writes the copies."
+        )
+    finding = Finding(
+        kind="duplicate_rows",
+        title=f"{surplus} exact duplicate rows",
+        severity="high" if share >= 0.05 else "medium" if share >= 0.01 else "low",
+        confidence=1.0,
+        target="data",
+        what=(
+            f"{surplus} of {rows} rows ({share:.2%}) are exact copies of another row across "
+            f"all {len(names)} columns ({groups} distinct rows appear more than once, up to "
+            f"{max_copies} times)."
+        ),
+        why="Exact duplicates inflate counts, sums and averages weighted by row, and "
+        "usually come from a load that ran twice or a join that fanned out.",
+        recommendation=recommendation,
+        evidence=Evidence(
+            columns=tuple(names),
+            metrics=metrics | {"surplus_share": share, "identifier": identifiers[0]
+                               if identifiers else None},
+            query=(
+                f"SELECT {cols}, count(*) AS copies FROM data GROUP BY ALL "
+                f"HAVING count(*) > 1 ORDER BY copies DESC, {cols}"
+            ),
+            rows=surplus,
+        ),
+    )
+    return ok(findings=[finding], metrics=metrics | {"identifier_columns": identifiers})

@@ -1,0 +1,162 @@
+"""robust_outliers: modified z-score outliers per numeric column (median and MAD)."""
+
+from __future__ import annotations
+
+import math
+
+from contracts import Evidence, Finding, Ok, na, ok
+
+UPSTREAM = "numeric_summary"
+
+
+def _q(name: str) -> str:
+    """Quote a column name as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: float) -> str:
+    """A float as an SQL literal that round-trips exactly."""
+    return repr(float(value))
+
+
+def _num(value):
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def outlier_condition(column: str, median: float, scale: float, threshold: float) -> str:
+    x = f"CAST({_q(column)} AS DOUBLE)"
+    return f"abs({x} - {_lit(median)}) / {_lit(scale)} > {_lit(threshold)}"
+
+
+def run(ctx):
+    threshold = float(ctx.settings.get("threshold", 3.5))
+    min_share = float(ctx.settings.get("min_share", 0.005))
+    min_values = int(ctx.settings.get("min_values", 20))
+    upstream = ctx.upstream.get(UPSTREAM)
+    if not isinstance(upstream, Ok):
+        reason = getattr(upstream, "reason_code", "missing")
+        code = reason if reason in ("NOT_APPLICABLE", "INSUFFICIENT_DATA") else "UPSTREAM_NA"
+        return na(
+            code,
+            f"{UPSTREAM} produced no summary ({reason}), so there are no medians and MADs "
+            "to measure outliers against.",
+            checked=[f"upstream {UPSTREAM}: {reason}"],
+        )
+
+    roles = {c.name: c.role for c in ctx.data.columns}
+    summaries = upstream.metrics.get("columns", {})
+    candidates = [n for n in sorted(summaries) if roles.get(n, "numeric") != "identifier"]
+    if not candidates:
+        return na(
+            "NOT_APPLICABLE",
+            "There are no numeric, non-identifier columns to check for outliers.",
+            checked=[f"{UPSTREAM}: {len(summaries)} summarized columns"],
+        )
+
+    findings = []
+    checked = []
+    measured = {}
+    for name in candidates:
+        s = summaries[name]
+        count = int(s.get("count") or 0)
+        median = _num(s.get("p50"))
+        mad = _num(s.get("mad"))
+        scale = _num(s.get("mad_normal"))
+        if count < min_values or median is None or scale is None:
+            checked.append(f"{name}: skipped, {count} values (< {min_values})")
+            continue
+        if not scale > 0:
+            checked.append(f"{name}: skipped, MAD is 0 (over half the values are equal)")
+            continue
+        cond = outlier_condition(name, median, scale, threshold)
+        x = f"CAST({_q(name)} AS DOUBLE)"
+        query = (
+            f"SELECT count({x}) AS n, count(*) FILTER (WHERE {cond}) AS outliers, "
+            f"count(*) FILTER (WHERE {cond} AND {x} > {_lit(median)}) AS high, "
+            f"avg({x}) AS mean_all, avg({x}) FILTER (WHERE NOT ({cond})) AS mean_inliers, "
+            f"min({x}) FILTER (WHERE {cond}) AS min_outlier, "
+            f"max({x}) FILTER (WHERE {cond}) AS max_outlier FROM data"
+        )
+        r = ctx.data.sql(query).to_pylist()[0]
+        n = int(r["n"])
+        outliers = int(r["outliers"])
+        share = outliers / n if n else 0.0
+        lower = median - threshold * scale
+        upper = median + threshold * scale
+        measured[name] = {"values": n, "outliers": outliers, "share": share}
+        checked.append(f"{name}: {outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, "
+                       f"{upper:.4g}]")
+        if not share > min_share:
+            continue
+        high = int(r["high"])
+        mean_all = _num(r["mean_all"])
+        mean_in = _num(r["mean_inliers"])
+        severity = "high" if share >= 0.05 else "medium" if share >= 0.01 else "low"
+        shift = (
+            f" They move the mean from {mean_in:.4g} (without them) to {mean_all:.4g}."
+            if mean_all is not None and mean_in is not None
+            else ""
+        )
+        findings.append(
+            Finding(
+                kind="robust_outliers",
+                title=f"{outliers} outliers in {name} ({share:.1%})",
+                severity=severity,
+                confidence=0.9 if outliers >= 10 else 0.7,
+                target=name,
+                what=(
+                    f"{outliers} of {n} values of {name} ({share:.2%}; {high} high, "
+                    f"{outliers - high} low) have a modified z-score above {threshold:g}, "
+                    f"i.e. lie outside [{lower:.4g}, {upper:.4g}] around the median "
+                    f"{median:.4g}.{shift}"
+                ),
+                why=(
+                    "The modified z-score uses the median and MAD, which the outliers "
+                    f"themselves cannot distort; a share above {min_share:.1%} is more than "
+                    "a heavy tail alone explains and skews means, sums and model fits."
+                ),
+                recommendation=(
+                    f"Review the {outliers} extreme values of {name} (query in the evidence): "
+                    "correct or remove data-entry errors, and report medians or winsorize "
+                    "at p01/p99 where they are genuine."
+                ),
+                evidence=Evidence(
+                    columns=(name,),
+                    metrics={
+                        "values": n,
+                        "outliers": outliers,
+                        "outliers_high": high,
+                        "outliers_low": outliers - high,
+                        "share": share,
+                        "median": median,
+                        "mad": mad,
+                        "mad_normal": scale,
+                        "threshold": threshold,
+                        "lower_bound": lower,
+                        "upper_bound": upper,
+                        "min_outlier": _num(r["min_outlier"]),
+                        "max_outlier": _num(r["max_outlier"]),
+                        "mean_all": mean_all,
+                        "mean_inliers": mean_in,
+                    },
+                    query=f"SELECT * FROM data WHERE {cond} ORDER BY {x} DESC",
+                    rows=outliers,
+                ),
+            )
+        )
+
+    if not findings:
+        return na(
+            "NO_SIGNIFICANT_EFFECT",
+            f"No numeric column has more than {min_share:.1%} of its values with a modified "
+            f"z-score above {threshold:g} ({len(candidates)} columns checked).",
+            checked=checked,
+            metrics={"columns": measured},
+        )
+    return ok(
+        findings=findings,
+        metrics={"columns": measured, "flagged_columns": [f.target for f in findings]},
+    )

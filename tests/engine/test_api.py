@@ -1,0 +1,112 @@
+"""The library API used by async services, on asyncio and trio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+import engine
+from contracts.events import Event, PluginFinished, RunFinished, RunStarted
+from engine import ConfigError, Engine, EngineError, ManifestError, read_log
+
+from .conftest import MakePlugin
+
+pytestmark = pytest.mark.anyio
+
+SLOW = """
+import time
+from contracts import Finding, ok
+def run(ctx):
+    time.sleep(0.05)
+    return ok(findings=[Finding(kind="{pid}_kind", title="t", target="x", recommendation="r")])
+"""
+
+
+def test_public_api_is_exactly_what_is_intended() -> None:
+    assert sorted(engine.__all__) == sorted(
+        [
+            "ConfigError", "CycleError", "DataReader", "DatasetError", "Engine", "EngineError",
+            "EngineInternalError", "Executor", "InlineExecutor", "LogIntegrityError",
+            "ManifestError", "ManifestProblem", "NondeterminismError", "PlanError",
+            "PluginSpec", "ProcessPool", "RunHandle", "RunResult", "RunState", "__version__",
+            "apply", "build_plan", "fold", "ingest", "load_plugins", "prepare_plan", "read_log",
+        ]
+    )
+    public = {n for n in dir(engine) if not n.startswith("_")} - {"testing"}
+    assert public == set(engine.__all__) - {"__version__"}
+
+
+async def test_events_are_streamed_as_they_are_appended(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    for pid in ("one", "two", "three"):
+        make_plugin(pid, code=SLOW.format(pid=pid))
+    seen: list[Event] = []
+    async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", workers=2) as eng:
+        async with eng.open_run(dataset, seed=1) as handle:
+            async for event in handle:
+                seen.append(event)
+                if isinstance(event, PluginFinished):
+                    # The run is still going when its first results arrive.
+                    assert not (handle.run_dir / "report.json").exists()
+        result = handle.result
+    assert isinstance(seen[0], RunStarted) and isinstance(seen[-1], RunFinished)
+    assert [e.seq for e in seen] == list(range(len(seen)))
+    assert seen == read_log(result.run_dir / "events.jsonl")
+    assert result.ok
+
+
+async def test_inline_executor_gives_the_same_results(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    make_plugin("base", lane="explanation", downstream=["dependent"])
+    make_plugin("dependent", depends_on=["base"])
+    results = []
+    for executor in ("inline", "process"):
+        async with Engine(
+            plugins_dir=plugins_dir, runs_dir=tmp_path / executor, executor=executor
+        ) as eng:
+            results.append(await eng.run(dataset, seed=2))
+    inline, process = results
+    assert inline.state.started is not None and inline.state.started.executor == "inline"
+    assert [(p.id, p.status, p.findings) for p in inline.report.plugins] == [
+        (p.id, p.status, p.findings) for p in process.report.plugins
+    ]
+
+
+async def test_errors_before_the_run_create_nothing(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    make_plugin("bad", lane="nowhere")
+    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
+        with pytest.raises(ManifestError):
+            await eng.run(dataset)
+        with pytest.raises(ConfigError, match="path separators"):
+            await eng.run(dataset, run_id="../escape")
+    assert not any(p.name != "_datasets" for p in runs.glob("*")) if runs.exists() else True
+
+
+async def test_engine_must_be_entered(plugins_dir: Path, dataset: Path) -> None:
+    with pytest.raises(EngineError, match="async with"):
+        await Engine(plugins_dir=plugins_dir, executor="inline").run(dataset)
+
+
+async def test_cancelling_a_run_leaves_an_unfinished_log(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    make_plugin("sleepy", code="import time\ndef run(ctx):\n    time.sleep(30)\n")
+    async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", workers=1) as eng:
+        with anyio.move_on_after(1.5):
+            async with eng.open_run(dataset, run_id="cancelled") as handle:
+                async for _ in handle:
+                    pass
+        events = read_log(tmp_path / "runs" / "cancelled" / "events.jsonl")
+        assert not isinstance(events[-1], RunFinished)
+        assert not (tmp_path / "runs" / "cancelled" / "report.json").exists()
+        # The pool replaced the busy worker and still works.
+        make_plugin("quick")
+        result = await eng.run(dataset, select=["quick"])
+        assert result.ok

@@ -1,0 +1,76 @@
+"""The hash-chained event log: tamper evidence and a torn tail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts import DatasetInfo
+from contracts.events import GENESIS, RunStarted
+from engine import LogIntegrityError, read_log
+from engine._core.eventlog import EventLog, record_hash
+
+
+def _write(path: Path, n: int = 4) -> None:
+    log = EventLog(path)
+    info = DatasetInfo(source="d.csv", fingerprint="f", rows=1, columns=())
+    for i in range(n):
+        log.append(
+            RunStarted,
+            run_id=f"r{i}",
+            mode="two_lane_strict",
+            seed=i,
+            engine_version="t",
+            contracts_version="1",
+            dataset=info,
+            plugins_dir="p",
+            executor="inline",
+            workers=1,
+        )
+    log.close()
+
+
+def test_chain_links_every_record(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    _write(path)
+    lines = path.read_bytes().splitlines()
+    events = read_log(path)
+    assert [e.seq for e in events] == [0, 1, 2, 3]
+    assert events[0].prev == GENESIS
+    for line, event in zip(lines, events[1:], strict=False):
+        assert event.prev == record_hash(line)
+
+
+def test_log_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    _write(path, 1)
+    with pytest.raises(FileExistsError):
+        EventLog(path)
+
+
+@pytest.mark.parametrize("how", ["edit", "reorder", "delete", "garbage"])
+def test_tampering_is_detected_with_its_sequence_number(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "events.jsonl"
+    _write(path)
+    lines = path.read_bytes().splitlines()
+    if how == "edit":
+        record = json.loads(lines[1])
+        record["seed"] = 99
+        lines[1] = json.dumps(record).encode()
+        expected = 2  # record 1 still decodes; record 2's prev no longer matches
+    elif how == "reorder":
+        lines[1], lines[2] = lines[2], lines[1]
+        expected = 1
+    elif how == "delete":
+        del lines[2]
+        expected = 2
+    else:
+        lines[3] = b"{not json"
+        expected = 3
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(LogIntegrityError) as info:
+        read_log(path)
+    assert info.value.seq == expected
+    assert str(path) in str(info.value)
