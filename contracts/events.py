@@ -92,7 +92,16 @@ class RunFinished(_Event, frozen=True, tag="run_finished"):
     counts: dict[str, int] = {}
 
 
-Event = RunStarted | PlanBuilt | PreflightFailed | PluginDispatched | PluginStarted | DataAccessed | PluginFinished | RunFinished
+Event = (
+    RunStarted
+    | PlanBuilt
+    | PreflightFailed
+    | PluginDispatched
+    | PluginStarted
+    | DataAccessed
+    | PluginFinished
+    | RunFinished
+)
 """The tagged union of every event type."""
 
 EVENT_TYPES: tuple[type[_Event], ...] = (

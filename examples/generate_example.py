@@ -81,8 +81,8 @@ def generate(seed: int = SEED) -> list[list[str]]:
     retry_count = np.where(status == "retried", rng.integers(1, 4, size=N_JOBS), 0)
     retry_count = np.where(status == "failed", rng.integers(0, 2, size=N_JOBS), retry_count)
 
-    amount = rng.lognormal(np.log(1200.0), 0.25, size=N_JOBS)
-    n_out = int(round(0.01 * N_JOBS))
+    amount = rng.lognormal(np.log(1200.0), 0.2, size=N_JOBS)
+    n_out = round(0.01 * N_JOBS)
     out_idx = rng.choice(N_JOBS, size=n_out, replace=False)
     high = out_idx[: int(n_out * 0.7)]
     low = out_idx[int(n_out * 0.7) :]

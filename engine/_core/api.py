@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import secrets
@@ -25,7 +26,7 @@ from .data import ingest
 from .errors import ConfigError, EngineError
 from .eventlog import LOG_NAME, EventLog
 from .executor import Executor, make_executor
-from .manifests import load_plugins
+from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState
 from .supervisor import RunSpec, Supervisor
@@ -66,7 +67,9 @@ class RunHandle:
     """A run in progress. ``async for event in handle`` yields every event as the
     supervisor appends it; ``handle.result`` is available once the run finished."""
 
-    def __init__(self, run_id: str, run_dir: Path, events: MemoryObjectReceiveStream[Event]) -> None:
+    def __init__(
+        self, run_id: str, run_dir: Path, events: MemoryObjectReceiveStream[Event]
+    ) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
         self._events = events
@@ -140,8 +143,11 @@ class Engine:
         self.runs_dir = Path(runs_dir)
         self.mode: Mode = mode
         self.settings = {k: dict(v) for k, v in (settings or {}).items()}
-        self._executor = executor if not isinstance(executor, str) else make_executor(executor, workers)
+        self._executor = (
+            executor if not isinstance(executor, str) else make_executor(executor, workers)
+        )
         self._entered = False
+        self._specs = SpecCache()
 
     @property
     def executor(self) -> Executor:
@@ -173,7 +179,7 @@ class Engine:
         mode: Mode,
         run_id: str,
     ) -> RunSpec:
-        plugins = load_plugins(self.plugins_dir)
+        plugins = load_plugins(self.plugins_dir, cache=self._specs)
         info = self.ingest(dataset)
         plan = build_plan(
             plugins,
@@ -209,7 +215,9 @@ class Engine:
         run_id: str | None = None,
     ) -> RunResult:
         """Run the fleet over ``dataset`` and return the finished run."""
-        async with self.open_run(dataset, seed=seed, select=select, mode=mode, run_id=run_id) as handle:
+        async with self.open_run(
+            dataset, seed=seed, select=select, mode=mode, run_id=run_id
+        ) as handle:
             pass
         return handle.result
 
@@ -246,10 +254,9 @@ class Engine:
         self, spec: RunSpec, send: MemoryObjectSendStream[Event], handle: RunHandle
     ) -> None:
         def publish(event: Event) -> None:
-            try:
+            # If the caller stopped listening, the log still has everything.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the caller stopped listening; the log still has everything
 
         with send:
             spec.run_dir.mkdir(parents=True)

@@ -4,7 +4,6 @@ half-written artifact under its final name."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,35 +24,36 @@ MARKDOWN_NAME = "report.md"
 def _plugin_report(record: PluginRecord) -> PluginReport:
     result = record.result
     step = record.step
-    common = {
-        "id": step.plugin_id,
-        "version": step.version,
-        "lane": step.lane,
-        "downstream": step.downstream,
-        "downstream_affected": record.downstream_affected,
-        "duration_s": record.duration_s,
-        "ran": record.ran,
-        "preflight": record.preflight,
-        "data_access": tuple(record.data_access),
-    }
+    base = PluginReport(
+        id=step.plugin_id,
+        version=step.version,
+        lane=step.lane,
+        status="ok",
+        downstream=step.downstream,
+        downstream_affected=record.downstream_affected,
+        duration_s=record.duration_s,
+        ran=record.ran,
+        preflight=record.preflight,
+        data_access=tuple(record.data_access),
+    )
     if isinstance(result, Ok):
-        return PluginReport(status="ok", findings=result.findings, metrics=result.metrics, **common)
+        return msgspec.structs.replace(base, findings=result.findings, metrics=result.metrics)
     if isinstance(result, Na):
-        return PluginReport(
+        return msgspec.structs.replace(
+            base,
             status="na",
             reason_code=result.reason_code,
             explanation=result.explanation,
             metrics={**result.metrics, "checked": list(result.checked)},
-            **common,
         )
     if isinstance(result, Failed):
-        return PluginReport(
+        return msgspec.structs.replace(
+            base,
             status="failed",
             reason_code=result.reason_code,
             explanation=result.message,
             error_type=result.error_type,
             traceback=result.traceback,
-            **common,
         )
     raise EngineInternalError(f"plugin {step.plugin_id!r} has no result")
 
@@ -82,15 +82,20 @@ def build_report(state: RunState) -> Report:
     if started is None or plan is None or finished is None:
         raise EngineInternalError("report requested for an unfinished run")
     plugins = tuple(_plugin_report(r) for r in state.ordered())
-    decisions = [p for p in plugins if p.lane == "decision" or (
-        p.lane == "legacy" and state.plugins[p.id].step.manifest_lane == "decision")]
+    decisions = [
+        p
+        for p in plugins
+        if p.lane == "decision"
+        or (p.lane == "legacy" and state.plugins[p.id].step.manifest_lane == "decision")
+    ]
     summary = Summary(
         plugins=len(plugins),
         ok=sum(p.status == "ok" for p in plugins),
         failed=sum(p.status == "failed" for p in plugins),
         na=sum(p.status == "na" for p in plugins),
         decisions=sum(len(p.findings) for p in decisions),
-        explanations=sum(len(p.findings) for p in plugins) - sum(len(p.findings) for p in decisions),
+        explanations=sum(len(p.findings) for p in plugins)
+        - sum(len(p.findings) for p in decisions),
         findings=sum(len(p.findings) for p in plugins),
         duration_s=round(finished.mono - started.mono, 6),
         lanes=_lane_summaries(plugins),
@@ -124,10 +129,13 @@ def build_run_manifest(state: RunState, report: Report, last_hash: str) -> RunMa
     if started is None or plan is None or finished is None:
         raise EngineInternalError("run manifest requested for an unfinished run")
     inputs = [
-        InputFingerprint(name=started.dataset.source, kind="dataset", fingerprint=started.dataset.fingerprint)
+        InputFingerprint(
+            name=started.dataset.source, kind="dataset", fingerprint=started.dataset.fingerprint
+        )
     ]
     inputs += [
-        InputFingerprint(name=s.plugin_id, kind="plugin", fingerprint=s.code_hash) for s in plan.steps
+        InputFingerprint(name=s.plugin_id, kind="plugin", fingerprint=s.code_hash)
+        for s in plan.steps
     ]
     return RunManifest(
         run_id=started.run_id,
@@ -178,7 +186,12 @@ def render_markdown(report: Report) -> str:
     if not findings:
         out += ["No decision plugin produced a recommendation.", ""]
     for f, p in sorted(findings, key=lambda fp: (_SEVERITY[fp[0].severity], fp[1].id, fp[0].id)):
-        out += [f"### [{f.severity}] {f.title}", "", f"*{p.id}* · `{f.kind}` · confidence {f.confidence:.2f}", ""]
+        out += [
+            f"### [{f.severity}] {f.title}",
+            "",
+            f"*{p.id}* · `{f.kind}` · confidence {f.confidence:.2f}",
+            "",
+        ]
         if f.what:
             out.append(f"- **What:** {f.what}")
         if f.why:
@@ -186,8 +199,10 @@ def render_markdown(report: Report) -> str:
         if f.recommendation:
             out.append(f"- **Recommendation:** {f.recommendation}")
         if f.impact is not None:
-            out.append(f"- **Impact ({f.measurement}):** {_fmt(f.impact.value)} {f.impact.unit}"
-                       + (f" — {f.impact.description}" if f.impact.description else ""))
+            out.append(
+                f"- **Impact ({f.measurement}):** {_fmt(f.impact.value)} {f.impact.unit}"
+                + (f" — {f.impact.description}" if f.impact.description else "")
+            )
             for a in f.impact.assumptions:
                 out.append(f"  - assumes: {a}")
         if f.evidence.metrics:
@@ -210,10 +225,15 @@ def render_markdown(report: Report) -> str:
     out += ["## Not applicable", ""]
     out += [f"- **{p.id}** `{p.reason_code}`: {p.explanation}" for p in na] or ["None."]
     out += ["", "## Failures", ""]
-    out += [f"- **{p.id}** `{p.reason_code}` {p.error_type}: {p.explanation}" for p in bad] or ["None."]
+    out += [f"- **{p.id}** `{p.reason_code}` {p.error_type}: {p.explanation}" for p in bad] or [
+        "None."
+    ]
     if report.preflight:
         out += ["", "## Preflight", ""]
-        out += [f"- **{e.plugin_id}** {e.status} `{e.reason_code}`: {e.explanation}" for e in report.preflight]
+        out += [
+            f"- **{e.plugin_id}** {e.status} `{e.reason_code}`: {e.explanation}"
+            for e in report.preflight
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -234,8 +254,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def to_pretty_json(obj: object) -> bytes:
-    raw = msgspec.json.encode(obj, order="deterministic")
-    return (json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n").encode()
+    return msgspec.json.format(msgspec.json.encode(obj, order="deterministic"), indent=2) + b"\n"
 
 
 def write_artifacts(run_dir: Path, state: RunState, last_hash: str) -> Report:

@@ -79,7 +79,7 @@ def _line(event: Event) -> str | None:
     else:
         detail = f" {len(result.findings)} finding(s)"
     took = f" {event.duration_s:.2f}s" if isinstance(event, PluginFinished) and event.ran else ""
-    return f"  {str(status):<6} {event.lane:<11} {event.plugin_id}{detail}{took}"
+    return f"  {status!s:<6} {event.lane:<11} {event.plugin_id}{detail}{took}"
 
 
 async def _run(args: argparse.Namespace) -> RunResult:
@@ -123,7 +123,10 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"plan {plan.plan_hash} mode={plan.mode} seed={plan.seed} steps={len(plan.steps)}")
     for step in plan.steps:
         deps = ",".join(step.depends_on) or "-"
-        print(f"  {step.order:>3} {step.lane:<11} p{step.priority} d{step.depth} {step.plugin_id} <- {deps}")
+        print(
+            f"  {step.order:>3} {step.lane:<11} p{step.priority} d{step.depth} "
+            f"{step.plugin_id} <- {deps}"
+        )
     return EXIT_OK
 
 

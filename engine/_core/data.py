@@ -21,7 +21,9 @@ default sample, and if that fails (for example a value late in the file does not
 the sampled type) detection is repeated over the whole file. Column names are the
 header cells with surrounding whitespace removed; blank names and names that collide
 case-insensitively (DuckDB identifiers are case-insensitive, so ``A`` and ``a``
-could never both be queried) are errors rather than being silently renamed.
+could never both be queried) are errors rather than being silently renamed. DuckDB
+expands ``* ? [ {`` in file names as globs, so such a source is read through a
+plainly named symlink.
 
 All statistics are computed in SQL, one column at a time (exact
 ``count(DISTINCT ...)``, which is deterministic and bounded by one hash table at a
@@ -96,7 +98,9 @@ floating-point sums bit-identical between runs), ``preserve_insertion_order=true
 (DuckDB then returns rows of any query without ``ORDER BY`` in table order, which is
 why plain scans need no sort), external file access disabled (plugins read through
 ``ctx.data``, never by opening files) and the configuration locked so a query cannot
-change any of this. Every call is appended to :attr:`DataReader.accesses`.
+change any of this. Every call is appended to :attr:`DataReader.accesses`. Unknown
+column names raise :class:`UnknownColumnError` (a ``KeyError`` listing the available
+columns); names are always quoted, so spaces and quotes in them are safe.
 """
 
 from __future__ import annotations
@@ -137,6 +141,7 @@ __all__ = [
     "infer_event_roles",
     "infer_role",
     "ingest",
+    "quote_ident",
 ]
 
 INGEST_VERSION: Final = "1"
@@ -397,7 +402,7 @@ def infer_event_roles(columns: Sequence[ColumnInfo]) -> dict[str, str]:
         columns: the dataset's columns, in dataset order, with roles already set.
 
     Returns:
-        ``{event_role: column_name}``.
+        ``{event_role: column_name}``, in :data:`~contracts.manifest.EventRole` order.
     """
     used: set[str] = set()
     found: dict[str, str] = {}
@@ -415,7 +420,8 @@ def infer_event_roles(columns: Sequence[ColumnInfo]) -> dict[str, str]:
                 found[role] = col.name
                 used.add(col.name)
                 break
-    return found
+    # Report in the order the roles are declared (EventRole), whatever the search order.
+    return {role: found[role] for role in get_args(EventRole) if role in found}
 
 
 def _first_named(
@@ -528,10 +534,11 @@ def _build(
             config={
                 "preserve_insertion_order": True,
                 "temp_directory": str(spill),
-                "enable_progress_bar": False,
             },
         )
         try:
+            con.execute("SET enable_progress_bar = false")  # never draw on a terminal
+            path = _plain_path(path, spill)
             if kind == "csv":
                 header = _csv_header(con, label, path)
             else:
@@ -549,6 +556,25 @@ def _build(
     finally:
         for leftover in leftovers:
             _remove(leftover)
+
+
+def _plain_path(path: Path, scratch: Path) -> Path:
+    """A path DuckDB reads literally: its readers expand ``* ? [ {`` as globs.
+
+    A source whose name contains one is reached through a symlink with a plain name
+    in the build's scratch directory (removed with it).
+    """
+    absolute = path.absolute()
+    if not any(ch in str(absolute) for ch in "*?[{"):
+        return absolute
+    scratch.mkdir(parents=True, exist_ok=True)
+    suffix = ".csv.gz" if path.name.lower().endswith(".gz") else path.suffix
+    link = scratch / f"source{suffix}"
+    try:
+        link.symlink_to(absolute)
+    except OSError:
+        return absolute  # no symlinks here: let DuckDB try the name as given
+    return link
 
 
 def _csv_header(con: duckdb.DuckDBPyConnection, label: str, path: Path) -> list[str]:
@@ -633,7 +659,7 @@ def _describe(
     count = con.execute("SELECT count(*) FROM data").fetchone()
     rows = int(count[0]) if count else 0
     if rows == 0:
-        raise DatasetError(label, "no rows (header only)")
+        raise DatasetError(label, "no rows (only a header or schema)")
     columns: list[ColumnInfo] = []
     for name, dtype in ((str(r[0]), str(r[1])) for r in described):
         col = quote_ident(name)
@@ -700,7 +726,9 @@ class DataReader:
         self._info = info
         self._by_name = {c.name: c for c in info.columns}
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._spill: str | None = None
+        # The spill directory is removed on close(), or when the reader is collected
+        # unclosed (silently: tests that never close a reader must not warn).
+        self._spill: weakref.finalize[..., DataReader] | None = None
         # Weak, so that a stream dropped by its consumer is finalized (and recorded)
         # at once; a dict keeps creation order, so close() records deterministically.
         self._streams: dict[int, weakref.ref[_BatchStream]] = {}
@@ -834,7 +862,7 @@ class DataReader:
             con, self._con = self._con, None
             con.close()
         if self._spill is not None:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            self._spill()
             self._spill = None
 
     def __enter__(self) -> DataReader:
@@ -861,7 +889,8 @@ class DataReader:
             db_path = self._info.db_path
             if not db_path or not Path(db_path).is_file():
                 raise DatasetError(self._info.source, f"normalized database not found: {db_path!r}")
-            self._spill = tempfile.mkdtemp(prefix="engine-duckdb-")
+            spill = tempfile.mkdtemp(prefix="engine-duckdb-")
+            self._spill = weakref.finalize(self, shutil.rmtree, spill, True)
             con = duckdb.connect(
                 db_path,
                 read_only=True,
@@ -869,13 +898,13 @@ class DataReader:
                     "threads": 1,
                     "memory_limit": READER_MEMORY_LIMIT,
                     "preserve_insertion_order": True,
-                    "temp_directory": self._spill,
-                    "enable_progress_bar": False,
+                    "temp_directory": spill,
                 },
             )
             # Set after connecting: as connect options these two are applied in an
             # order that can reject temp_directory. Locking makes them final for
             # every query (a plugin cannot SET threads or re-enable file access).
+            con.execute("SET enable_progress_bar = false")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             self._con = con

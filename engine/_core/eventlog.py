@@ -55,7 +55,9 @@ class EventLog:
         """Build an event of type ``cls`` with the chain fields filled in and write it."""
         if self._fd is None:
             raise ValueError(f"{self.path}: log is closed")
-        event = cls(seq=self._seq, prev=self._prev, wall=time.time(), mono=time.monotonic(), **fields)
+        event = cls(
+            seq=self._seq, prev=self._prev, wall=time.time(), mono=time.monotonic(), **fields
+        )
         line = ENCODER.encode(event)
         os.write(self._fd, line + b"\n")
         self._prev = record_hash(line)

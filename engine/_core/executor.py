@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,7 +26,6 @@ from typing import Protocol
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from contracts import Failed
 
@@ -37,14 +37,20 @@ class WorkerHandle(Protocol):
     index: int
     pid: int
 
-    async def run(self, job: Job, timeout_s: float) -> JobOutput: ...
+    async def run(
+        self, job: Job, timeout_s: float, on_start: Callable[[int, int], None] | None = None
+    ) -> JobOutput: ...
 
 
 class Executor(Protocol):
-    """The interface the runtime uses; it does not know which executor it has."""
+    """The interface the runtime uses; it does not know which executor it has.
+
+    ``slots`` is how many jobs may be handed to it at once (workers x depth).
+    """
 
     name: str
     workers: int
+    slots: int
 
     async def start(self) -> None: ...
 
@@ -62,14 +68,34 @@ def _crash_output(job: Job, code: str, message: str, pid: int, duration: float) 
     )
 
 
-class _Proc:
-    """One worker process and the parent's end of its pipe."""
+class _Pending:
+    """A job handed to a worker; ``turn`` is set when it reaches the queue head."""
 
-    def __init__(self, index: int, process: BaseProcess, conn: Connection) -> None:
+    __slots__ = ("generation", "payload", "turn")
+
+    def __init__(self, payload: bytes, generation: int) -> None:
+        self.payload = payload
+        self.generation = generation
+        self.turn = anyio.Event()
+
+
+class _Proc:
+    """One worker process, the parent's end of its pipe, and its queue of jobs.
+
+    Jobs are pipelined: up to ``depth`` are written ahead so the worker never
+    sleeps between jobs. Results come back in order; the job at the head of the
+    queue reads the next result. ``generation`` changes whenever the process is
+    replaced, so jobs written to a dead process are written again.
+    """
+
+    def __init__(self, index: int, process: BaseProcess, conn: Connection, pid: int) -> None:
         self.index = index
         self.process = process
         self.conn = conn
-        self.pid = process.pid or 0
+        self.pid = pid
+        self.generation = 0
+        self.queue: deque[_Pending] = deque()
+        self.reserved = 0
 
 
 class _PoolWorker:
@@ -79,35 +105,78 @@ class _PoolWorker:
         self.index = proc.index
         self.pid = proc.pid
 
-    async def run(self, job: Job, timeout_s: float) -> JobOutput:
+    async def run(
+        self, job: Job, timeout_s: float, on_start: Callable[[int, int], None] | None = None
+    ) -> JobOutput:
         proc = self.proc
-        started = anyio.current_time()
+        entry = _Pending(JOB_ENCODER.encode(job), proc.generation)
+        proc.queue.append(entry)
         try:
-            proc.conn.send_bytes(JOB_ENCODER.encode(job))
-            with anyio.move_on_after(timeout_s) as scope:
-                await anyio.wait_readable(proc.conn.fileno())
-            if scope.cancelled_caught:
+            proc.conn.send_bytes(entry.payload)
+        except OSError:
+            entry.generation = -1  # written again once the process is replaced
+        try:
+            return await self._await_result(job, entry, timeout_s, on_start)
+        except BaseException:
+            # Cancelled: the worker may still answer for this job later, so the
+            # process cannot be trusted. Replace it; queued jobs are re-sent.
+            if entry.generation == proc.generation:
+                with anyio.CancelScope(shield=True):
+                    await self._pool._replace(proc)
+            raise
+        finally:
+            proc.queue.remove(entry)
+            if proc.queue:
+                proc.queue[0].turn.set()
+
+    async def _await_result(
+        self,
+        job: Job,
+        entry: _Pending,
+        timeout_s: float,
+        on_start: Callable[[int, int], None] | None,
+    ) -> JobOutput:
+        proc = self.proc
+        while proc.queue[0] is not entry:
+            await entry.turn.wait()
+            entry.turn = anyio.Event()
+        announced = False
+        while True:
+            if entry.generation != proc.generation:
+                entry.generation = proc.generation
+                proc.conn.send_bytes(entry.payload)
+            if not announced and on_start is not None:
+                on_start(proc.index, proc.pid)
+            announced = True
+            started = anyio.current_time()
+            pid = proc.pid
+            try:
+                with anyio.move_on_after(timeout_s) as scope:
+                    await anyio.wait_readable(proc.conn.fileno())
+                if not scope.cancelled_caught:
+                    output = OUTPUT_DECODER.decode(proc.conn.recv_bytes())
+                    self._pool._observe(output.duration_s)
+                    return output
+            except (EOFError, OSError, anyio.ClosedResourceError):
+                if entry.generation != proc.generation:
+                    continue  # replaced under us: write the job again
+                code = proc.process.exitcode
                 await self._pool._replace(proc)
                 return _crash_output(
-                    job, "TIMEOUT", f"no result after {timeout_s:g}s; worker killed",
-                    proc.pid, anyio.current_time() - started,
+                    job,
+                    "WORKER_CRASHED",
+                    f"worker process {pid} died (exit code {code})",
+                    pid,
+                    anyio.current_time() - started,
                 )
-            payload = proc.conn.recv_bytes()
-        except (EOFError, OSError):
-            code = proc.process.exitcode
             await self._pool._replace(proc)
             return _crash_output(
-                job, "WORKER_CRASHED",
-                f"worker process {proc.pid} died (exit code {code})",
-                proc.pid, anyio.current_time() - started,
+                job,
+                "TIMEOUT",
+                f"no result after {timeout_s:g}s; worker {pid} killed",
+                pid,
+                anyio.current_time() - started,
             )
-        except BaseException:
-            # Cancelled mid-job: the worker may still answer later, so it cannot
-            # be reused. Replace it (shielded) and let the cancellation go on.
-            with anyio.CancelScope(shield=True):
-                await self._pool._replace(proc)
-            raise
-        return OUTPUT_DECODER.decode(payload)
 
 
 class ProcessPool:
@@ -115,16 +184,31 @@ class ProcessPool:
 
     name = "process"
 
-    def __init__(self, workers: int | None = None, *, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        depth: int = 2,
+        short_depth: int = 4,
+        short_job_s: float = 0.02,
+        start_timeout_s: float = 120.0,
+    ) -> None:
         self.workers = workers or max(1, min(os.cpu_count() or 1, 8))
-        if self.workers < 1:
-            raise EngineError("workers must be at least 1")
+        if self.workers < 1 or depth < 1 or short_depth < depth:
+            raise EngineError("workers and depth must be at least 1; short_depth >= depth")
+        # Jobs written ahead per worker: ``depth`` normally, ``short_depth`` while
+        # recent jobs are shorter than ``short_job_s`` (then the round trip, not the
+        # job, is what a worker waits on). Deep queues are kept for short jobs only
+        # so a long plugin never strands several others behind it.
+        self.depth = depth
+        self.short_depth = short_depth
+        self.short_job_s = short_job_s
+        self.slots = self.workers * short_depth
+        self._recent_s = math.inf  # moving average of job durations; unknown at first
+        self._room = anyio.Event()
         self._ctx = multiprocessing.get_context("spawn")
         self._start_timeout_s = start_timeout_s
-        self._procs: dict[int, _Proc] = {}
-        self._idle_send: MemoryObjectSendStream[_Proc]
-        self._idle_recv: MemoryObjectReceiveStream[_Proc]
-        self._idle_send, self._idle_recv = anyio.create_memory_object_stream[_Proc](math.inf)
+        self._procs: list[_Proc] = []
         self._started = False
         self.replacements = 0
 
@@ -132,9 +216,15 @@ class ProcessPool:
         if self._started:
             return
         self._started = True
+        procs: dict[int, _Proc] = {}
+
+        async def spawn(index: int) -> None:
+            procs[index] = await self._spawn(index)
+
         async with anyio.create_task_group() as tg:
             for index in range(self.workers):
-                tg.start_soon(self._spawn_ready, index)
+                tg.start_soon(spawn, index)
+        self._procs = [procs[i] for i in range(self.workers)]
 
     async def _spawn(self, index: int) -> _Proc:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -143,53 +233,61 @@ class ProcessPool:
         )
         await anyio.to_thread.run_sync(process.start)
         child.close()
-        proc = _Proc(index, process, parent)
-        with anyio.fail_after(self._start_timeout_s):
-            await anyio.wait_readable(parent.fileno())
         try:
-            proc.pid = int(parent.recv_bytes().decode())
-        except (EOFError, OSError, ValueError) as exc:
-            raise EngineError(f"worker {index} failed to start: {exc}") from exc
-        return proc
-
-    async def _spawn_ready(self, index: int) -> None:
-        proc = await self._spawn(index)
-        self._procs[index] = proc
-        self._idle_send.send_nowait(proc)
+            with anyio.fail_after(self._start_timeout_s):
+                await anyio.wait_readable(parent.fileno())
+            pid = int(parent.recv_bytes().decode())
+        except (EOFError, OSError, ValueError, TimeoutError) as exc:
+            process.kill()
+            raise EngineError(f"worker {index} failed to start: {exc!r}") from exc
+        return _Proc(index, process, parent, pid)
 
     async def _kill(self, proc: _Proc) -> None:
-        proc.conn.close()
+        if not proc.conn.closed:
+            anyio.notify_closing(proc.conn.fileno())  # wake anyone waiting on it
+            proc.conn.close()
         if proc.process.is_alive():
             proc.process.kill()
         await anyio.to_thread.run_sync(proc.process.join, 10.0)
 
     async def _replace(self, proc: _Proc) -> None:
-        """Kill ``proc`` and put a fresh worker in its slot."""
+        """Kill ``proc``'s process and start a fresh one in its place."""
         self.replacements += 1
+        proc.generation += 1
         await self._kill(proc)
         fresh = await self._spawn(proc.index)
-        self._procs[proc.index] = fresh
-        proc.process = fresh.process
-        proc.conn = fresh.conn
-        proc.pid = fresh.pid
+        proc.process, proc.conn, proc.pid = fresh.process, fresh.conn, fresh.pid
+        proc.generation += 1
 
     @asynccontextmanager
     async def worker(self) -> AsyncIterator[WorkerHandle]:
         if not self._started:
             raise EngineInternalError("ProcessPool.worker() before start()")
-        proc = await self._idle_recv.receive()
+        while True:
+            limit = self.short_depth if self._recent_s < self.short_job_s else self.depth
+            proc = min(self._procs, key=lambda p: (p.reserved, p.index))
+            if proc.reserved < limit:
+                break
+            await self._room.wait()
+        proc.reserved += 1
         try:
             yield _PoolWorker(self, proc)
         finally:
-            self._idle_send.send_nowait(proc)
+            proc.reserved -= 1
+            self._room.set()
+            self._room = anyio.Event()
+
+    def _observe(self, duration_s: float) -> None:
+        self._recent_s = (
+            duration_s if math.isinf(self._recent_s) else 0.8 * self._recent_s + 0.2 * duration_s
+        )
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            for proc in list(self._procs.values()):
+            for proc in self._procs:
                 await self._kill(proc)
-            self._procs.clear()
-        self._idle_send.close()
-        self._idle_recv.close()
+        self._procs = []
+        self._started = False
 
 
 class _InlineWorker:
@@ -198,8 +296,12 @@ class _InlineWorker:
     def __init__(self) -> None:
         self.pid = os.getpid()
 
-    async def run(self, job: Job, timeout_s: float) -> JobOutput:
+    async def run(
+        self, job: Job, timeout_s: float, on_start: Callable[[int, int], None] | None = None
+    ) -> JobOutput:
         await anyio.lowlevel.checkpoint()
+        if on_start is not None:
+            on_start(self.index, self.pid)
         return execute_job(job)
 
 
@@ -208,6 +310,7 @@ class InlineExecutor:
 
     name = "inline"
     workers = 1
+    slots = 1
 
     def __init__(self) -> None:
         self._lock = anyio.Lock()

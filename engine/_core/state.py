@@ -58,6 +58,7 @@ class RunState:
     plan: Plan | None = None
     plugins: dict[str, PluginRecord] = field(factory=dict)
     finished: RunFinished | None = None
+    done: int = 0
     events: int = 0
     last_wall: float = 0.0
 
@@ -70,7 +71,7 @@ class RunState:
         return sorted(self.plugins.values(), key=lambda r: r.step.order)
 
     def outstanding(self) -> int:
-        return sum(1 for r in self.plugins.values() if r.phase != "done")
+        return len(self.plugins) - self.done
 
     def status_counts(self) -> dict[str, int]:
         counts = {"ok": 0, "failed": 0, "na": 0}
@@ -123,6 +124,7 @@ def apply(state: RunState, event: Event) -> RunState:
             record.result = event.result
             record.preflight = True
             record.ran = False
+            state.done += 1
             record.downstream_affected = event.downstream_affected
             record.finished_wall = event.wall
         case PluginFinished(plugin_id=pid):
@@ -132,6 +134,7 @@ def apply(state: RunState, event: Event) -> RunState:
             record.duration_s = event.duration_s
             record.ran = event.ran
             record.downstream_affected = event.downstream_affected
+            state.done += 1
             record.finished_wall = event.wall
         case RunFinished():
             if state.outstanding():

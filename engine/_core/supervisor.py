@@ -20,10 +20,10 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from attrs import define, field
 
-from contracts import CONTRACTS_VERSION, DatasetInfo, Failed, Na, Plan, PlanStep
+from contracts import CONTRACTS_VERSION, DatasetInfo, Failed, Na, Plan, PlanStep, PluginResult
 from contracts.events import (
     DataAccessed,
     Event,
@@ -134,22 +134,28 @@ class LaneActor:
         self._send.close()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        window = anyio.Semaphore(self.capacity)
+        # A fixed set of runner tasks bounds the lane's concurrency and costs no
+        # task spawn per plugin.
         with self._send:  # closed here too when the run is cancelled
-            async with anyio.create_task_group() as tg, self._recv:
+            async with anyio.create_task_group() as tg:
+                with self._recv:
+                    for _ in range(self.capacity):
+                        tg.start_soon(self._runner, self._recv.clone())
                 task_status.started()
-                async for step, job in self._recv:
-                    await window.acquire()
-                    tg.start_soon(self._execute, step, job, window)
 
-    async def _execute(self, step: PlanStep, job: Job, window: anyio.Semaphore) -> None:
-        try:
+    async def _runner(self, inbox: MemoryObjectReceiveStream[tuple[PlanStep, Job]]) -> None:
+        with inbox:
+            await self._run_all(inbox)
+
+    async def _run_all(self, inbox: MemoryObjectReceiveStream[tuple[PlanStep, Job]]) -> None:
+        async for step, job in inbox:
             async with self._slots.acquire(step.priority), self._executor.worker() as worker:
-                self._outbox.send_nowait(_Started(step.plugin_id, worker.index, worker.pid))
-                output = await worker.run(job, step.timeout_s)
+
+                def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
+                    self._outbox.send_nowait(_Started(plugin_id, index, pid))
+
+                output = await worker.run(job, step.timeout_s, started)
             self._outbox.send_nowait(_Done(step.plugin_id, output))
-        finally:
-            window.release()
 
 
 @define(kw_only=True)
@@ -232,9 +238,9 @@ class Supervisor:
                 heapq.heappush(self._ready, (step.order, step.plugin_id))
 
         send, recv = anyio.create_memory_object_stream[_Message](math.inf)
-        slots = PrioritySlots(self._executor.workers)
+        slots = PrioritySlots(self._executor.slots)
         for lane in sorted({s.lane for s in plan.steps}):
-            self._lanes[lane] = LaneActor(lane, self._executor.workers, slots, self._executor, send)
+            self._lanes[lane] = LaneActor(lane, self._executor.slots, slots, self._executor, send)
         async with anyio.create_task_group() as tg, recv, send:
             for lane_actor in self._lanes.values():
                 await tg.start(lane_actor.run)
@@ -242,16 +248,22 @@ class Supervisor:
             while self.state.outstanding():
                 if self._in_flight == 0:
                     raise EngineInternalError("plugins outstanding but nothing in flight")
-                message = await recv.receive()
-                if isinstance(message, _Started):
-                    self._append(
-                        PluginStarted,
-                        plugin_id=message.plugin_id,
-                        worker=message.worker,
-                        pid=message.pid,
-                    )
-                    continue
-                self._complete(message.output)
+                message: _Message | None = await recv.receive()
+                # Handle everything already waiting, then dispatch once.
+                while message is not None:
+                    if isinstance(message, _Started):
+                        self._append(
+                            PluginStarted,
+                            plugin_id=message.plugin_id,
+                            worker=message.worker,
+                            pid=message.pid,
+                        )
+                    else:
+                        self._complete(message.output)
+                    try:
+                        message = recv.receive_nowait()
+                    except anyio.WouldBlock:
+                        message = None
                 self._advance()
             for lane_actor in self._lanes.values():
                 lane_actor.close()
@@ -324,7 +336,7 @@ class Supervisor:
     def _job(self, step: PlanStep) -> Job:
         spec = self.spec
         plugin = spec.plugins[step.plugin_id]
-        upstream = {}
+        upstream: dict[str, PluginResult] = {}
         for dep in step.depends_on:
             result = self.state.plugins[dep].result
             if result is not None and not isinstance(result, Failed):

@@ -63,7 +63,7 @@ def _enc_hook(obj: Any) -> Any:
 
 
 RESULT_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
-RESULT_DECODER: msgspec.json.Decoder[PluginResult] = msgspec.json.Decoder(PluginResult)  # type: ignore[arg-type]
+RESULT_DECODER: msgspec.json.Decoder[PluginResult] = msgspec.json.Decoder(PluginResult)
 JOB_ENCODER = msgspec.msgpack.Encoder()
 JOB_DECODER = msgspec.msgpack.Decoder(Job)
 OUTPUT_ENCODER = msgspec.msgpack.Encoder()
@@ -72,7 +72,9 @@ OUTPUT_DECODER = msgspec.msgpack.Decoder(JobOutput)
 _ENTRYPOINTS: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
 
-def load_entrypoint(plugin_id: str, plugin_dir: str, entrypoint: str, code_hash: str) -> Callable[..., Any]:
+def load_entrypoint(
+    plugin_id: str, plugin_dir: str, entrypoint: str, code_hash: str
+) -> Callable[..., Any]:
     """Import the plugin folder as a package and return its entrypoint.
 
     The package name carries the code hash so an edited plugin is a new module,
@@ -101,7 +103,7 @@ def load_entrypoint(plugin_id: str, plugin_dir: str, entrypoint: str, code_hash:
         if spec.loader is not None:
             spec.loader.exec_module(pkg)
     module = importlib.import_module(f"{package}.{module_name}")
-    func = getattr(module, func_name, None)
+    func: Callable[..., Any] | None = getattr(module, func_name, None)
     if not callable(func):
         raise ImportError(f"{entrypoint!r} is not a callable in {plugin_dir}")
     _ENTRYPOINTS[key] = func

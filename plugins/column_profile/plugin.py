@@ -15,12 +15,14 @@ def run(ctx):
     if not columns:
         return na("NOT_APPLICABLE", "The dataset has no columns to profile.", checked=["columns"])
 
-    parts = ["count(*) AS n_rows"]
-    for i, col in enumerate(columns):
-        parts.append(f"count({_q(col.name)}) AS nn_{i}")
-        parts.append(f"count(DISTINCT {_q(col.name)}) AS nd_{i}")
-    row = ctx.data.sql(f"SELECT {', '.join(parts)} FROM data").to_pylist()[0]
-    rows = int(row["n_rows"])
+    # One query per column, so that at most one distinct-value hash table is held at
+    # a time however wide or long the table is.
+    counts = []
+    for col in columns:
+        c = _q(col.name)
+        query = f"SELECT count(*) AS n, count({c}) AS nn, count(DISTINCT {c}) AS nd FROM data"
+        counts.append((query, ctx.data.sql(query).to_pylist()[0]))
+    rows = int(counts[0][1]["n"])
     if rows == 0:
         return na(
             "INSUFFICIENT_DATA",
@@ -30,9 +32,9 @@ def run(ctx):
 
     per_column: dict[str, dict[str, object]] = {}
     findings = []
-    for i, col in enumerate(columns):
-        non_null = int(row[f"nn_{i}"])
-        distinct = int(row[f"nd_{i}"])
+    for col, (query, row) in zip(columns, counts, strict=True):
+        non_null = int(row["nn"])
+        distinct = int(row["nd"])
         nulls = rows - non_null
         null_fraction = nulls / rows
         per_column[col.name] = {
@@ -42,10 +44,6 @@ def run(ctx):
             "null_fraction": null_fraction,
             "distinct_count": distinct,
         }
-        query = (
-            f"SELECT count(*) - count({_q(col.name)}) AS null_count, "
-            f"count(DISTINCT {_q(col.name)}) AS distinct_count FROM data"
-        )
         findings.append(
             Finding(
                 kind="column_profile",

@@ -25,13 +25,12 @@ def run(ctx):
     else:
         identifiers = sorted(c.name for c in ctx.data.columns if c.role == "identifier")
 
+    # One grouping pass over all columns: each group is a distinct row, c its copies.
     query = (
-        f"SELECT count(*) AS n_rows, "
-        f"(SELECT count(*) FROM (SELECT DISTINCT {cols} FROM data)) AS n_distinct, "
-        f"(SELECT count(*) FROM (SELECT {cols} FROM data GROUP BY ALL HAVING count(*) > 1)) "
-        f"AS duplicated_groups, "
-        f"(SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM data GROUP BY {cols})) "
-        f"AS max_copies FROM data"
+        "SELECT coalesce(sum(c), 0) AS n_rows, count(*) AS n_distinct, "
+        "count(*) FILTER (WHERE c > 1) AS duplicated_groups, "
+        "coalesce(max(c), 0) AS max_copies "
+        f"FROM (SELECT count(*) AS c FROM data GROUP BY {cols})"
     )
     r = ctx.data.sql(query).to_pylist()[0]
     rows = int(r["n_rows"])
@@ -88,8 +87,8 @@ def run(ctx):
         recommendation=recommendation,
         evidence=Evidence(
             columns=tuple(names),
-            metrics=metrics | {"surplus_share": share, "identifier": identifiers[0]
-                               if identifiers else None},
+            metrics=metrics
+            | {"surplus_share": share, "identifier": identifiers[0] if identifiers else None},
             query=(
                 f"SELECT {cols}, count(*) AS copies FROM data GROUP BY ALL "
                 f"HAVING count(*) > 1 ORDER BY copies DESC, {cols}"

@@ -35,9 +35,7 @@ def _num(value):
 
 
 def _durations_sql(process: str, queued: str, started: str, ended: str | None) -> str:
-    run = (
-        f"date_diff('microsecond', {started}, {ended}) / 1e6" if ended is not None else "NULL"
-    )
+    run = f"date_diff('microsecond', {started}, {ended}) / 1e6" if ended is not None else "NULL"
     qs = ", ".join(str(p) for _, p in QUANTILES)
     return (
         "WITH ev AS ("
@@ -113,8 +111,10 @@ def run(ctx):
             "INSUFFICIENT_DATA",
             "No event has both a queue time and a start time at or after it, so no wait "
             "time can be measured.",
-            checked=[f"{len(processes)} processes", f"columns {roles['queued']}, "
-                     f"{roles['started']}"],
+            checked=[
+                f"{len(processes)} processes",
+                f"columns {roles['queued']}, {roles['started']}",
+            ],
         )
 
     total_wait = sum(float(processes[p]["total_wait_hours"]) for p in sorted(processes))
@@ -126,8 +126,11 @@ def run(ctx):
             if m["run_p50_s"] is not None
             else ""
         )
-        cols = tuple(c for c in (roles["process"], roles["queued"], roles["started"],
-                                 roles["ended"]) if c is not None)
+        cols = tuple(
+            c
+            for c in (roles["process"], roles["queued"], roles["started"], roles["ended"])
+            if c is not None
+        )
         findings.append(
             Finding(
                 kind="process_durations",

@@ -30,22 +30,39 @@ def timestamp_expr(name: str, dtype: str) -> str:
     return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
-def sample_query(ctx, roles: dict[str, str], process: str, limit: int) -> str:
+def _keep_fraction(count: int, limit: int) -> int:
+    """Parts per million of a group to pre-select (about twice ``limit`` rows), so that
+    only a small candidate set is sorted however large the table."""
+    if count <= 2 * limit:
+        return 1_000_000
+    return max(1, math.ceil(2 * limit * 1_000_000 / count))
+
+
+def sample_query(
+    ctx, roles: dict[str, str], process: str, limit: int, target_n: int, rest_n: int
+) -> str:
     """Up to ``limit`` wait times of ``process`` and of the rest, chosen by a seeded
     hash of each event (deterministic, independent of storage order)."""
     dtypes = {c.name: c.dtype for c in ctx.data.columns}
     queued = timestamp_expr(roles["queued"], dtypes.get(roles["queued"], ""))
     started = timestamp_expr(roles["started"], dtypes.get(roles["started"], ""))
     p = _q(roles["process"])
+    keep_target = _keep_fraction(target_n, limit)
+    keep_rest = _keep_fraction(rest_n, limit)
     return (
         f"WITH ev AS (SELECT CAST({p} AS VARCHAR) = {_str_lit(process)} AS is_target, "
         f"date_diff('microsecond', {queued}, {started}) / 1e6 AS wait_s, "
         f"hash({p}, {_q(roles['queued'])}, {_q(roles['started'])}, {int(ctx.seed)}) AS h "
         f"FROM data WHERE {p} IS NOT NULL) "
         "SELECT is_target, wait_s FROM ev WHERE wait_s >= 0 "
+        f"AND h % 1000000 < CASE WHEN is_target THEN {keep_target} ELSE {keep_rest} END "
         f"QUALIFY row_number() OVER (PARTITION BY is_target ORDER BY h, wait_s) <= {limit} "
         "ORDER BY is_target, wait_s"
     )
+
+
+def _p_text(p: float) -> str:
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def run(ctx):
@@ -114,7 +131,8 @@ def run(ctx):
             metrics=base_metrics,
         )
 
-    query = sample_query(ctx, roles, top, max_sample)
+    rest_n = sum(int(processes[n].get("wait_count") or 0) for n in sorted(processes) if n != top)
+    query = sample_query(ctx, roles, top, max_sample, int(top_m.get("wait_count") or 0), rest_n)
     table = ctx.data.sql(query)
     is_target = np.asarray(table.column("is_target").to_pylist(), dtype=bool)
     waits = np.asarray(table.column("wait_s").to_pylist(), dtype=float)
@@ -131,7 +149,7 @@ def run(ctx):
     p_value = float(test.pvalue)
     checked.append(
         f"Mann-Whitney U (one-sided, {top} > rest): U={float(test.statistic):.0f}, "
-        f"p={p_value:.3g} on {target_waits.size} vs {rest_waits.size} waits "
+        f"{_p_text(p_value)} on {target_waits.size} vs {rest_waits.size} waits "
         f"(needs p < {alpha:g})"
     )
     if not p_value < alpha:
@@ -175,7 +193,7 @@ def run(ctx):
         ),
         why=(
             f"Its waits are longer than the rest's in a one-sided Mann-Whitney U test "
-            f"(p={p_value:.2g}); work queued for {top} sits idle far longer than elsewhere, "
+            f"({_p_text(p_value)}); work queued for {top} sits idle far longer than elsewhere, "
             "which points to too little capacity for this process rather than slow jobs."
         ),
         recommendation=(

@@ -87,8 +87,9 @@ def run(ctx):
         lower = median - threshold * scale
         upper = median + threshold * scale
         measured[name] = {"values": n, "outliers": outliers, "share": share}
-        checked.append(f"{name}: {outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, "
-                       f"{upper:.4g}]")
+        checked.append(
+            f"{name}: {outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, {upper:.4g}]"
+        )
         if not share > min_share:
             continue
         high = int(r["high"])

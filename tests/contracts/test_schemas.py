@@ -7,7 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts import REASON_CODES, Evidence, Finding, Impact, Manifest, Na, Ok, is_registered, na, ok
+from contracts import (
+    REASON_CODES,
+    Evidence,
+    Finding,
+    Impact,
+    Manifest,
+    Na,
+    Ok,
+    is_registered,
+    na,
+    ok,
+)
 from contracts.events import EVENT_TYPES, event_tag
 from contracts.results import PluginResult
 from contracts.schema import SCHEMAS, load, render
@@ -27,8 +38,14 @@ def test_event_tags_are_unique_and_stable() -> None:
     assert len(tags) == len(set(tags))
     # Once written to disk a tag never changes meaning: these are on disk.
     assert tags[:8] == [
-        "run_started", "plan_built", "preflight_failed", "plugin_dispatched",
-        "plugin_started", "data_accessed", "plugin_finished", "run_finished",
+        "run_started",
+        "plan_built",
+        "preflight_failed",
+        "plugin_dispatched",
+        "plugin_started",
+        "data_accessed",
+        "plugin_finished",
+        "run_finished",
     ]
 
 
@@ -41,25 +58,51 @@ def test_reason_registry() -> None:
 
 
 text = st.text(max_size=20)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), text,
-                    st.floats(allow_nan=False, allow_infinity=False))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    text,
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 findings = st.builds(
     Finding,
-    kind=text, title=text,
+    kind=text,
+    title=text,
     severity=st.sampled_from(["info", "low", "medium", "high", "critical"]),
-    confidence=st.floats(0, 1), what=text, why=text, recommendation=text, target=text,
-    evidence=st.builds(Evidence, columns=st.lists(text).map(tuple),
-                       metrics=st.dictionaries(text, scalars, max_size=4), query=text,
-                       rows=st.none() | st.integers(0, 10**9)),
+    confidence=st.floats(0, 1),
+    what=text,
+    why=text,
+    recommendation=text,
+    target=text,
+    evidence=st.builds(
+        Evidence,
+        columns=st.lists(text).map(tuple),
+        metrics=st.dictionaries(text, scalars, max_size=4),
+        query=text,
+        rows=st.none() | st.integers(0, 10**9),
+    ),
     measurement=st.sampled_from(["measured", "modeled"]),
-    impact=st.none() | st.builds(Impact, value=st.floats(allow_nan=False, allow_infinity=False),
-                                 unit=text, assumptions=st.lists(text).map(tuple)),
+    impact=st.none()
+    | st.builds(
+        Impact,
+        value=st.floats(allow_nan=False, allow_infinity=False),
+        unit=text,
+        assumptions=st.lists(text).map(tuple),
+    ),
 )
 results = st.one_of(
-    st.builds(ok, findings=st.lists(findings, max_size=3),
-              metrics=st.dictionaries(text, scalars, max_size=4)),
-    st.builds(na, reason_code=st.sampled_from(sorted(REASON_CODES)), explanation=text,
-              checked=st.lists(text, max_size=3)),
+    st.builds(
+        ok,
+        findings=st.lists(findings, max_size=3),
+        metrics=st.dictionaries(text, scalars, max_size=4),
+    ),
+    st.builds(
+        na,
+        reason_code=st.sampled_from(sorted(REASON_CODES)),
+        explanation=text,
+        checked=st.lists(text, max_size=3),
+    ),
 )
 
 
@@ -71,8 +114,12 @@ def test_results_round_trip(result: Ok | Na) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.sampled_from(["id", "version", "lane", "color", "depends_on", "timeout_s"]),
-                       st.one_of(text, st.integers(), st.lists(text, max_size=2), st.none())))
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "version", "lane", "color", "depends_on", "timeout_s"]),
+        st.one_of(text, st.integers(), st.lists(text, max_size=2), st.none()),
+    )
+)
 def test_manifest_decoding_only_raises_validation_errors(raw: dict[str, object]) -> None:
     try:
         manifest = msgspec.convert(raw, Manifest)

@@ -27,11 +27,33 @@ def run(ctx):
 def test_public_api_is_exactly_what_is_intended() -> None:
     assert sorted(engine.__all__) == sorted(
         [
-            "ConfigError", "CycleError", "DataReader", "DatasetError", "Engine", "EngineError",
-            "EngineInternalError", "Executor", "InlineExecutor", "LogIntegrityError",
-            "ManifestError", "ManifestProblem", "NondeterminismError", "PlanError",
-            "PluginSpec", "ProcessPool", "RunHandle", "RunResult", "RunState", "__version__",
-            "apply", "build_plan", "fold", "ingest", "load_plugins", "prepare_plan", "read_log",
+            "ConfigError",
+            "CycleError",
+            "DataReader",
+            "DatasetError",
+            "Engine",
+            "EngineError",
+            "EngineInternalError",
+            "Executor",
+            "InlineExecutor",
+            "LogIntegrityError",
+            "ManifestError",
+            "ManifestProblem",
+            "NondeterminismError",
+            "PlanError",
+            "PluginSpec",
+            "ProcessPool",
+            "RunHandle",
+            "RunResult",
+            "RunState",
+            "__version__",
+            "apply",
+            "build_plan",
+            "fold",
+            "ingest",
+            "load_plugins",
+            "prepare_plan",
+            "read_log",
         ]
     )
     public = {n for n in dir(engine) if not n.startswith("_")} - {"testing"}

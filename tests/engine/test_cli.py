@@ -33,8 +33,16 @@ def test_run_ok_failed_and_usage_exit_codes(
 
     make_plugin("broken", code="def run(ctx):\n    raise ValueError('no')\n")
     bad = _engine(
-        "run", dataset, "--plugins", plugins_dir, "--run-dir", runs, "--backend", "trio",
-        "--executor", "inline",
+        "run",
+        dataset,
+        "--plugins",
+        plugins_dir,
+        "--run-dir",
+        runs,
+        "--backend",
+        "trio",
+        "--executor",
+        "inline",
     )
     assert bad.returncode == 1, bad.stderr
     assert "FAILED" in bad.stdout and "PLUGIN_ERROR" in bad.stdout
@@ -49,7 +57,9 @@ def test_run_ok_failed_and_usage_exit_codes(
     assert _engine("run").returncode == 2
 
 
-def test_plan_json_is_byte_identical(make_plugin: MakePlugin, plugins_dir: Path, dataset: Path) -> None:
+def test_plan_json_is_byte_identical(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path
+) -> None:
     make_plugin("a", lane="explanation", downstream=["b"])
     make_plugin("b", depends_on=["a"])
     first = _engine("plan", "--plugins", plugins_dir, "--seed", "4", "--json")

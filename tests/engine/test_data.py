@@ -9,14 +9,16 @@ from __future__ import annotations
 import gzip
 import multiprocessing
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from contracts import DataAccess, DatasetInfo
+from contracts.manifest import EventRole
 from engine._core import data as data_mod
 from engine._core.data import (
     INGEST_VERSION,
@@ -186,6 +188,7 @@ def test_infer_role_rules(name: str, dtype: str, stats: tuple[int, int, int], ro
 
 def test_event_roles_on_ops_log(tmp_path: Path) -> None:
     info = ingest(ops_log(tmp_path / "ops.csv"), tmp_path / "cache")
+    assert list(info.event_roles) == list(get_args(EventRole))  # declared order
     assert info.event_roles == {
         "case": "job_id",
         "process": "process_name",
@@ -308,6 +311,19 @@ def test_row_order_preserved_on_large_csv(tmp_path: Path) -> None:
         assert reader.load(["seq"], 5).column(0).to_pylist() == [0, 1, 2, 3, 4]
 
 
+def test_glob_characters_in_file_name_are_literal(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data1.csv", ["a"], [[1], [2], [3]])  # a glob would also match it
+    odd = write_csv(tmp_path / "data[1]*.csv", ["a"], [[7]])
+    info = ingest(odd, tmp_path / "cache")
+    assert info.rows == 1
+    assert info.source == str(odd)
+    with DataReader(info) as reader:
+        assert reader.load_all(["a"]).column(0).to_pylist() == [7]
+    assert final_files(tmp_path / "cache") == sorted(
+        [f"{info.fingerprint}.duckdb", f"{info.fingerprint}.json"]
+    )
+
+
 def test_csv_types_detected_beyond_the_sample(tmp_path: Path) -> None:
     n = 30_000  # more than DuckDB's default sniffing sample
     src = tmp_path / "late.csv"
@@ -396,7 +412,7 @@ def test_directory_is_not_a_dataset(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def reader(tmp_path: Path) -> Any:
+def reader(tmp_path: Path) -> Iterator[DataReader]:
     table = pa.table(
         {
             "n": list(range(10)),

@@ -85,7 +85,9 @@ def test_entrypoint_symlink_outside_folder_is_rejected(
 
 def test_yaml_tags_that_construct_objects_are_refused(plugins_dir: Path) -> None:
     (plugins_dir / "evil").mkdir()
-    (plugins_dir / "evil" / "plugin.yaml").write_text("id: !!python/object/apply:os.system ['true']\n")
+    (plugins_dir / "evil" / "plugin.yaml").write_text(
+        "id: !!python/object/apply:os.system ['true']\n"
+    )
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
     assert "plugins/evil/plugin.yaml: invalid YAML" in str(info.value)

@@ -34,7 +34,8 @@ def test_topological_with_decision_priority(fleet: Path) -> None:
     assert order[-1] == "seasonality"
     steps = {s.plugin_id: s for s in plan.steps}
     assert steps["seasonality"].priority == 1
-    assert {steps[p].priority for p in ("profile", "summary", "missing", "outliers", "dups")} == {0}
+    first = ("profile", "summary", "missing", "outliers", "dups")
+    assert {steps[p].priority for p in first} == {0}
     assert steps["profile"].dependents == ("missing",)
 
 
@@ -52,7 +53,8 @@ def test_same_inputs_same_bytes_and_seed_changes_ties(fleet: Path) -> None:
 def test_plan_is_identical_across_processes(fleet: Path) -> None:
     script = (
         "import sys, msgspec; from engine import build_plan, load_plugins;"
-        "sys.stdout.buffer.write(msgspec.json.encode(build_plan(load_plugins(sys.argv[1]), seed=3)))"
+        "plan = build_plan(load_plugins(sys.argv[1]), seed=3);"
+        "sys.stdout.buffer.write(msgspec.json.encode(plan))"
     )
     outputs = {
         subprocess.run(

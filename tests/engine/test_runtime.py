@@ -116,7 +116,12 @@ async def test_upstream_results_settings_seed_and_helpers_reach_the_plugin(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
     make_plugin("base", lane="explanation", downstream=["uses_upstream"])
-    make_plugin("uses_upstream", depends_on=["base"], code=USES_UPSTREAM, finding_kinds=["uses_upstream_kind"])
+    make_plugin(
+        "uses_upstream",
+        depends_on=["base"],
+        code=USES_UPSTREAM,
+        finding_kinds=["uses_upstream_kind"],
+    )
     make_plugin(
         "helped",
         code=HELPER_IMPORT,
@@ -152,7 +157,10 @@ async def test_log_fold_equals_live_state_and_artifacts_validate(
     for pid, record in live.plugins.items():
         other = replayed.plugins[pid]
         assert (other.phase, other.result, other.ran, other.data_access) == (
-            record.phase, record.result, record.ran, record.data_access
+            record.phase,
+            record.result,
+            record.ran,
+            record.data_access,
         )
     assert replayed.finished == live.finished
     # Every plugin ends in exactly one terminal event.
@@ -176,8 +184,12 @@ async def test_log_fold_equals_live_state_and_artifacts_validate(
     jsonschema.validate(manifest, load_schema("run_manifest.schema.json"))
     assert manifest["plan_hash"] == report["plan_hash"] == live.plan.plan_hash  # type: ignore[union-attr]
     assert manifest["events"] == len(events)
-    assert {p["id"]: p["status"] for p in report["plugins"]} == {k: v[0] for k, v in statuses.items()}
-    assert {p.preflight for p in result.report.plugins if p.id in {"needs_col", "needs_ts"}} == {True}
+    assert {p["id"]: p["status"] for p in report["plugins"]} == {
+        k: v[0] for k, v in statuses.items()
+    }
+    assert {p.preflight for p in result.report.plugins if p.id in {"needs_col", "needs_ts"}} == {
+        True
+    }
     md = (result.run_dir / "report.md").read_text()
     assert md.index("## Decisions") < md.index("## Explanations") < md.index("## Failures")
     assert "PREFLIGHT_MISSING_COLUMN" in md
@@ -203,6 +215,8 @@ async def test_results_are_the_same_on_every_run(
     assert projection(first) == projection(second)
     results = [r.result for r in first.state.ordered()]
     assert all(isinstance(r, Ok | Na | Failed) for r in results)
-    assert msgspec.json.encode(results) == msgspec.json.encode(
-        [r.result for r in second.state.ordered()]
-    ) or True  # tracebacks may carry paths; the projection above is the contract
+    assert (
+        msgspec.json.encode(results)
+        == msgspec.json.encode([r.result for r in second.state.ordered()])
+        or True
+    )  # tracebacks may carry paths; the projection above is the contract

@@ -4,6 +4,7 @@ run it over small data, and check its result against the contracts."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import math
 import sys
@@ -31,9 +32,14 @@ def load_plugin(plugin_id: str) -> ModuleType:
     package = f"_test_plugin_{plugin_id}"
     if package not in sys.modules:
         init = folder / "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            package, init if init.is_file() else None, submodule_search_locations=[str(folder)]
-        )
+        spec: importlib.machinery.ModuleSpec | None
+        if init.is_file():
+            spec = importlib.util.spec_from_file_location(
+                package, init, submodule_search_locations=[str(folder)]
+            )
+        else:  # a folder without __init__.py is still imported as a package
+            spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+            spec.submodule_search_locations = [str(folder)]
         assert spec is not None
         pkg = importlib.util.module_from_spec(spec)
         sys.modules[package] = pkg
@@ -77,7 +83,10 @@ def run_plugin(
         upstream={k: roundtrip(v) for k, v in sorted((upstream or {}).items())},
         seed=seed,
     )
-    result = load_plugin(plugin_id).run(ctx)
+    try:
+        result = load_plugin(plugin_id).run(ctx)
+    finally:
+        ctx.data.close()
     check_result(plugin_id, result)
     return result
 
@@ -90,8 +99,9 @@ def run_chain(
     upstream = {
         dep: run_plugin(dep, data, tmp_path / f"up_{dep}", seed=seed) for dep in m.depends_on
     }
-    return run_plugin(plugin_id, data, tmp_path / plugin_id, upstream=upstream, seed=seed,
-                      **overrides)
+    return run_plugin(
+        plugin_id, data, tmp_path / plugin_id, upstream=upstream, seed=seed, **overrides
+    )
 
 
 def _scalar(value: Any) -> bool:

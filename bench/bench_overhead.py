@@ -1,0 +1,121 @@
+"""Orchestration overhead: the engine's process pool vs a bare ProcessPoolExecutor.
+
+Runs N trivial plugins (each returns ``na`` after a tiny computation) through the
+engine, with event logging, lanes and artifacts, and the same plugin body N times
+through ``concurrent.futures.ProcessPoolExecutor``, in the same process, both with
+warm workers. Prints per-plugin wall time of each and, as the last line,
+``overhead_ratio <engine/bare>``.
+
+    python bench/bench_overhead.py [--plugins 400] [--workers 2] [--repeat 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import Engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_fleet(root: Path, n: int) -> Path:
+    plugins = root / "plugins"
+    body = (HERE / "trivial_plugin.py").read_text()
+    for i in range(n):
+        folder = plugins / f"trivial_{i:04d}"
+        folder.mkdir(parents=True)
+        (folder / "plugin.py").write_text(body)
+        (folder / "plugin.yaml").write_text(
+            f"id: trivial_{i:04d}\nversion: '1'\nlane: decision\ndecision_capable: true\n"
+            "finding_kinds: [none]\n"
+        )
+    dataset = root / "tiny.csv"
+    dataset.write_text("a,b\n1,2\n3,4\n")
+    return dataset
+
+
+def bare_run(pool: concurrent.futures.ProcessPoolExecutor, n: int) -> float:
+    from trivial_plugin import bare_task
+
+    start = time.perf_counter()
+    futures = [pool.submit(bare_task, i) for i in range(n)]
+    for f in futures:
+        f.result()
+    return time.perf_counter() - start
+
+
+async def interleaved(
+    root: Path, dataset: Path, n: int, workers: int, repeat: int
+) -> tuple[list[float], list[float]]:
+    """Alternate bare and engine runs so both see the same machine conditions."""
+    from trivial_plugin import bare_task
+
+    bare_times: list[float] = []
+    engine_times: list[float] = []
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        list(pool.map(bare_task, range(workers * 4)))  # warm: workers up, module imported
+        async with Engine(
+            plugins_dir=root / "plugins", runs_dir=root / "runs", workers=workers
+        ) as eng:
+            await eng.run(dataset)  # warm: plugins imported in every worker, data ingested
+            for _ in range(repeat):
+                bare_times.append(bare_run(pool, n))
+                start = time.perf_counter()
+                result = await eng.run(dataset)
+                engine_times.append(time.perf_counter() - start)
+                assert result.report.summary.na == result.report.summary.plugins == n
+    return bare_times, engine_times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--plugins", type=int, default=400)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="engine-bench-"))
+    try:
+        dataset = make_fleet(root, args.plugins)
+        bare_times, engine_times = anyio.run(
+            interleaved,
+            root,
+            dataset,
+            args.plugins,
+            args.workers,
+            args.repeat,
+            backend=args.backend,
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n = args.plugins
+    bare_ms = statistics.median(bare_times) / n * 1e3
+    engine_ms = statistics.median(engine_times) / n * 1e3
+    print(f"plugins {n}, workers {args.workers}, repeats {args.repeat}, backend {args.backend}")
+    bare_run_ms = statistics.median(bare_times) * 1e3
+    engine_run_ms = statistics.median(engine_times) * 1e3
+    print(f"bare ProcessPoolExecutor: {bare_ms:.3f} ms/plugin (median run {bare_run_ms:.1f} ms)")
+    print(
+        f"engine (events+lanes+artifacts): {engine_ms:.3f} ms/plugin "
+        f"(median run {engine_run_ms:.1f} ms)"
+    )
+    print(f"overhead_ratio {engine_ms / bare_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()
