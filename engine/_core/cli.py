@@ -1,7 +1,7 @@
 """``python -m engine``: a thin shell over the library API.
 
 Exit codes: 0 the run is ok; 1 the run is failed; 2 usage, configuration,
-manifest, plan or dataset errors (nothing was run).
+manifest, plan or dataset errors (nothing was run); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .data import ingest
 from .errors import EngineError
 from .plan import MODES
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _ids(text: str) -> list[str]:
@@ -130,14 +130,37 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def engine_errors(exc: BaseException) -> list[EngineError] | None:
+    """The engine errors inside ``exc`` (task groups wrap them), or None if any
+    part of it is something else."""
+    if isinstance(exc, EngineError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[EngineError] = []
+        for inner in exc.exceptions:
+            errors = engine_errors(inner)
+            if errors is None:
+                return None
+            found += errors
+        return found
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
             return _plan(args)
         result: Any = anyio.run(_run, args, backend=args.backend)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: the run's event log is kept, unfinished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        errors = engine_errors(exc)
+        if errors is None:
+            raise
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     _summary(result)
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,14 +70,6 @@ class EventLog:
             self._fd = None
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw line without newline). A last line without a newline
-    is yielded too; the reader decides what a torn tail means."""
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh):
-            yield number, line.rstrip(b"\n")
-
-
 def read_log(path: Path, *, verify: bool = True) -> list[Event]:
     """Decode every record of ``path``, verifying sequence numbers and the hash chain.
 
@@ -91,7 +82,9 @@ def read_log(path: Path, *, verify: bool = True) -> list[Event]:
         raise LogIntegrityError(shown, 0, "no such event log")
     events: list[Event] = []
     prev = GENESIS
-    for number, line in iter_records(path):
+    with path.open("rb") as fh:
+        lines = [line.rstrip(b"\n") for line in fh]
+    for number, line in enumerate(lines):
         try:
             event = DECODER.decode(line)
         except msgspec.DecodeError as exc:
