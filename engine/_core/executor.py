@@ -206,6 +206,7 @@ class ProcessPool:
         self.slots = self.workers * short_depth
         self._recent_s = math.inf  # moving average of job durations; unknown at first
         self._room = anyio.Event()
+        self._waiting = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._start_timeout_s = start_timeout_s
         self._procs: list[_Proc] = []
@@ -268,14 +269,19 @@ class ProcessPool:
             proc = min(self._procs, key=lambda p: (p.reserved, p.index))
             if proc.reserved < limit:
                 break
-            await self._room.wait()
+            self._waiting += 1
+            try:
+                await self._room.wait()
+            finally:
+                self._waiting -= 1
         proc.reserved += 1
         try:
             yield _PoolWorker(self, proc)
         finally:
             proc.reserved -= 1
-            self._room.set()
-            self._room = anyio.Event()
+            if self._waiting:
+                self._room.set()
+                self._room = anyio.Event()
 
     def _observe(self, duration_s: float) -> None:
         self._recent_s = (

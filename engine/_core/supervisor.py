@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,35 +54,34 @@ def plugin_seed(seed: int, plugin_id: str) -> int:
 
 
 class PrioritySlots:
-    """Worker slots handed out by (priority, arrival); cancellation-safe."""
+    """Worker slots handed out by (priority, arrival); cancellation-safe.
+
+    Explicit ``acquire``/``release`` rather than a context manager: this is on the
+    per-plugin hot path.
+    """
 
     def __init__(self, capacity: int) -> None:
         self._free = capacity
         self._waiters: list[list[Any]] = []  # [priority, seq, event, state]
         self._seq = 0
 
-    @asynccontextmanager
-    async def acquire(self, priority: int) -> AsyncIterator[None]:
+    async def acquire(self, priority: int) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
-        else:
-            entry: list[Any] = [priority, self._seq, anyio.Event(), "waiting"]
-            self._seq += 1
-            heapq.heappush(self._waiters, entry)
-            try:
-                await entry[2].wait()
-            except BaseException:
-                if entry[3] == "granted":
-                    self._release()
-                else:
-                    entry[3] = "cancelled"
-                raise
+            return
+        entry: list[Any] = [priority, self._seq, anyio.Event(), "waiting"]
+        self._seq += 1
+        heapq.heappush(self._waiters, entry)
         try:
-            yield
-        finally:
-            self._release()
+            await entry[2].wait()
+        except BaseException:
+            if entry[3] == "granted":
+                self.release()
+            else:
+                entry[3] = "cancelled"
+            raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
         while self._waiters:
             entry = heapq.heappop(self._waiters)
             if entry[3] == "waiting":
@@ -148,14 +146,19 @@ class LaneActor:
             await self._run_all(inbox)
 
     async def _run_all(self, inbox: MemoryObjectReceiveStream[tuple[PlanStep, Job]]) -> None:
+        outbox = self._outbox
         async for step, job in inbox:
-            async with self._slots.acquire(step.priority), self._executor.worker() as worker:
+            await self._slots.acquire(step.priority)
+            try:
+                async with self._executor.worker() as worker:
 
-                def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
-                    self._outbox.send_nowait(_Started(plugin_id, index, pid))
+                    def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
+                        outbox.send_nowait(_Started(plugin_id, index, pid))
 
-                output = await worker.run(job, step.timeout_s, started)
-            self._outbox.send_nowait(_Done(step.plugin_id, output))
+                    output = await worker.run(job, step.timeout_s, started)
+            finally:
+                self._slots.release()
+            outbox.send_nowait(_Done(step.plugin_id, output))
 
 
 @define(kw_only=True)
