@@ -18,6 +18,7 @@ import msgspec
 
 from .dataset import DataAccess, DatasetInfo
 from .plan import Mode, Plan, StepLane
+from .report import Offender, QualityGates
 from .results import PluginResult
 
 GENESIS = "0" * 64
@@ -87,6 +88,16 @@ class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
     downstream_affected: tuple[str, ...] = ()
 
 
+class GateEvaluated(_Event, frozen=True, tag="gate_evaluated"):
+    """The quality gates folded from the run, just before it finishes.
+    ``enforced`` is true in ``two_lane_strict``: then a failed gate fails the run."""
+
+    gates: QualityGates
+    offenders: tuple[Offender, ...] = ()
+    passed: bool = True
+    enforced: bool = True
+
+
 class RunFinished(_Event, frozen=True, tag="run_finished"):
     status: RunStatus
     counts: dict[str, int] = {}
@@ -101,6 +112,7 @@ Event = (
     | DataAccessed
     | PluginFinished
     | RunFinished
+    | GateEvaluated
 )
 """The tagged union of every event type."""
 
@@ -113,6 +125,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     DataAccessed,
     PluginFinished,
     RunFinished,
+    GateEvaluated,
 )
 
 TERMINAL_EVENTS = (PreflightFailed, PluginFinished)

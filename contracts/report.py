@@ -9,7 +9,41 @@ from .dataset import DataAccess
 from .plan import Mode, StepLane
 from .results import Finding
 
-PluginStatus = Literal["ok", "failed", "na"]
+PluginStatus = Literal["ok", "failed", "na", "skipped"]
+"""``skipped`` appears only in legacy (pre-contract) reports: a plugin that never ran."""
+
+GATE_NAMES = (
+    "analysis_ok_without_findings_count",
+    "unexplained_plugin_count",
+    "blank_kind_findings_count",
+    "skipped_count",
+    "na_without_explanation_count",
+    "nondecision_missing_downstream_count",
+    "undeclared_finding_kind_count",
+)
+
+
+class QualityGates(Wire, frozen=True):
+    """Counts of contract breaches; in ``two_lane_strict`` any non-zero fails the run."""
+
+    analysis_ok_without_findings_count: int = 0
+    unexplained_plugin_count: int = 0
+    blank_kind_findings_count: int = 0
+    skipped_count: int = 0
+    na_without_explanation_count: int = 0
+    nondecision_missing_downstream_count: int = 0
+    undeclared_finding_kind_count: int = 0
+
+    def total(self) -> int:
+        return sum(getattr(self, name) for name in GATE_NAMES)
+
+
+class Offender(Wire, frozen=True):
+    """One plugin breaking one rule."""
+
+    gate: str
+    plugin_id: str
+    detail: str
 
 
 class PluginReport(Wire, frozen=True):
@@ -52,6 +86,9 @@ class Summary(Wire, frozen=True):
     duration_s: float
     lanes: tuple[LaneSummary, ...] = ()
     failed_plugins: tuple[str, ...] = ()
+    gates: QualityGates | None = None
+    gates_passed: bool = True
+    offenders: tuple[Offender, ...] = ()
 
 
 class PreflightEntry(Wire, frozen=True):
@@ -71,6 +108,8 @@ class Report(Wire, frozen=True):
     plugins: tuple[PluginReport, ...]
     summary: Summary
     preflight: tuple[PreflightEntry, ...] = ()
+    orchestrator_mode: Mode = "two_lane_strict"
+    pre_contract: bool = False
 
 
 class InputFingerprint(Wire, frozen=True):
@@ -94,6 +133,11 @@ class RunManifest(Wire, frozen=True):
     inputs: tuple[InputFingerprint, ...]
     lanes: tuple[LaneSummary, ...] = ()
     settings: dict[str, Any] = {}
+    orchestrator_mode: Mode = "two_lane_strict"
+    pre_contract: bool = False
+    gates: QualityGates | None = None
+    gates_passed: bool = True
+    offenders: tuple[Offender, ...] = ()
     events: int = 0
     last_event_hash: str = ""
     started_wall: float = 0.0

@@ -11,9 +11,10 @@ from pathlib import Path
 import msgspec
 
 from contracts import CONTRACTS_VERSION, Failed, Na, Ok, PluginReport, Report, RunManifest
-from contracts.report import InputFingerprint, LaneSummary, PreflightEntry, Summary
+from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, PreflightEntry, Summary
 
 from .errors import EngineInternalError
+from .gates import legacy_skipped
 from .state import PluginRecord, RunState
 
 REPORT_NAME = "report.json"
@@ -21,7 +22,7 @@ MANIFEST_NAME = "run_manifest.json"
 MARKDOWN_NAME = "report.md"
 
 
-def _plugin_report(record: PluginRecord) -> PluginReport:
+def _plugin_report(record: PluginRecord, legacy: bool = False) -> PluginReport:
     result = record.result
     step = record.step
     base = PluginReport(
@@ -41,7 +42,7 @@ def _plugin_report(record: PluginRecord) -> PluginReport:
     if isinstance(result, Na):
         return msgspec.structs.replace(
             base,
-            status="na",
+            status="skipped" if legacy and legacy_skipped(record) else "na",
             reason_code=result.reason_code,
             explanation=result.explanation,
             metrics={**result.metrics, "checked": list(result.checked)},
@@ -68,7 +69,7 @@ def _lane_summaries(plugins: tuple[PluginReport, ...]) -> tuple[LaneSummary, ...
                 plugins=len(members),
                 ok=sum(p.status == "ok" for p in members),
                 failed=sum(p.status == "failed" for p in members),
-                na=sum(p.status == "na" for p in members),
+                na=sum(p.status in {"na", "skipped"} for p in members),
                 findings=sum(len(p.findings) for p in members),
                 duration_s=sum(p.duration_s for p in members),
             )
@@ -81,7 +82,8 @@ def build_report(state: RunState) -> Report:
     started, plan, finished = state.started, state.plan, state.finished
     if started is None or plan is None or finished is None:
         raise EngineInternalError("report requested for an unfinished run")
-    plugins = tuple(_plugin_report(r) for r in state.ordered())
+    legacy = started.mode == "legacy"
+    plugins = tuple(_plugin_report(r, legacy) for r in state.ordered())
     decisions = [
         p
         for p in plugins
@@ -92,7 +94,7 @@ def build_report(state: RunState) -> Report:
         plugins=len(plugins),
         ok=sum(p.status == "ok" for p in plugins),
         failed=sum(p.status == "failed" for p in plugins),
-        na=sum(p.status == "na" for p in plugins),
+        na=sum(p.status in {"na", "skipped"} for p in plugins),
         decisions=sum(len(p.findings) for p in decisions),
         explanations=sum(len(p.findings) for p in plugins)
         - sum(len(p.findings) for p in decisions),
@@ -100,6 +102,9 @@ def build_report(state: RunState) -> Report:
         duration_s=round(finished.mono - started.mono, 6),
         lanes=_lane_summaries(plugins),
         failed_plugins=tuple(p.id for p in plugins if p.status == "failed"),
+        gates=state.gates.gates if state.gates else None,
+        gates_passed=state.gates.passed if state.gates else True,
+        offenders=state.gates.offenders if state.gates else (),
     )
     preflight = tuple(
         PreflightEntry(
@@ -121,6 +126,8 @@ def build_report(state: RunState) -> Report:
         plugins=plugins,
         summary=summary,
         preflight=preflight,
+        orchestrator_mode=started.mode,
+        pre_contract=legacy,
     )
 
 
@@ -152,6 +159,11 @@ def build_run_manifest(state: RunState, report: Report, last_hash: str) -> RunMa
         inputs=tuple(inputs),
         lanes=report.summary.lanes,
         settings=started.settings,
+        orchestrator_mode=started.mode,
+        pre_contract=started.mode == "legacy",
+        gates=report.summary.gates,
+        gates_passed=report.summary.gates_passed,
+        offenders=report.summary.offenders,
         events=state.events,
         last_event_hash=last_hash,
         started_wall=started.wall,
@@ -220,14 +232,26 @@ def render_markdown(report: Report) -> str:
         for f in p.findings:
             out.append(f"- {f.title}" + (f": {f.what}" if f.what else ""))
         out.append("")
-    na = [p for p in report.plugins if p.status == "na"]
+    na = [p for p in report.plugins if p.status in {"na", "skipped"}]
     bad = [p for p in report.plugins if p.status == "failed"]
     out += ["## Not applicable", ""]
-    out += [f"- **{p.id}** `{p.reason_code}`: {p.explanation}" for p in na] or ["None."]
+    out += [
+        f"- **{p.id}** {'(skipped) ' if p.status == 'skipped' else ''}`{p.reason_code}`: "
+        f"{p.explanation}"
+        for p in na
+    ] or ["None."]
     out += ["", "## Failures", ""]
     out += [f"- **{p.id}** `{p.reason_code}` {p.error_type}: {p.explanation}" for p in bad] or [
         "None."
     ]
+    gates = s.gates
+    if gates is not None:
+        verdict = "passed" if s.gates_passed else "FAILED"
+        out += ["", f"## Quality gates: {verdict}", ""]
+        out += [f"- `{name}`: {getattr(gates, name)}" for name in GATE_NAMES]
+        if s.offenders:
+            out += ["", "Offenders:", ""]
+            out += [f"- **{o.plugin_id}** `{o.gate}`: {o.detail}" for o in s.offenders]
     if report.preflight:
         out += ["", "## Preflight", ""]
         out += [

@@ -17,6 +17,7 @@ from contracts import DataAccess, Plan, PlanStep, PluginResult
 from contracts.events import (
     DataAccessed,
     Event,
+    GateEvaluated,
     PlanBuilt,
     PluginDispatched,
     PluginFinished,
@@ -57,6 +58,7 @@ class RunState:
     started: RunStarted | None = None
     plan: Plan | None = None
     plugins: dict[str, PluginRecord] = field(factory=dict)
+    gates: GateEvaluated | None = None
     finished: RunFinished | None = None
     done: int = 0
     events: int = 0
@@ -74,6 +76,7 @@ class RunState:
         return len(self.plugins) - self.done
 
     def status_counts(self) -> dict[str, int]:
+        """Plugins by result status (ok / failed / na)."""
         counts = {"ok": 0, "failed": 0, "na": 0}
         for record in self.plugins.values():
             if record.result is not None:
@@ -136,6 +139,10 @@ def apply(state: RunState, event: Event) -> RunState:
             record.downstream_affected = event.downstream_affected
             state.done += 1
             record.finished_wall = event.wall
+        case GateEvaluated():
+            if state.outstanding() or state.gates is not None:
+                raise NondeterminismError(f"event {event.seq}: gate_evaluated out of place")
+            state.gates = event
         case RunFinished():
             if state.outstanding():
                 raise NondeterminismError(

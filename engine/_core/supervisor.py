@@ -26,6 +26,7 @@ from contracts import CONTRACTS_VERSION, DatasetInfo, Failed, Na, Plan, PlanStep
 from contracts.events import (
     DataAccessed,
     Event,
+    GateEvaluated,
     PlanBuilt,
     PluginDispatched,
     PluginFinished,
@@ -39,6 +40,7 @@ from contracts.plan import Mode
 from .errors import EngineInternalError
 from .eventlog import EventLog
 from .executor import Executor
+from .gates import evaluate
 from .manifests import PluginSpec
 from .preflight import preflight
 from .state import RunState, apply
@@ -271,8 +273,19 @@ class Supervisor:
             for lane_actor in self._lanes.values():
                 lane_actor.close()
 
+        gates, offenders = evaluate(self.state)
+        enforced = spec.mode == "two_lane_strict"
+        self._append(
+            GateEvaluated,
+            gates=gates,
+            offenders=offenders,
+            passed=gates.total() == 0,
+            enforced=enforced,
+        )
         counts = self.state.status_counts()
-        self._append(RunFinished, status=run_status(spec.mode, counts), counts=counts)
+        self._append(
+            RunFinished, status=run_status(spec.mode, counts, gates.total()), counts=counts
+        )
         return self.state
 
     def _complete(self, output: JobOutput) -> None:
@@ -362,8 +375,9 @@ def _affected(step: PlanStep) -> tuple[str, ...]:
     return tuple(sorted(set(step.dependents) | set(step.downstream)))
 
 
-def run_status(mode: Mode, counts: Mapping[str, int]) -> str:
-    """Strict: any failed plugin fails the run. Legacy (pre-contract): permissive."""
+def run_status(mode: Mode, counts: Mapping[str, int], gate_breaches: int) -> str:
+    """Strict: any failed plugin or failed quality gate fails the run.
+    Legacy (the pre-contract baseline): permissive, the run is ok."""
     if mode == "legacy":
         return "ok"
-    return "failed" if counts.get("failed", 0) else "ok"
+    return "failed" if counts.get("failed", 0) or gate_breaches else "ok"
