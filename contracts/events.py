@@ -44,6 +44,7 @@ class RunStarted(_Event, frozen=True, tag="run_started"):
     workers: int
     select: tuple[str, ...] = ()
     settings: dict[str, Any] = {}
+    large_dataset_rows: int = 1_000_000
 
 
 class PlanBuilt(_Event, frozen=True, tag="plan_built"):

@@ -102,6 +102,18 @@ _REGISTRY: tuple[ReasonCode, ...] = (
         "the plugin was never started.",
     ),
     ReasonCode(
+        code="DATA_ACCESS_VIOLATION",
+        kind="failed",
+        meaning="The plugin called ctx.data in a way its manifest's data_access does not "
+        "allow; the call was refused and the result lists the calls made.",
+    ),
+    ReasonCode(
+        code="LARGE_DATASET_UNBOUNDED",
+        kind="failed",
+        meaning="The dataset is above the large-dataset threshold and the plugin declares "
+        "only unbounded loads (no sql, batched or bounded path); it was never started.",
+    ),
+    ReasonCode(
         code="CANCELLED",
         kind="failed",
         meaning="The run was cancelled before the plugin finished.",

@@ -123,6 +123,8 @@ class Engine:
         executor: ``process`` (default) or ``inline`` (debugging, one at a time).
         mode: ``two_lane_strict`` (default) or ``legacy``.
         settings: per-plugin setting overrides ``{plugin_id: {name: value}}``.
+        large_dataset_rows: above this many rows, plugins that declare only
+            unbounded loads are failed before they start.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class Engine:
         executor: str | Executor = "process",
         mode: Mode = "two_lane_strict",
         settings: Mapping[str, Mapping[str, Any]] | None = None,
+        large_dataset_rows: int = 1_000_000,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -143,6 +146,9 @@ class Engine:
         self.runs_dir = Path(runs_dir)
         self.mode: Mode = mode
         self.settings = {k: dict(v) for k, v in (settings or {}).items()}
+        if large_dataset_rows < 0:
+            raise ConfigError(f"large_dataset_rows: must be >= 0, got {large_dataset_rows}")
+        self.large_dataset_rows = large_dataset_rows
         self._executor = (
             executor if not isinstance(executor, str) else make_executor(executor, workers)
         )
@@ -203,6 +209,7 @@ class Engine:
             plugins_dir=str(self.plugins_dir),
             select=tuple(sorted(select)) if select is not None else (),
             settings={k: dict(v) for k, v in sorted(self.settings.items())},
+            large_dataset_rows=self.large_dataset_rows,
         )
 
     async def run(

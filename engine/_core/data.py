@@ -125,7 +125,7 @@ import pyarrow.parquet as pq
 
 from contracts import ColumnInfo, DataAccess, DatasetInfo
 from contracts.dataset import AccessKind
-from contracts.manifest import ColumnRole, EventRole
+from contracts.manifest import ColumnRole, DataAccessMode, EventRole
 
 from .errors import DatasetError
 
@@ -691,6 +691,19 @@ def _describe(
 # -------------------------------------------------------------------------- reading
 
 
+ALLOWED_CALLS: dict[str, frozenset[str]] = {
+    "sql": frozenset({"sql"}),
+    "batched": frozenset({"sql", "batches"}),
+    "bounded": frozenset({"sql", "batches", "load"}),
+    "unbounded": frozenset({"sql", "batches", "load", "load_all"}),
+}
+"""Which ``ctx.data`` calls each declared ``data_access`` mode allows."""
+
+
+class DataAccessViolation(PermissionError):
+    """A plugin called ``ctx.data`` outside its declared ``data_access``."""
+
+
 class UnknownColumnError(KeyError):
     """A column name that is not in the dataset; the message lists the available ones.
 
@@ -721,9 +734,20 @@ class DataReader:
             reader is closed, whichever comes first, with the rows it yielded.
     """
 
-    def __init__(self, info: DatasetInfo) -> None:
-        """Wrap ``info``; nothing is opened until the first query."""
+    def __init__(self, info: DatasetInfo, *, declared: DataAccessMode | None = None) -> None:
+        """Wrap ``info``; nothing is opened until the first query.
+
+        Args:
+            info: the normalized dataset.
+            declared: the plugin manifest's ``data_access``. A call outside it is
+                refused with :class:`DataAccessViolation` before any data is read,
+                and remembered in :attr:`violations` (so catching it hides nothing).
+                ``None`` allows every call (tests, tools).
+        """
         self._info = info
+        self._allowed = ALLOWED_CALLS[declared] if declared is not None else None
+        self.declared = declared
+        self.violations: list[str] = []
         self._by_name = {c.name: c for c in info.columns}
         self._con: duckdb.DuckDBPyConnection | None = None
         # The spill directory is removed on close(), or when the reader is collected
@@ -798,6 +822,7 @@ class DataReader:
         Returns:
             The result as an Arrow table (empty for statements without a result).
         """
+        self._permit("sql")
         rel = self._connection().sql(query, params=params)
         table = rel.to_arrow_table() if rel is not None else pa.table({})
         self._record(DataAccess(kind="sql", rows=table.num_rows, query=query))
@@ -813,6 +838,7 @@ class DataReader:
             KeyError: an unknown column.
             ValueError: no columns, or ``rows < 1``.
         """
+        self._permit("batches")
         select = self._select(columns)
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ValueError(f"batch size must be a positive integer, got {rows!r}")
@@ -827,6 +853,7 @@ class DataReader:
             KeyError: an unknown column.
             ValueError: no columns, or ``max_rows < 0``.
         """
+        self._permit("load")
         select = self._select(columns)
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0:
             raise ValueError(f"max_rows must be a non-negative integer, got {max_rows!r}")
@@ -844,6 +871,7 @@ class DataReader:
             KeyError: an unknown column.
             ValueError: no columns.
         """
+        self._permit("load_all")
         select = self._select(columns)
         table = self._connection().sql(select).to_arrow_table()
         self._record(DataAccess(kind="load_all", columns=tuple(columns), rows=table.num_rows))
@@ -923,6 +951,16 @@ class DataReader:
             if name not in self._by_name:
                 raise self._unknown(name)
         return f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM data"
+
+    def _permit(self, kind: str) -> None:
+        if self._allowed is None or kind in self._allowed:
+            return
+        message = (
+            f"{kind}() is outside the declared data_access {self.declared!r} "
+            f"(which allows {', '.join(sorted(self._allowed))})"
+        )
+        self.violations.append(message)
+        raise DataAccessViolation(message)
 
     def _record(self, access: DataAccess) -> None:
         self.accesses.append(access)

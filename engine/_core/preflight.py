@@ -48,9 +48,21 @@ def unmet(req: ColumnRequirement, dataset: DatasetInfo) -> str | None:
     return f"needs {_describe(req)}, found {len(matches)}"
 
 
-def preflight(spec: PluginSpec, dataset: DatasetInfo) -> PluginResult | None:
+def preflight(
+    spec: PluginSpec, dataset: DatasetInfo, large_dataset_rows: int = 1_000_000
+) -> PluginResult | None:
     """The result that ends ``spec`` before it starts, or None when it may run."""
     m = spec.manifest
+    if m.data_access == "unbounded" and dataset.rows > large_dataset_rows:
+        return Failed(
+            reason_code="LARGE_DATASET_UNBOUNDED",
+            error_type="PreflightError",
+            message=(
+                f"dataset has {dataset.rows} rows, above the large-dataset threshold of "
+                f"{large_dataset_rows}, and the plugin declares data_access 'unbounded' "
+                "(no sql, batched or bounded path)"
+            ),
+        )
     for req in m.requires.columns:
         why = unmet(req, dataset)
         if why is not None:

@@ -177,6 +177,7 @@ class RunSpec:
     plugins_dir: str
     select: tuple[str, ...] = ()
     settings: dict[str, Any] = field(factory=dict)
+    large_dataset_rows: int = 1_000_000
 
 
 class Supervisor:
@@ -222,12 +223,13 @@ class Supervisor:
             workers=self._executor.workers,
             select=spec.select,
             settings=spec.settings,
+            large_dataset_rows=spec.large_dataset_rows,
         )
         self._append(PlanBuilt, plan=plan)
         for step in plan.steps:
             self._waiting_on[step.plugin_id] = len(step.depends_on)
         for step in plan.steps:
-            outcome = preflight(spec.plugins[step.plugin_id], spec.dataset)
+            outcome = preflight(spec.plugins[step.plugin_id], spec.dataset, spec.large_dataset_rows)
             if outcome is not None:
                 self._append(
                     PreflightFailed,
@@ -368,6 +370,7 @@ class Supervisor:
             dataset=spec.dataset,
             upstream=upstream,
             artifacts_dir=str(spec.run_dir / "artifacts" / step.plugin_id),
+            data_access=plugin.manifest.data_access,
         )
 
 

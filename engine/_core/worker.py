@@ -24,6 +24,7 @@ import msgspec
 
 from contracts import DataAccess, DatasetInfo, Failed, Finding, Na, Ok, PluginResult, is_registered
 from contracts._base import Wire
+from contracts.manifest import DataAccessMode
 
 from .context import PluginContext
 
@@ -41,6 +42,7 @@ class Job(Wire, frozen=True):
     dataset: DatasetInfo
     upstream: dict[str, PluginResult] = {}
     artifacts_dir: str = ""
+    data_access: DataAccessMode | None = None
 
 
 class JobOutput(Wire, frozen=True):
@@ -167,7 +169,7 @@ def execute_job(job: Job) -> JobOutput:
     from .data import DataReader
 
     start = time.perf_counter()
-    reader = DataReader(job.dataset)
+    reader = DataReader(job.dataset, declared=job.data_access)
     try:
         try:
             func = load_entrypoint(job.plugin_id, job.plugin_dir, job.entrypoint, job.code_hash)
@@ -191,6 +193,15 @@ def execute_job(job: Job) -> JobOutput:
                 result = validate_result(job.plugin_id, value)
     finally:
         reader.close()
+    if reader.violations:
+        # Fail closed even if the plugin caught the refusal and carried on.
+        calls = "; ".join(
+            f"{a.kind}({', '.join(a.columns)}) -> {a.rows} rows" for a in reader.accesses
+        )
+        result = _failure(
+            "DATA_ACCESS_VIOLATION",
+            message=f"{reader.violations[0]}; calls made: {calls or 'none'}",
+        )
     return JobOutput(
         plugin_id=job.plugin_id,
         result=result,

@@ -30,6 +30,11 @@ def run(ctx):
     return ok(findings=[Finding(kind="surprise", title="t", target="x", recommendation="r")])
 """
 UNKNOWN_CODE = "from contracts import na\ndef run(ctx):\n    return na('NOT_A_CODE', 'why')\n"
+QUIET_NA = """
+from contracts import na
+def run(ctx):
+    return na("NO_SIGNIFICANT_EFFECT", "checked a and b", checked=["a", "b"])
+"""
 BLANK_NA = (
     "from contracts import na\ndef run(ctx):\n    return na('NO_SIGNIFICANT_EFFECT', '   ')\n"
 )
@@ -115,9 +120,65 @@ async def test_clean_fleet_passes_every_gate(
     make_plugin("decider", depends_on=["explainer"])
     make_plugin(
         "quiet",
-        code="from contracts import na\ndef run(ctx):\n    return na('NO_SIGNIFICANT_EFFECT', 'checked a and b', checked=['a', 'b'])\n",
+        code=QUIET_NA,
     )
     result = await _run(plugins_dir, dataset, tmp_path, "two_lane_strict")
     assert result.ok
     gates = result.report.summary.gates
     assert gates is not None and gates.total() == 0 and result.report.summary.gates_passed
+
+
+LOADS_ALL = """
+from contracts import Finding, ok
+def run(ctx):
+    table = ctx.data.load_all(["amount"])
+    return ok(findings=[Finding(kind="{pid}_kind", title=str(table.num_rows), target="t",
+                                recommendation="r")])
+"""
+SNEAKY = """
+from contracts import Finding, ok
+def run(ctx):
+    ctx.data.sql("SELECT count(*) FROM data")
+    try:
+        ctx.data.load_all(["amount"])
+    except PermissionError:
+        pass  # swallowing the refusal must not hide the breach
+    return ok(findings=[Finding(kind="sneaky_kind", title="t", target="t", recommendation="r")])
+"""
+
+
+async def test_data_access_contract(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    make_plugin("unbounded_ok", code=LOADS_ALL.format(pid="unbounded_ok"), data_access="unbounded")
+    make_plugin("declared_sql", code=LOADS_ALL.format(pid="declared_sql"), data_access="sql")
+    make_plugin("sneaky", code=SNEAKY, data_access="sql")
+    make_plugin("bounded_ok", data_access="bounded")
+    # Small dataset (40 rows): unbounded loads are allowed when declared.
+    async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "a", workers=2) as engine:
+        small = await engine.run(dataset)
+    by_id = {p.id: p for p in small.report.plugins}
+    assert by_id["unbounded_ok"].status == "ok"
+    assert (by_id["declared_sql"].status, by_id["declared_sql"].reason_code) == (
+        "failed",
+        "DATA_ACCESS_VIOLATION",
+    )
+    assert (
+        "load_all() is outside the declared data_access 'sql'" in by_id["declared_sql"].explanation
+    )
+    sneaky = by_id["sneaky"]
+    assert (sneaky.status, sneaky.reason_code) == ("failed", "DATA_ACCESS_VIOLATION")
+    assert "sql() -> 1 rows" in sneaky.explanation  # the evidence: calls made and rows
+    # Above the large-dataset threshold an unbounded-only plugin never starts.
+    async with Engine(
+        plugins_dir=plugins_dir, runs_dir=tmp_path / "b", workers=2, large_dataset_rows=10
+    ) as engine:
+        large = await engine.run(dataset)
+    by_id = {p.id: p for p in large.report.plugins}
+    assert (by_id["unbounded_ok"].status, by_id["unbounded_ok"].reason_code) == (
+        "failed",
+        "LARGE_DATASET_UNBOUNDED",
+    )
+    assert by_id["unbounded_ok"].preflight and not by_id["unbounded_ok"].ran
+    assert by_id["bounded_ok"].status == "ok"
+    assert large.status == "failed"
