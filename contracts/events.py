@@ -45,6 +45,8 @@ class RunStarted(_Event, frozen=True, tag="run_started"):
     select: tuple[str, ...] = ()
     settings: dict[str, Any] = {}
     large_dataset_rows: int = 1_000_000
+    lanes: dict[str, str] = {}
+    timeouts: dict[str, float] = {}
 
 
 class PlanBuilt(_Event, frozen=True, tag="plan_built"):

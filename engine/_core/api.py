@@ -22,6 +22,7 @@ from contracts.events import Event
 from contracts.plan import Mode
 
 from .artifacts import write_artifacts
+from .config import ProjectSettings
 from .data import ingest
 from .errors import ConfigError, EngineError
 from .eventlog import LOG_NAME, EventLog
@@ -98,6 +99,8 @@ def prepare_plan(
     seed: int = 0,
     select: Sequence[str] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    lanes: Mapping[str, str] | None = None,
+    timeouts: Mapping[str, float] | None = None,
 ) -> Plan:
     """Load and validate the manifests and build the plan (no run, no workers)."""
     plugins = load_plugins(plugins_dir)
@@ -108,6 +111,8 @@ def prepare_plan(
         dataset_schema=dataset.schema_view() if dataset else (),
         settings=settings,
         select=select,
+        lanes=lanes,
+        timeouts=timeouts,
     )
 
 
@@ -125,6 +130,8 @@ class Engine:
         settings: per-plugin setting overrides ``{plugin_id: {name: value}}``.
         large_dataset_rows: above this many rows, plugins that declare only
             unbounded loads are failed before they start.
+        lanes: lane overrides for experiments, ``{plugin_id: lane}``.
+        timeouts: per-plugin timeout overrides in seconds.
     """
 
     def __init__(
@@ -137,6 +144,8 @@ class Engine:
         mode: Mode = "two_lane_strict",
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         large_dataset_rows: int = 1_000_000,
+        lanes: Mapping[str, str] | None = None,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -149,11 +158,32 @@ class Engine:
         if large_dataset_rows < 0:
             raise ConfigError(f"large_dataset_rows: must be >= 0, got {large_dataset_rows}")
         self.large_dataset_rows = large_dataset_rows
+        self.lanes = dict(sorted((lanes or {}).items()))
+        self.timeouts = dict(sorted((timeouts or {}).items()))
         self._executor = (
             executor if not isinstance(executor, str) else make_executor(executor, workers)
         )
         self._entered = False
         self._specs = SpecCache()
+
+    @classmethod
+    def from_settings(
+        cls, settings: ProjectSettings, *, executor: str | Executor = "process", **overrides: Any
+    ) -> Engine:
+        """An engine configured by project settings (``engine.yaml``); keyword
+        arguments override them (for example ``mode`` or ``workers`` from a CLI)."""
+        kwargs: dict[str, Any] = {
+            "plugins_dir": settings.plugins_dir,
+            "runs_dir": settings.runs_dir,
+            "workers": settings.workers,
+            "mode": settings.mode,
+            "settings": settings.settings,
+            "large_dataset_rows": settings.large_dataset_rows,
+            "lanes": settings.lanes,
+            "timeouts": settings.timeouts,
+        }
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(executor=executor, **kwargs)
 
     @property
     def executor(self) -> Executor:
@@ -194,6 +224,8 @@ class Engine:
             dataset_schema=info.schema_view(),
             settings=self.settings,
             select=select,
+            lanes=self.lanes,
+            timeouts=self.timeouts,
         )
         run_dir = self.runs_dir / run_id
         if run_dir.exists():
@@ -210,6 +242,8 @@ class Engine:
             select=tuple(sorted(select)) if select is not None else (),
             settings={k: dict(v) for k, v in sorted(self.settings.items())},
             large_dataset_rows=self.large_dataset_rows,
+            lanes=self.lanes,
+            timeouts=self.timeouts,
         )
 
     async def run(

@@ -27,7 +27,7 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SKIP_DIRS = {"__pycache__"}
 # The C build of the *safe* loader when libyaml is present: same semantics as
 # yaml.safe_load (no object-constructing tags), an order of magnitude faster.
-_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @define(frozen=True, kw_only=True)
@@ -147,7 +147,7 @@ def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> P
         problems.append(ManifestProblem(shown, f"not UTF-8 ({exc.reason} at byte {exc.start})"))
         return None
     try:
-        raw = yaml.load(text, Loader=_SAFE_LOADER)
+        raw = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         problems.append(ManifestProblem(shown, f"invalid YAML: {_yaml_reason(exc)}"))
         return None
@@ -157,7 +157,7 @@ def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> P
     try:
         manifest = msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:
-        problems.append(ManifestProblem(shown, _qualify(str(exc))))
+        problems.append(ManifestProblem(shown, qualify_validation_error(str(exc))))
         return None
     before = len(problems)
     _check_manifest(manifest, directory, shown, problems)
@@ -179,7 +179,7 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
     return str(problem)
 
 
-def _qualify(message: str) -> str:
+def qualify_validation_error(message: str) -> str:
     """msgspec says ``... - at `$.lane```; lead with the path instead."""
     match = re.search(r" - at `(\$[^`]*)`$", message)
     if match:

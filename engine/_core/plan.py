@@ -108,6 +108,8 @@ def build_plan(
     dataset_schema: Sequence[Sequence[str]] = (),
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     select: Sequence[str] | None = None,
+    lanes: Mapping[str, str] | None = None,
+    timeouts: Mapping[str, float] | None = None,
 ) -> Plan:
     """Order ``plugins`` into a frozen :class:`Plan`.
 
@@ -118,6 +120,8 @@ def build_plan(
         dataset_schema: the (name, dtype, role) triples the plan depends on.
         settings: per-plugin setting overrides, ``{plugin_id: {name: value}}``.
         select: run only these plugins and everything they depend on.
+        lanes: lane overrides for experiments, ``{plugin_id: lane}``.
+        timeouts: timeout overrides in seconds, ``{plugin_id: seconds}``.
 
     Raises:
         CycleError: naming every plugin of every dependency cycle.
@@ -127,9 +131,24 @@ def build_plan(
         raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
     by_id = {p.id: p for p in plugins}
     overrides = dict(settings or {})
-    unknown = sorted(set(overrides) - set(by_id))
-    if unknown:
-        raise ConfigError(f"settings: unknown plugin id(s) {unknown}")
+    for name, table in (
+        ("settings", overrides),
+        ("lanes", lanes or {}),
+        ("timeouts", timeouts or {}),
+    ):
+        unknown = sorted(set(table) - set(by_id))
+        if unknown:
+            raise ConfigError(f"{name}: unknown plugin id(s) {unknown}")
+    lane_of = {pid: (lanes or {}).get(pid, by_id[pid].manifest.lane) for pid in by_id}
+    for pid in sorted(lanes or {}):
+        m = by_id[pid].manifest
+        if lane_of[pid] not in ("decision", "explanation"):
+            raise ConfigError(f"lanes.{pid}: expected 'decision' or 'explanation'")
+        if lane_of[pid] == "decision" and (m.diagnostic_only or not m.decision_capable):
+            raise ConfigError(
+                f"lanes.{pid}: cannot move to the decision lane "
+                "(the plugin is diagnostic_only or not decision_capable)"
+            )
     chosen = _closure(by_id, select)
     deps = {pid: tuple(sorted(by_id[pid].manifest.depends_on)) for pid in chosen}
     cycles = find_cycles(deps)
@@ -143,7 +162,7 @@ def build_plan(
     for pid in sorted(chosen):
         for dep in deps[pid]:
             dependents[dep].append(pid)
-    priority = _priorities(chosen, deps, by_id, mode)
+    priority = _priorities(chosen, deps, lane_of, mode)
 
     def key(pid: str) -> tuple[int, int, str, str]:
         return (priority[pid], depth[pid], tiebreak(seed, pid), pid)
@@ -168,7 +187,7 @@ def build_plan(
             PlanStep(
                 plugin_id=pid,
                 version=m.version,
-                lane="legacy" if mode == "legacy" else m.lane,
+                lane="legacy" if mode == "legacy" else lane_of[pid],  # type: ignore[arg-type]
                 manifest_lane=m.lane,
                 order=position,
                 depth=depth[pid],
@@ -177,7 +196,7 @@ def build_plan(
                 downstream=tuple(sorted(d for d in m.downstream if d in chosen)),
                 dependents=tuple(sorted(dependents[pid])),
                 settings=resolve_settings(spec, overrides.get(pid)),
-                timeout_s=m.timeout_s,
+                timeout_s=(timeouts or {}).get(pid, m.timeout_s),
                 code_hash=spec.code_hash,
                 finding_kinds=tuple(sorted(m.finding_kinds)),
                 decision_capable=m.decision_capable,
@@ -241,13 +260,13 @@ def _depth(pid: str, deps: Mapping[str, Sequence[str]], memo: dict[str, int]) ->
 def _priorities(
     chosen: set[str],
     deps: Mapping[str, Sequence[str]],
-    by_id: Mapping[str, PluginSpec],
+    lane_of: Mapping[str, str],
     mode: Mode,
 ) -> dict[str, int]:
     if mode == "legacy":
         return {pid: 0 for pid in chosen}
     first: set[str] = set()
-    todo = sorted(pid for pid in chosen if by_id[pid].manifest.lane == "decision")
+    todo = sorted(pid for pid in chosen if lane_of[pid] == "decision")
     while todo:
         pid = todo.pop()
         if pid not in first:

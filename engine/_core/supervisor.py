@@ -178,6 +178,8 @@ class RunSpec:
     select: tuple[str, ...] = ()
     settings: dict[str, Any] = field(factory=dict)
     large_dataset_rows: int = 1_000_000
+    lanes: dict[str, str] = field(factory=dict)
+    timeouts: dict[str, float] = field(factory=dict)
 
 
 class Supervisor:
@@ -224,6 +226,8 @@ class Supervisor:
             select=spec.select,
             settings=spec.settings,
             large_dataset_rows=spec.large_dataset_rows,
+            lanes=spec.lanes,
+            timeouts=spec.timeouts,
         )
         self._append(PlanBuilt, plan=plan)
         for step in plan.steps:
