@@ -67,8 +67,9 @@ async def interleaved(
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         list(pool.map(bare_task, range(workers * 4)))  # warm: workers up, module imported
+        # No result cache: this measures running plugins, not reusing results.
         async with Engine(
-            plugins_dir=root / "plugins", runs_dir=root / "runs", workers=workers
+            plugins_dir=root / "plugins", runs_dir=root / "runs", workers=workers, cache=False
         ) as eng:
             await eng.run(dataset)  # warm: plugins imported in every worker, data ingested
             for _ in range(repeat):

@@ -81,7 +81,8 @@ class DataAccessed(_Event, frozen=True, tag="data_accessed"):
 
 class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
     """Terminal for a plugin. ``ran`` is false when the engine resolved it without
-    starting it (a dependency failed)."""
+    starting it (a dependency failed); ``cached`` is true when the result was
+    reused from an earlier run (then ``duration_s`` is that run's)."""
 
     plugin_id: str
     lane: StepLane
@@ -89,6 +90,21 @@ class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
     duration_s: float = 0.0
     ran: bool = True
     downstream_affected: tuple[str, ...] = ()
+    cached: bool = False
+
+
+class CacheHit(_Event, frozen=True, tag="cache_hit"):
+    plugin_id: str
+    key: str
+
+
+class CacheMiss(_Event, frozen=True, tag="cache_miss"):
+    """``reason``: absent, code_changed, settings_changed, dataset_changed,
+    policy_changed, seed_changed or upstream_changed."""
+
+    plugin_id: str
+    key: str
+    reason: str
 
 
 class GateEvaluated(_Event, frozen=True, tag="gate_evaluated"):
@@ -116,6 +132,8 @@ Event = (
     | PluginFinished
     | RunFinished
     | GateEvaluated
+    | CacheHit
+    | CacheMiss
 )
 """The tagged union of every event type."""
 
@@ -129,6 +147,8 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     PluginFinished,
     RunFinished,
     GateEvaluated,
+    CacheHit,
+    CacheMiss,
 )
 
 TERMINAL_EVENTS = (PreflightFailed, PluginFinished)

@@ -22,6 +22,7 @@ from contracts.events import Event
 from contracts.plan import Mode
 
 from .artifacts import write_artifacts
+from .cache import ResultCache, RunCache
 from .config import ProjectSettings
 from .data import ingest
 from .errors import ConfigError, EngineError
@@ -34,6 +35,7 @@ from .supervisor import RunSpec, Supervisor
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DATA_CACHE = "_datasets"
+CACHE_DIR = "_cache"
 
 
 def new_run_id() -> str:
@@ -132,6 +134,8 @@ class Engine:
             unbounded loads are failed before they start.
         lanes: lane overrides for experiments, ``{plugin_id: lane}``.
         timeouts: per-plugin timeout overrides in seconds.
+        cache: reuse results whose code, settings, data, policy, seed and
+            upstream are unchanged (stored under ``<runs_dir>/_cache``).
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class Engine:
         large_dataset_rows: int = 1_000_000,
         lanes: Mapping[str, str] | None = None,
         timeouts: Mapping[str, float] | None = None,
+        cache: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -165,6 +170,8 @@ class Engine:
         )
         self._entered = False
         self._specs = SpecCache()
+        self.use_cache = cache
+        self._store: ResultCache | None = None
 
     @classmethod
     def from_settings(
@@ -190,6 +197,8 @@ class Engine:
         return self._executor
 
     async def __aenter__(self) -> Engine:
+        if self.use_cache:
+            self._store = ResultCache(self.runs_dir / CACHE_DIR)
         await self._executor.start()
         self._entered = True
         return self
@@ -201,7 +210,12 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
-        await self._executor.aclose()
+        try:
+            await self._executor.aclose()
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
     def ingest(self, dataset: str | Path) -> DatasetInfo:
         """Normalize ``dataset`` (cached by content fingerprint under ``runs_dir``)."""
@@ -244,6 +258,9 @@ class Engine:
             large_dataset_rows=self.large_dataset_rows,
             lanes=self.lanes,
             timeouts=self.timeouts,
+            cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
+            if self._store is not None
+            else None,
         )
 
     async def run(
@@ -303,7 +320,7 @@ class Engine:
             spec.run_dir.mkdir(parents=True)
             log = EventLog(spec.run_dir / LOG_NAME)
             try:
-                state = await Supervisor(spec, self._executor, log, publish).run()
+                state = await Supervisor(spec, self._executor, log, publish, spec.cache).run()
             finally:
                 log.close()
             report = write_artifacts(spec.run_dir, state, log.last_hash)

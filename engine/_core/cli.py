@@ -22,6 +22,8 @@ from .api import DATA_CACHE, Engine, RunResult, prepare_plan
 from .data import ingest
 from .errors import EngineError
 from .plan import MODES
+from .score import format_json, format_text, score_run
+from .synth import SCENARIOS, synthesize
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,6 +39,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
     return value
 
 
@@ -65,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(plan)
     plan.add_argument("--run-dir", default="runs", help="where the dataset cache lives")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    synth = sub.add_parser("synth", help="write a synthetic event log and its truth.json")
+    synth.add_argument("--rows", type=_positive, required=True, help="rows to write")
+    synth.add_argument("--seed", type=_non_negative, default=0, help="seed (default: 0)")
+    synth.add_argument("--scenario", choices=tuple(SCENARIOS), default="baseline")
+    synth.add_argument(
+        "--out", required=True, help="data file: Parquet if it ends in .parquet/.pq, else CSV"
+    )
+    synth.add_argument("--truth", help="truth file (default: <out stem>.truth.json next to it)")
+
+    score = sub.add_parser("score", help="score a run's decision findings against a truth.json")
+    score.add_argument("run_dir", help="run directory (holding report.json)")
+    score.add_argument("truth", help="truth.json written by synth")
+    score.add_argument("--json", action="store_true", help="print the score as JSON")
     return parser
 
 
@@ -130,6 +153,28 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _synth(args: argparse.Namespace) -> int:
+    done = synthesize(
+        args.out, rows=args.rows, seed=args.seed, scenario=args.scenario, truth=args.truth
+    )
+    planted = ", ".join(p.id for p in done.truth.planted) or "nothing"
+    print(
+        f"wrote {done.rows} rows ({done.format}, scenario {args.scenario}, seed {args.seed}) "
+        f"to {done.data_path}"
+    )
+    print(f"truth: {done.truth_path} (planted: {planted})")
+    return EXIT_OK
+
+
+def _score(args: argparse.Namespace) -> int:
+    result = score_run(args.run_dir, args.truth)
+    if args.json:
+        sys.stdout.buffer.write(format_json(result) + b"\n")
+    else:
+        print(format_text(result))
+    return EXIT_OK
+
+
 def engine_errors(exc: BaseException) -> list[EngineError] | None:
     """The engine errors inside ``exc`` (task groups wrap them), or None if any
     part of it is something else."""
@@ -151,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plan":
             return _plan(args)
+        if args.command == "synth":
+            return _synth(args)
+        if args.command == "score":
+            return _score(args)
         result: Any = anyio.run(_run, args, backend=args.backend)
     except KeyboardInterrupt:
         print("interrupted: the run's event log is kept, unfinished", file=sys.stderr)

@@ -15,6 +15,8 @@ from attrs import define, field
 
 from contracts import DataAccess, Plan, PlanStep, PluginResult
 from contracts.events import (
+    CacheHit,
+    CacheMiss,
     DataAccessed,
     Event,
     GateEvaluated,
@@ -46,6 +48,8 @@ class PluginRecord:
     worker: int | None = None
     pid: int | None = None
     data_access: list[DataAccess] = field(factory=list)
+    cache: str | None = None  # "hit" or the miss reason; None when not looked up
+    cached: bool = False
     dispatched_wall: float | None = None
     started_wall: float | None = None
     finished_wall: float | None = None
@@ -119,6 +123,10 @@ def apply(state: RunState, event: Event) -> RunState:
             record.worker = event.worker
             record.pid = event.pid
             record.started_wall = event.wall
+        case CacheHit(plugin_id=pid):
+            _record(state, event, pid).cache = "hit"
+        case CacheMiss(plugin_id=pid):
+            _record(state, event, pid).cache = event.reason
         case DataAccessed(plugin_id=pid):
             _record(state, event, pid).data_access.append(event.access)
         case PreflightFailed(plugin_id=pid):
@@ -136,6 +144,7 @@ def apply(state: RunState, event: Event) -> RunState:
             record.result = event.result
             record.duration_s = event.duration_s
             record.ran = event.ran
+            record.cached = event.cached
             record.downstream_affected = event.downstream_affected
             state.done += 1
             record.finished_wall = event.wall

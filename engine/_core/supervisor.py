@@ -22,8 +22,19 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from attrs import define, field
 
-from contracts import CONTRACTS_VERSION, DatasetInfo, Failed, Na, Plan, PlanStep, PluginResult
+from contracts import (
+    CONTRACTS_VERSION,
+    DatasetInfo,
+    Failed,
+    Na,
+    Plan,
+    PlanStep,
+    PluginResult,
+    stable_hash,
+)
 from contracts.events import (
+    CacheHit,
+    CacheMiss,
     DataAccessed,
     Event,
     GateEvaluated,
@@ -37,6 +48,7 @@ from contracts.events import (
 )
 from contracts.plan import Mode
 
+from .cache import CacheKey, RunCache, cacheable, make_key
 from .errors import EngineInternalError
 from .eventlog import EventLog
 from .executor import Executor
@@ -180,6 +192,7 @@ class RunSpec:
     large_dataset_rows: int = 1_000_000
     lanes: dict[str, str] = field(factory=dict)
     timeouts: dict[str, float] = field(factory=dict)
+    cache: RunCache | None = None
 
 
 class Supervisor:
@@ -191,8 +204,11 @@ class Supervisor:
         executor: Executor,
         log: EventLog,
         on_event: Callable[[Event], None] | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self.spec = spec
+        self._cache = cache
+        self._keys: dict[str, CacheKey] = {}
         self.state = RunState()
         self._executor = executor
         self._log = log
@@ -279,6 +295,8 @@ class Supervisor:
             for lane_actor in self._lanes.values():
                 lane_actor.close()
 
+        if self._cache is not None:
+            self._cache.flush()
         gates, offenders = evaluate(self.state)
         enforced = spec.mode == "two_lane_strict"
         self._append(
@@ -309,6 +327,8 @@ class Supervisor:
             duration_s=output.duration_s,
             downstream_affected=affected,
         )
+        if self._cache is not None and cacheable(output.result, ran=True):
+            self._cache.store(self._keys[pid], output.result, output.accesses, output.duration_s)
         self._finished(pid)
 
     def _finished(self, plugin_id: str) -> None:
@@ -340,9 +360,47 @@ class Supervisor:
                 )
                 self._finished(pid)
                 continue
+            if self._cache is not None and self._from_cache(step):
+                continue
             self._append(PluginDispatched, plugin_id=pid, lane=step.lane)
             self._in_flight += 1
             self._lanes[step.lane].submit(step, self._job(step))
+
+    def _from_cache(self, step: PlanStep) -> bool:
+        """Look ``step`` up; on a hit, finish it from the cache. Either way, log why."""
+        assert self._cache is not None
+        pid = step.plugin_id
+        upstream = []
+        for dep in step.depends_on:
+            known = self._keys.get(dep)
+            # A dependency decided without running (preflight, upstream failure) has
+            # no key: its outcome stands in for one.
+            upstream.append(known.key if known else stable_hash(self.state.plugins[dep].result))
+        key = make_key(
+            step,
+            mode=self.spec.mode,
+            dataset_fp=self.spec.dataset.fingerprint,
+            seed=plugin_seed(self.spec.seed, pid),
+            upstream_keys=upstream,
+        )
+        self._keys[pid] = key
+        cached, outcome = self._cache.lookup(key)
+        if cached is None:
+            self._append(CacheMiss, plugin_id=pid, key=key.key, reason=outcome)
+            return False
+        self._append(CacheHit, plugin_id=pid, key=key.key)
+        result = cached.result
+        self._append(
+            PluginFinished,
+            plugin_id=pid,
+            lane=step.lane,
+            result=result,
+            duration_s=cached.duration_s,
+            downstream_affected=() if result.__struct_config__.tag == "ok" else _affected(step),
+            cached=True,
+        )
+        self._finished(pid)
+        return True
 
     def _failed_upstream(self, step: PlanStep) -> list[str]:
         """The failed plugins upstream of ``step`` (through UPSTREAM_FAILED chains)."""

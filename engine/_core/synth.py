@@ -1,0 +1,770 @@
+"""Synthetic operations event logs with planted, documented anomalies (``engine synth``).
+
+:func:`synthesize` writes a realistic job event log (Parquet or CSV) and a
+``truth.json`` that lists what was planted in it, so a run of the plugin fleet can
+be scored against it (:mod:`engine._core.score`).
+
+The data
+========
+About 90 days (from :data:`START`, a Monday) of jobs of twelve processes in eight
+ERP modules, run by 60 users on eight hosts. Columns, in order::
+
+    job_id, process_name, module, user, host, status, queued_at, started_at,
+    ended_at, amount, [amount_eur], retry_count, cpu_s, rows_processed,
+    cost_center, [region]
+
+(the bracketed columns only in ``data_quality``).
+
+* Arrivals (``queued_at``) follow a weekly intensity: busy office hours, a nightly
+  batch bump, quiet nights and weekends; never a full stop of more than a few
+  hours (except a planted outage).
+* Each process has its own lognormal queue wait and run time (processes differ
+  *by design*: a plugin must never flag a process for merely being itself). Run
+  time is correlated with ``rows_processed``; ``cpu_s`` is run time times cores
+  times a utilization; all extra numeric columns correlate well below 0.9.
+* Every process pairs a fast and a slow job type within a module, or is a module
+  of its own with a middling profile, so ``module`` separates durations far less
+  than ``process_name`` does.
+* ``status`` is ``ok`` / ``failed`` / ``retried`` with low, non-zero rates that vary
+  mildly by process and host. ``retry_count`` is how many times the job had been
+  re-attempted before this record (independent of this record's status).
+* ``amount`` is lognormal over five orders of magnitude and so follows Benford's
+  law. ``cost_center`` is the user's home cost centre (occasionally another).
+
+Scenarios (:data:`SCENARIOS`) add plants to this; see :func:`scenario_plants`.
+
+Determinism and scale
+=====================
+Rows are generated in chunks of :data:`CHUNK_ROWS`; chunk ``c`` draws from
+``numpy.random.default_rng(SeedSequence([seed, c, stream]))`` and covers the
+``c``-th slice of the arrival-time distribution, so rows come out (almost) in
+``queued_at`` order, memory stays bounded by one chunk whatever ``rows`` is, and the
+output is a pure function of ``(rows, seed, scenario)`` (byte-identical files). The
+unplanted part of a scenario draws from the same streams as ``baseline``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import ConfigError
+
+__all__ = [
+    "CHUNK_ROWS",
+    "DAYS",
+    "GENERATOR_VERSION",
+    "SCENARIOS",
+    "START",
+    "Planted",
+    "SynthResult",
+    "Truth",
+    "scenario_plants",
+    "synthesize",
+    "truth_path_for",
+]
+
+GENERATOR_VERSION: Final = "1"
+"""Bump whenever the same (rows, seed, scenario) would give different bytes."""
+
+CHUNK_ROWS: Final = 1_000_000
+"""Rows generated (and written as one Parquet row group) at a time."""
+
+START: Final = "2024-04-01T00:00:00"
+"""First possible queue time (a Monday, UTC, no time zone in the data)."""
+
+DAYS: Final = 90
+"""Length of the covered time range in days."""
+
+_START_S: Final = int(np.datetime64(START, "s").astype(np.int64))
+_SPAN_S: Final = DAYS * 86400
+_DAY: Final = 86400
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+# ----------------------------------------------------------------------------- truth
+
+
+class Planted(msgspec.Struct, frozen=True, kw_only=True):
+    """One planted anomaly and the findings that legitimately detect it.
+
+    A decision finding detects it when ``finding.kind`` is in ``kinds`` and the
+    finding's target is ``target`` (or one of ``alt_targets``), or that name is in
+    the finding's ``evidence.columns``.
+    """
+
+    id: str
+    description: str
+    kinds: tuple[str, ...]
+    target: str
+    alt_targets: tuple[str, ...] = ()
+
+
+class Truth(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``truth.json`` holds."""
+
+    scenario: str
+    seed: int
+    rows: int
+    planted: tuple[Planted, ...]
+    expected_clean: tuple[str, ...] = ()
+    generator_version: str = GENERATOR_VERSION
+    start: str = START
+    days: int = DAYS
+    columns: tuple[str, ...] = ()
+
+
+DECISION_KINDS: Final = (
+    "high_missingness",
+    "robust_outliers",
+    "queue_bottleneck",
+    "duplicate_rows",
+    "constant_column",
+    "benford_violation",
+    "changepoint",
+    "trend",
+    "control_chart_violation",
+    "group_difference",
+    "tail_latency_hotspot",
+    "concurrency_saturation",
+    "retry_hotspot",
+    "failure_hotspot",
+    "redundant_feature",
+    "distribution_drift",
+    "timestamp_gap",
+)
+"""The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
+(whose target is a finding id, so it never detects a plant)."""
+
+
+# --------------------------------------------------------------------- the world
+
+
+@dataclass(frozen=True)
+class _Process:
+    name: str
+    module: str
+    weight: float  # share of jobs
+    wait_s: float  # median queue wait
+    wait_sigma: float
+    run_s: float  # median run time
+    run_sigma: float
+    rows: float  # median rows_processed
+    cores: int
+    fail_mult: float
+    retry_mult: float
+
+
+# Pairs within a module: one fast and one slow job type; single-process modules
+# sit in the middle. Waits are independent of load (no weekday/weekend effect).
+_PROCESSES: Final = (
+    _Process("ap_invoice_post", "AP", 0.16, 45, 0.9, 90, 0.55, 800, 1, 1.0, 1.1),
+    _Process("ap_payment_run", "AP", 0.05, 180, 0.8, 1200, 0.6, 20000, 2, 1.2, 0.9),
+    _Process("ar_cash_apply", "AR", 0.08, 120, 0.9, 900, 0.6, 5000, 2, 0.9, 1.0),
+    _Process("ar_dunning", "AR", 0.06, 60, 0.85, 120, 0.5, 1500, 1, 0.8, 0.8),
+    _Process("gl_journal_import", "GL", 0.14, 60, 0.9, 150, 0.6, 3000, 1, 1.1, 1.2),
+    _Process("gl_period_close", "GL", 0.05, 150, 0.85, 1500, 0.65, 60000, 4, 1.3, 1.0),
+    _Process("inv_valuation", "INV", 0.07, 150, 0.8, 1000, 0.55, 30000, 2, 1.0, 0.9),
+    _Process("inv_stock_sync", "INV", 0.15, 30, 0.9, 60, 0.5, 400, 1, 0.8, 1.3),
+    _Process("bank_statement_import", "BNK", 0.08, 90, 0.85, 200, 0.6, 2000, 1, 1.0, 1.0),
+    _Process("fa_depreciation", "FA", 0.03, 240, 0.8, 600, 0.6, 8000, 2, 0.7, 0.8),
+    _Process("payroll_calc", "PY", 0.04, 200, 0.8, 800, 0.55, 12000, 4, 1.2, 0.9),
+    _Process("tax_vat_report", "TAX", 0.09, 120, 0.85, 400, 0.6, 4000, 1, 0.9, 1.1),
+)
+_HOSTS: Final = tuple(f"erp-app-{i:02d}" for i in range(1, 9))
+_HOST_WEIGHTS: Final = (0.14, 0.13, 0.13, 0.12, 0.12, 0.12, 0.12, 0.12)
+_HOST_FAIL: Final = (1.0, 0.9, 1.1, 1.0, 0.95, 1.05, 1.0, 0.9)
+_SURNAMES: Final = (
+    "adams",
+    "baker",
+    "berg",
+    "brandt",
+    "carter",
+    "costa",
+    "dahl",
+    "davies",
+    "diaz",
+    "eriksen",
+    "evans",
+    "fischer",
+    "garcia",
+    "green",
+    "hansen",
+    "hart",
+    "ito",
+    "jansen",
+    "kaur",
+    "keller",
+    "klein",
+    "kowalski",
+    "lang",
+    "larsen",
+    "lee",
+    "lopez",
+    "maier",
+    "martin",
+    "meyer",
+    "moreau",
+    "murphy",
+    "nagy",
+    "nielsen",
+    "novak",
+    "olsen",
+    "ortiz",
+    "park",
+    "patel",
+    "peters",
+    "quinn",
+    "reed",
+    "ricci",
+    "rossi",
+    "sato",
+    "schmidt",
+    "silva",
+    "singh",
+    "smith",
+    "sousa",
+    "stone",
+    "tanaka",
+    "torres",
+    "vargas",
+    "vogel",
+    "wagner",
+    "walsh",
+    "weber",
+    "wong",
+    "young",
+    "zimmer",
+)
+_INITIALS: Final = "ajmkstdelrcn"
+_USERS: Final = tuple(f"{_INITIALS[i % len(_INITIALS)]}.{s}" for i, s in enumerate(_SURNAMES))
+_COST_CENTERS: Final = tuple(f"CC-{1000 + 10 * i}" for i in range(20))
+
+_FAIL_RATE: Final = 0.015
+_RETRIED_RATE: Final = 0.03
+_RETRY_COUNT_RATE: Final = 0.04  # share of jobs re-attempted at least once
+_AMOUNT_MEDIAN: Final = 850.0
+_AMOUNT_SIGMA: Final = 1.7
+_ROWS_SIGMA: Final = 1.3
+_RUN_ROWS_CORR: Final = 0.6
+_HOME_COST_CENTER: Final = 0.92
+_EUR_RATE: Final = 0.92
+_CORE_STEPS: Final = (0.55, 0.30, 0.15)  # a job gets 1x, 2x or 4x its process's cores
+
+# Relative arrival intensity by hour of a weekday; weekends are flatter and lower.
+_WEEKDAY_PROFILE: Final = (
+    0.10, 0.08, 0.08, 0.08, 0.10, 0.15, 0.35, 0.65, 0.95, 1.0, 1.0, 1.0,
+    0.80, 1.0, 1.0, 1.0, 1.0, 0.80, 0.55, 0.40, 0.30, 0.35, 0.45, 0.20,
+)  # fmt: skip
+_WEEKEND_BASE: Final = 0.10
+_WEEKEND_SCALE: Final = 0.25
+
+
+def _users_home_cost_center() -> Ints:
+    return (np.arange(len(_USERS), dtype=np.int64) * 7) % len(_COST_CENTERS)
+
+
+def _user_weights() -> Floats:
+    w: Floats = 1.0 / (np.arange(len(_USERS), dtype=np.float64) + 5.0) ** 0.8
+    return w / float(w.sum())
+
+
+# ----------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    name: str
+    bottleneck: tuple[str, float] | None = None  # process, wait factor
+    changepoint: tuple[str, int, float] | None = None  # process, day, wait factor
+    outage: tuple[int, int] | None = None  # start (s after START), duration (s)
+    retry_hotspot: tuple[str, float, float] | None = None  # process, P(retried), P(rc>=1)
+    trend: tuple[str, float] | None = None  # process, run factor at the end
+    failure_host: tuple[str, float] | None = None  # host, failure-rate factor
+    duplicate_fraction: float = 0.0
+    missing: tuple[str, float] | None = None  # column, null fraction
+    fabricated: tuple[float, int, int] | None = None  # share, low, high (integers)
+    redundant: bool = False  # amount_eur after amount
+    constant: tuple[str, str] | None = None  # column, value
+
+
+SCENARIOS: Final[dict[str, _Scenario]] = {
+    "baseline": _Scenario("baseline"),
+    "ops_incidents": _Scenario(
+        "ops_incidents",
+        bottleneck=("gl_period_close", 15.0),
+        changepoint=("ap_invoice_post", 45, 3.0),
+        outage=((64 * 24 + 18) * 3600, 36 * 3600),
+        retry_hotspot=("bank_statement_import", 0.22, 0.40),
+        trend=("inv_valuation", 2.0),
+        failure_host=("erp-app-06", 8.0),
+    ),
+    "data_quality": _Scenario(
+        "data_quality",
+        duplicate_fraction=0.01,
+        missing=("cost_center", 0.45),
+        fabricated=(0.30, 5000, 5999),
+        redundant=True,
+        constant=("region", "EU"),
+    ),
+}
+
+
+def _stamp(offset_s: int) -> str:
+    return str(np.datetime64(_START_S + offset_s, "s")).replace("T", " ")
+
+
+def scenario_plants(name: str) -> tuple[Planted, ...]:
+    """The planted items of scenario ``name`` (what ``truth.json`` lists)."""
+    s = _scenario(name)
+    out: list[Planted] = []
+    if s.bottleneck:
+        proc, factor = s.bottleneck
+        out.append(
+            Planted(
+                id="queue_bottleneck",
+                description=f"{proc} queue waits are {factor:g}x its normal level all "
+                "along, so it holds most of the total queue wait",
+                kinds=("queue_bottleneck",),
+                target=proc,
+            )
+        )
+    if s.changepoint:
+        proc, day, factor = s.changepoint
+        out.append(
+            Planted(
+                id="wait_changepoint",
+                description=f"{proc} queue waits jump {factor:g}x from {_stamp(day * _DAY)} "
+                f"(day {day}) on",
+                kinds=("changepoint", "control_chart_violation"),
+                target=proc,
+            )
+        )
+    if s.outage:
+        start, length = s.outage
+        out.append(
+            Planted(
+                id="data_outage",
+                description=f"no job is queued, started or ended from {_stamp(start)} to "
+                f"{_stamp(start + length)} ({length / 3600:g} h)",
+                kinds=("timestamp_gap",),
+                target="queued_at",
+                alt_targets=("started_at", "ended_at"),
+            )
+        )
+    if s.retry_hotspot:
+        proc, retried, again = s.retry_hotspot
+        out.append(
+            Planted(
+                id="retry_hotspot",
+                description=f"{proc}: {retried:.0%} of jobs end 'retried' (others about "
+                f"{_RETRIED_RATE:.0%}) and {again:.0%} were re-attempted (others about "
+                f"{_RETRY_COUNT_RATE:.0%})",
+                kinds=("retry_hotspot",),
+                target=proc,
+            )
+        )
+    if s.trend:
+        proc, factor = s.trend
+        out.append(
+            Planted(
+                id="run_trend",
+                description=f"{proc} run times rise linearly to {factor:g}x over the {DAYS} days",
+                kinds=("trend",),
+                target=proc,
+            )
+        )
+    if s.failure_host:
+        host, factor = s.failure_host
+        out.append(
+            Planted(
+                id="failure_hotspot",
+                description=f"jobs on {host} fail {factor:g}x as often as elsewhere",
+                kinds=("failure_hotspot",),
+                target=host,
+            )
+        )
+    if s.duplicate_fraction:
+        out.append(
+            Planted(
+                id="duplicate_rows",
+                description=f"{s.duplicate_fraction:.0%} of rows are exact copies of another row",
+                kinds=("duplicate_rows",),
+                target="data",
+            )
+        )
+    if s.missing:
+        col, frac = s.missing
+        out.append(
+            Planted(
+                id="high_missingness",
+                description=f"{col} is null on {frac:.0%} of rows (at random)",
+                kinds=("high_missingness",),
+                target=col,
+            )
+        )
+    if s.fabricated:
+        share, lo, hi = s.fabricated
+        out.append(
+            Planted(
+                id="benford_fabrication",
+                description=f"{share:.0%} of amounts are replaced by whole numbers drawn "
+                f"uniformly from {lo}-{hi} (amount_eur follows them)",
+                kinds=("benford_violation",),
+                target="amount",
+                alt_targets=("amount_eur",) if s.redundant else (),
+            )
+        )
+    if s.redundant:
+        out.append(
+            Planted(
+                id="redundant_column",
+                description=f"amount_eur = amount x {_EUR_RATE} with 0.1% noise, placed "
+                "right after amount",
+                kinds=("redundant_feature",),
+                target="amount_eur",
+            )
+        )
+    if s.constant:
+        col, value = s.constant
+        out.append(
+            Planted(
+                id="constant_column",
+                description=f"{col} is {value!r} on every row",
+                kinds=("constant_column",),
+                target=col,
+            )
+        )
+    return tuple(out)
+
+
+def _scenario(name: str) -> _Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ConfigError(f"scenario: expected one of {sorted(SCENARIOS)}, got {name!r}") from None
+
+
+def _columns(s: _Scenario) -> tuple[str, ...]:
+    cols = ["job_id", "process_name", "module", "user", "host", "status"]
+    cols += ["queued_at", "started_at", "ended_at", "amount"]
+    if s.redundant:
+        cols.append("amount_eur")
+    cols += ["retry_count", "cpu_s", "rows_processed", "cost_center"]
+    if s.constant:
+        cols.append(s.constant[0])
+    return tuple(cols)
+
+
+def _schema(s: _Scenario) -> pa.Schema:
+    types: dict[str, Any] = {
+        "queued_at": pa.timestamp("s"),
+        "started_at": pa.timestamp("s"),
+        "ended_at": pa.timestamp("s"),
+        "amount": pa.float64(),
+        "amount_eur": pa.float64(),
+        "retry_count": pa.int32(),
+        "cpu_s": pa.float64(),
+        "rows_processed": pa.int64(),
+    }
+    return pa.schema([(c, types.get(c, pa.string())) for c in _columns(s)])
+
+
+# ------------------------------------------------------------------------ arrivals
+
+
+def _intensity(s: _Scenario) -> Floats:
+    """Relative arrival intensity per minute of the covered range."""
+    weekday = np.asarray(_WEEKDAY_PROFILE, dtype=np.float64)
+    weekend = _WEEKEND_BASE + _WEEKEND_SCALE * weekday
+    days = [weekend if (d % 7) >= 5 else weekday for d in range(DAYS)]  # START is a Monday
+    per_minute = np.repeat(np.concatenate(days), 60)
+    if s.outage:
+        start, length = s.outage
+        per_minute[start // 60 : (start + length) // 60] = 0.0
+    return per_minute
+
+
+def _arrivals(cdf: Floats, weights: Floats, quantiles: Floats) -> Ints:
+    """Queue times (s after START) at the given quantiles of the intensity."""
+    x = quantiles * cdf[-1]
+    idx = np.searchsorted(cdf, x, side="right") - 1
+    idx = np.clip(idx, 0, weights.size - 1)
+    frac = np.clip((x - cdf[idx]) / weights[idx], 0.0, 1.0 - 1e-9)
+    seconds: Ints = np.floor((idx + frac) * 60.0).astype(np.int64)
+    return seconds
+
+
+# -------------------------------------------------------------------------- chunks
+
+
+def _rng(seed: int, chunk: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, chunk, stream]))
+
+
+def _stream_id(name: str) -> int:
+    return 1 + zlib.crc32(name.encode())
+
+
+def _strings(values: Sequence[str], idx: npt.NDArray[Any]) -> pa.Array:
+    return pa.array(values, type=pa.string()).take(pa.array(idx))
+
+
+def _chunk(
+    s: _Scenario,
+    seed: int,
+    rows: int,
+    chunk: int,
+    first: int,
+    count: int,
+    cdf: Floats,
+    weights: Floats,
+) -> pa.Table:
+    """Rows ``first .. first+count`` of the dataset as an Arrow table."""
+    rng = _rng(seed, chunk, 0)  # the unplanted world, shared by every scenario
+    plant = _rng(seed, chunk, _stream_id(s.name))
+    n_dup = round(s.duplicate_fraction * count) if s.duplicate_fraction else 0
+    n = count - n_dup
+    procs = _PROCESSES
+    names = [p.name for p in procs]
+
+    def per_process(attr: str) -> Floats:
+        return np.asarray([float(getattr(p, attr)) for p in procs], dtype=np.float64)
+
+    # --- who, what, where
+    weight = per_process("weight")
+    proc = rng.choice(len(procs), size=n, p=weight / weight.sum())
+    user = rng.choice(len(_USERS), size=n, p=_user_weights())
+    host_w = np.asarray(_HOST_WEIGHTS, dtype=np.float64)
+    host = rng.choice(len(_HOSTS), size=n, p=host_w / host_w.sum())
+    home = _users_home_cost_center()[user]
+    other_cc = rng.integers(0, len(_COST_CENTERS), size=n)
+    cost_center = np.where(rng.random(n) < _HOME_COST_CENTER, home, other_cc)
+
+    # --- when
+    quantiles = (first + np.sort(rng.uniform(0.0, float(count), size=n))) / float(rows)
+    queued = _arrivals(cdf, weights, quantiles)
+    z_wait = rng.standard_normal(n)
+    z_rows = rng.standard_normal(n)
+    z_run = rng.standard_normal(n)
+    wait_med = per_process("wait_s")[proc]
+    if s.bottleneck:
+        wait_med = np.where(
+            proc == names.index(s.bottleneck[0]), wait_med * s.bottleneck[1], wait_med
+        )
+    if s.changepoint:
+        cp_proc, cp_day, cp_factor = s.changepoint
+        late = (proc == names.index(cp_proc)) & (queued >= cp_day * _DAY)
+        wait_med = np.where(late, wait_med * cp_factor, wait_med)
+    wait = np.round(wait_med * np.exp(per_process("wait_sigma")[proc] * z_wait))
+    rows_med = per_process("rows")[proc]
+    rows_processed = np.round(rows_med * np.exp(_ROWS_SIGMA * z_rows)).astype(np.int64) + 1
+    run_z = _RUN_ROWS_CORR * z_rows + np.sqrt(1.0 - _RUN_ROWS_CORR**2) * z_run
+    run_med = per_process("run_s")[proc]
+    if s.trend:
+        tr_proc, tr_factor = s.trend
+        growth = 1.0 + (tr_factor - 1.0) * queued / float(_SPAN_S)
+        run_med = np.where(proc == names.index(tr_proc), run_med * growth, run_med)
+    run = np.maximum(1.0, np.round(run_med * np.exp(per_process("run_sigma")[proc] * run_z)))
+    cores = per_process("cores")[proc] * np.exp2(rng.choice(3, size=n, p=_CORE_STEPS))
+    util = rng.beta(5.0, 3.0, size=n)
+    cpu_s = np.round(run * cores * util, 3)
+    started = queued + wait.astype(np.int64)
+    ended = started + run.astype(np.int64)
+
+    # --- outcome
+    p_fail = _FAIL_RATE * per_process("fail_mult")[proc] * np.asarray(_HOST_FAIL)[host]
+    p_retried = _RETRIED_RATE * per_process("retry_mult")[proc]
+    p_again = _RETRY_COUNT_RATE * per_process("retry_mult")[proc]
+    u_status = rng.random(n)
+    u_again = rng.random(n)
+    again = rng.geometric(0.55, size=n)
+    if s.failure_host:
+        p_fail = np.where(
+            host == _HOSTS.index(s.failure_host[0]), p_fail * s.failure_host[1], p_fail
+        )
+    if s.retry_hotspot:
+        rh = proc == names.index(s.retry_hotspot[0])
+        p_retried = np.where(rh, s.retry_hotspot[1], p_retried)
+        p_again = np.where(rh, s.retry_hotspot[2], p_again)
+    status = np.where(u_status < p_fail, 1, np.where(u_status < p_fail + p_retried, 2, 0))
+    retry_count = np.where(u_again < p_again, np.minimum(again, 9), 0).astype(np.int32)
+
+    # --- money
+    amount = np.maximum(
+        0.01, np.round(_AMOUNT_MEDIAN * np.exp(_AMOUNT_SIGMA * rng.standard_normal(n)), 2)
+    )
+
+    # --- plants on values
+    if s.outage:
+        w0 = s.outage[0]
+        crossing = (queued < w0) & (ended >= w0)
+        shift = np.where(crossing, ended - w0 + 1, 0)
+        queued, started, ended = queued - shift, started - shift, ended - shift
+    null_cc = np.zeros(n, dtype=bool)
+    if s.missing:
+        null_cc = plant.random(n) < s.missing[1]
+    if s.fabricated:
+        share, lo, hi = s.fabricated
+        fake = plant.random(n) < share
+        amount = np.where(fake, plant.integers(lo, hi + 1, size=n).astype(np.float64), amount)
+    amount_eur = np.round(amount * _EUR_RATE * (1.0 + 0.001 * plant.standard_normal(n)), 2)
+
+    # --- order: by queue time; job ids follow it; copies sit next to their originals
+    order = np.argsort(queued, kind="stable")
+    job_no = np.empty(n, dtype=np.int64)
+    job_no[order] = first + np.arange(n, dtype=np.int64)
+    source = np.arange(n, dtype=np.int64)
+    if n_dup:
+        copies = np.sort(plant.choice(n, size=n_dup, replace=False))
+        source = np.concatenate([source, copies])
+    take = source[np.argsort(queued[source], kind="stable")]
+
+    ids = pc.utf8_lpad(pa.array(job_no[take]).cast(pa.string()), width=9, padding="0")
+    statuses = ("ok", "failed", "retried")
+    cc = _strings(_COST_CENTERS, cost_center[take])
+    columns: dict[str, pa.Array] = {
+        "job_id": pc.binary_join_element_wise("J", ids, ""),
+        "process_name": _strings(names, proc[take]),
+        "module": _strings([p.module for p in procs], proc[take]),
+        "user": _strings(_USERS, user[take]),
+        "host": _strings(_HOSTS, host[take]),
+        "status": _strings(statuses, status[take]),
+        "queued_at": pa.array(_START_S + queued[take], type=pa.int64()),
+        "started_at": pa.array(_START_S + started[take], type=pa.int64()),
+        "ended_at": pa.array(_START_S + ended[take], type=pa.int64()),
+        "amount": pa.array(amount[take]),
+        "amount_eur": pa.array(amount_eur[take]),
+        "retry_count": pa.array(retry_count[take]),
+        "cpu_s": pa.array(cpu_s[take]),
+        "rows_processed": pa.array(rows_processed[take]),
+        "cost_center": pc.if_else(pa.array(null_cc[take]), pa.scalar(None, pa.string()), cc),
+    }
+    if s.constant:
+        columns[s.constant[0]] = _strings([s.constant[1]], np.zeros(count, dtype=np.int64))
+    schema = _schema(s)
+    arrays = [columns[f.name].cast(f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# --------------------------------------------------------------------------- write
+
+
+class SynthResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What :func:`synthesize` wrote."""
+
+    data_path: str
+    truth_path: str
+    format: str
+    rows: int
+    truth: Truth
+
+
+def truth_path_for(out: str | Path) -> Path:
+    """The default truth file of data file ``out``: ``<stem>.truth.json`` next to it."""
+    path = Path(out)
+    return path.with_name(f"{path.stem}.truth.json")
+
+
+def _format_of(path: Path) -> str:
+    return "parquet" if path.name.lower().endswith((".parquet", ".pq")) else "csv"
+
+
+def _atomic_target(path: Path) -> Path:
+    """A fresh temporary name next to ``path`` (created with the usual permissions)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def synthesize(
+    out: str | Path,
+    *,
+    rows: int,
+    seed: int = 0,
+    scenario: str = "baseline",
+    truth: str | Path | None = None,
+) -> SynthResult:
+    """Write ``rows`` rows of scenario ``scenario`` to ``out`` and its truth file.
+
+    Parquet when ``out`` ends in ``.parquet`` or ``.pq``, CSV otherwise. Both files
+    are written to temporary names and moved into place, so a crash never leaves a
+    partial file under the final name.
+
+    Raises:
+        ConfigError: bad rows, seed or scenario, or an output folder that does not exist.
+    """
+    s = _scenario(scenario)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigError(f"rows: must be a positive integer, got {rows!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
+    out_path = Path(out)
+    truth_path = Path(truth) if truth is not None else truth_path_for(out_path)
+    for p in (out_path, truth_path):
+        if not p.parent.is_dir():
+            raise ConfigError(f"{p}: folder {str(p.parent)!r} does not exist")
+
+    fmt = _format_of(out_path)
+    schema = _schema(s)
+    weights = _intensity(s)
+    cdf = np.concatenate([[0.0], np.cumsum(weights)])
+    tmp = _atomic_target(out_path)
+    try:
+        writer: Any
+        if fmt == "parquet":
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        else:
+            writer = pacsv.CSVWriter(tmp, schema)
+        with writer:
+            for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
+                count = min(CHUNK_ROWS, rows - first)
+                table = _chunk(s, seed, rows, chunk, first, count, cdf, weights)
+                if fmt == "parquet":
+                    writer.write_table(table, row_group_size=CHUNK_ROWS)
+                else:
+                    writer.write_table(table)
+                del table
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+    planted = scenario_plants(s.name)
+    accepted = {k for item in planted for k in item.kinds}
+    result_truth = Truth(
+        scenario=s.name,
+        seed=seed,
+        rows=rows,
+        planted=planted,
+        expected_clean=tuple(k for k in DECISION_KINDS if k not in accepted),
+        columns=_columns(s),
+    )
+    encoded = msgspec.json.format(msgspec.json.encode(result_truth), indent=2) + b"\n"
+    tmp_truth = _atomic_target(truth_path)
+    try:
+        tmp_truth.write_bytes(encoded)
+        os.replace(tmp_truth, truth_path)
+    except BaseException:
+        tmp_truth.unlink(missing_ok=True)
+        raise
+    return SynthResult(
+        data_path=str(out_path),
+        truth_path=str(truth_path),
+        format=fmt,
+        rows=rows,
+        truth=result_truth,
+    )
