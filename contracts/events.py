@@ -93,6 +93,15 @@ class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
     cached: bool = False
 
 
+class RunResumed(_Event, frozen=True, tag="run_resumed"):
+    """The run continues after an interruption. ``pending`` are the plugins that had
+    not finished; any that were dispatched or running are started again."""
+
+    pending: tuple[str, ...] = ()
+    executor: str = ""
+    workers: int = 0
+
+
 class CacheHit(_Event, frozen=True, tag="cache_hit"):
     plugin_id: str
     key: str
@@ -134,6 +143,7 @@ Event = (
     | GateEvaluated
     | CacheHit
     | CacheMiss
+    | RunResumed
 )
 """The tagged union of every event type."""
 
@@ -149,6 +159,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     GateEvaluated,
     CacheHit,
     CacheMiss,
+    RunResumed,
 )
 
 TERMINAL_EVENTS = (PreflightFailed, PluginFinished)

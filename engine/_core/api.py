@@ -26,11 +26,11 @@ from .cache import ResultCache, RunCache
 from .config import ProjectSettings
 from .data import ingest
 from .errors import ConfigError, EngineError
-from .eventlog import LOG_NAME, EventLog
+from .eventlog import LOG_NAME, EventLog, last_hash, read_log
 from .executor import Executor, make_executor
 from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
-from .state import RunState
+from .state import RunState, fold
 from .supervisor import RunSpec, Supervisor
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -295,21 +295,106 @@ class Engine:
         run directory is created. Leaving the block waits for the run to end;
         leaving it with an exception cancels the run (its log stays, unfinished).
         """
-        if not self._entered:
-            raise EngineError("use the engine as `async with Engine(...) as engine:`")
+        self._require_entered()
         run_id = check_run_id(run_id or new_run_id())
         spec = await anyio.to_thread.run_sync(
             self._prepare, dataset, seed, select, mode or self.mode, run_id
         )
+        async with self._drive(spec, None) as handle:
+            yield handle
+
+    async def resume(self, run_dir: str | Path) -> RunResult:
+        """Continue a run that was interrupted (even by SIGKILL) and return it finished.
+
+        A torn last record of the log is cut; every plugin that finished keeps its
+        result; the rest run. The run's recorded mode, seed, settings and plugins
+        are used (not this engine's): if the plugins or settings changed since the
+        run started, the plan hash differs and resuming is refused.
+        """
+        async with self.open_resume(run_dir) as handle:
+            pass
+        return handle.result
+
+    @asynccontextmanager
+    async def open_resume(self, run_dir: str | Path) -> AsyncIterator[RunHandle]:
+        """Like :meth:`open_run`, for :meth:`resume`: iterate the new events live."""
+        self._require_entered()
+        spec, state = await anyio.to_thread.run_sync(self._prepare_resume, Path(run_dir))
+        async with self._drive(spec, state) as handle:
+            yield handle
+
+    def _require_entered(self) -> None:
+        if not self._entered:
+            raise EngineError("use the engine as `async with Engine(...) as engine:`")
+
+    def _prepare_resume(self, run_dir: Path) -> tuple[RunSpec, RunState]:
+        path = run_dir / LOG_NAME
+        events = read_log(path, repair_tail=True)
+        state = fold(events)
+        started = state.started
+        if started is None:
+            raise ConfigError(f"{path}: the log has no run_started record; start a new run")
+        info = started.dataset
+        if not Path(info.db_path).is_file():
+            info = self.ingest(info.source)
+            if info.fingerprint != started.dataset.fingerprint:
+                raise ConfigError(
+                    f"{started.dataset.source}: the dataset changed since the run started; "
+                    "start a new run"
+                )
+        plugins = load_plugins(started.plugins_dir, cache=self._specs)
+        plan = build_plan(
+            plugins,
+            mode=started.mode,
+            seed=started.seed,
+            dataset_schema=info.schema_view(),
+            settings=started.settings,
+            select=started.select or None,
+            lanes=started.lanes,
+            timeouts=started.timeouts,
+        )
+        if state.plan is not None and state.plan.plan_hash != plan.plan_hash:
+            raise ConfigError(
+                f"{run_dir}: plugins or settings changed since the run started "
+                f"(plan {state.plan.plan_hash[:12]} is now {plan.plan_hash[:12]}); "
+                "start a new run"
+            )
+        spec = RunSpec(
+            run_id=started.run_id,
+            run_dir=run_dir,
+            mode=started.mode,
+            seed=started.seed,
+            dataset=info,
+            plugins={p.id: p for p in plugins},
+            plan=state.plan or plan,
+            plugins_dir=started.plugins_dir,
+            select=started.select,
+            settings={k: dict(v) for k, v in started.settings.items()},
+            large_dataset_rows=started.large_dataset_rows,
+            lanes=dict(started.lanes),
+            timeouts=dict(started.timeouts),
+            cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
+            if self._store is not None
+            else None,
+        )
+        spec.resume_from = (len(events), last_hash(events, path))
+        return spec, state
+
+    @asynccontextmanager
+    async def _drive(self, spec: RunSpec, state: RunState | None) -> AsyncIterator[RunHandle]:
         send, recv = anyio.create_memory_object_stream[Event](math.inf)
-        handle = RunHandle(run_id, spec.run_dir, recv)
+        handle = RunHandle(spec.run_id, spec.run_dir, recv)
         with recv:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._execute, spec, send, handle)
+                tg.start_soon(self._execute, spec, state, send, handle)
                 yield handle
 
     async def _execute(
-        self, spec: RunSpec, send: MemoryObjectSendStream[Event], handle: RunHandle
+        self,
+        spec: RunSpec,
+        state: RunState | None,
+        send: MemoryObjectSendStream[Event],
+        handle: RunHandle,
     ) -> None:
         def publish(event: Event) -> None:
             # If the caller stopped listening, the log still has everything.
@@ -317,10 +402,15 @@ class Engine:
                 send.send_nowait(event)
 
         with send:
-            spec.run_dir.mkdir(parents=True)
-            log = EventLog(spec.run_dir / LOG_NAME)
+            if state is None:
+                spec.run_dir.mkdir(parents=True)
+                log = EventLog(spec.run_dir / LOG_NAME)
+            else:
+                seq, prev = spec.resume_from
+                log = EventLog(spec.run_dir / LOG_NAME, seq=seq, prev=prev)
             try:
-                state = await Supervisor(spec, self._executor, log, publish, spec.cache).run()
+                supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
+                state = await (supervisor.run() if state is None else supervisor.resume(state))
             finally:
                 log.close()
             report = write_artifacts(spec.run_dir, state, log.last_hash)

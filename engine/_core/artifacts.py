@@ -99,7 +99,8 @@ def build_report(state: RunState) -> Report:
         explanations=sum(len(p.findings) for p in plugins)
         - sum(len(p.findings) for p in decisions),
         findings=sum(len(p.findings) for p in plugins),
-        duration_s=round(finished.mono - started.mono, 6),
+        # Wall time: a resumed run spans processes, whose monotonic clocks differ.
+        duration_s=round(finished.wall - started.wall, 6),
         lanes=_lane_summaries(plugins),
         failed_plugins=tuple(p.id for p in plugins if p.status == "failed"),
         gates=state.gates.gates if state.gates else None,

@@ -70,8 +70,14 @@ class EventLog:
             self._fd = None
 
 
-def read_log(path: Path, *, verify: bool = True) -> list[Event]:
+def read_log(path: Path, *, verify: bool = True, repair_tail: bool = False) -> list[Event]:
     """Decode every record of ``path``, verifying sequence numbers and the hash chain.
+
+    Args:
+        verify: check ``seq`` and ``prev`` of every record.
+        repair_tail: a crash can leave the last record half-written (no newline, or
+            undecodable). With ``repair_tail`` that torn record is cut from the file
+            (resume does this); without it, it is an error like any other.
 
     Raises:
         LogIntegrityError: naming the first record that is undecodable, out of
@@ -80,14 +86,24 @@ def read_log(path: Path, *, verify: bool = True) -> list[Event]:
     shown = str(path)
     if not path.is_file():
         raise LogIntegrityError(shown, 0, "no such event log")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # everything before the last newline
+    tail = lines[-1]  # bytes after the last newline: empty unless torn
     events: list[Event] = []
     prev = GENESIS
-    with path.open("rb") as fh:
-        lines = [line.rstrip(b"\n") for line in fh]
-    for number, line in enumerate(lines):
+    for number, line in enumerate([*complete, tail] if tail else complete):
+        is_tail = number == len(complete)
         try:
+            if is_tail:
+                raise msgspec.DecodeError("record has no terminating newline")
             event = DECODER.decode(line)
         except msgspec.DecodeError as exc:
+            if repair_tail and number >= len(complete) - 1 and (is_tail or not tail):
+                good = sum(len(x) + 1 for x in complete[:number])
+                with path.open("r+b") as fh:
+                    fh.truncate(good)
+                break
             raise LogIntegrityError(shown, number, f"undecodable record: {exc}") from None
         if verify:
             if event.seq != number:
@@ -101,3 +117,12 @@ def read_log(path: Path, *, verify: bool = True) -> list[Event]:
         prev = record_hash(line)
         events.append(event)
     return events
+
+
+def last_hash(events: list[Event], path: Path) -> str:
+    """The hash the next record must carry as ``prev``."""
+    if not events:
+        return GENESIS
+    with path.open("rb") as fh:
+        lines = fh.read().split(b"\n")
+    return record_hash(lines[len(events) - 1])

@@ -26,6 +26,7 @@ from contracts.events import (
     PluginStarted,
     PreflightFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
 )
 
@@ -65,6 +66,7 @@ class RunState:
     gates: GateEvaluated | None = None
     finished: RunFinished | None = None
     done: int = 0
+    resumes: int = 0
     events: int = 0
     last_wall: float = 0.0
 
@@ -148,6 +150,16 @@ def apply(state: RunState, event: Event) -> RunState:
             record.downstream_affected = event.downstream_affected
             state.done += 1
             record.finished_wall = event.wall
+        case RunResumed():
+            if state.plan is None:
+                raise NondeterminismError(f"event {event.seq}: run_resumed before the plan")
+            state.resumes += 1
+            for record in state.plugins.values():
+                if record.phase in ("dispatched", "running"):
+                    # Interrupted: it will be dispatched again.
+                    record.phase = "pending"
+                    record.worker = record.pid = None
+                    record.data_access.clear()
         case GateEvaluated():
             if state.outstanding() or state.gates is not None:
                 raise NondeterminismError(f"event {event.seq}: gate_evaluated out of place")

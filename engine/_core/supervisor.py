@@ -44,6 +44,7 @@ from contracts.events import (
     PluginStarted,
     PreflightFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
 )
 from contracts.plan import Mode
@@ -193,6 +194,7 @@ class RunSpec:
     lanes: dict[str, str] = field(factory=dict)
     timeouts: dict[str, float] = field(factory=dict)
     cache: RunCache | None = None
+    resume_from: tuple[int, str] = (0, "")
 
 
 class Supervisor:
@@ -246,9 +248,38 @@ class Supervisor:
             timeouts=spec.timeouts,
         )
         self._append(PlanBuilt, plan=plan)
+        return await self._drive()
+
+    async def resume(self, state: RunState) -> RunState:
+        """Continue an unfinished run from the fold of its log.
+
+        Plugins that finished keep their results; plugins that were dispatched or
+        running when the run died are run again (the reducer puts them back to
+        pending when it folds ``RunResumed``).
+        """
+        self.state = state
+        if state.plan is None:
+            self._append(PlanBuilt, plan=self.spec.plan)
+        if state.finished is not None:
+            return state
+        pending = tuple(r.step.plugin_id for r in state.ordered() if r.phase != "done")
+        self._append(
+            RunResumed,
+            pending=pending,
+            executor=self._executor.name,
+            workers=self._executor.workers,
+        )
+        return await self._drive()
+
+    async def _drive(self) -> RunState:
+        """Preflight what has not ended, then run every remaining step to the end."""
+        spec = self.spec
+        plan = spec.plan
         for step in plan.steps:
             self._waiting_on[step.plugin_id] = len(step.depends_on)
         for step in plan.steps:
+            if self.state.plugins[step.plugin_id].phase == "done":
+                continue
             outcome = preflight(spec.plugins[step.plugin_id], spec.dataset, spec.large_dataset_rows)
             if outcome is not None:
                 self._append(
@@ -259,9 +290,13 @@ class Supervisor:
                     downstream_affected=_affected(step),
                 )
         for step in plan.steps:
-            if self.state.plugins[step.plugin_id].phase == "done":
+            record = self.state.plugins[step.plugin_id]
+            if record.phase == "done":
+                if self._cache is not None and record.ran and not record.preflight:
+                    self._keys[step.plugin_id] = self._key(step)
                 self._finished(step.plugin_id)
-            elif self._waiting_on[step.plugin_id] == 0:
+        for step in plan.steps:
+            if not step.depends_on and self.state.plugins[step.plugin_id].phase == "pending":
                 heapq.heappush(self._ready, (step.order, step.plugin_id))
 
         send, recv = anyio.create_memory_object_stream[_Message](math.inf)
@@ -297,15 +332,17 @@ class Supervisor:
 
         if self._cache is not None:
             self._cache.flush()
-        gates, offenders = evaluate(self.state)
-        enforced = spec.mode == "two_lane_strict"
-        self._append(
-            GateEvaluated,
-            gates=gates,
-            offenders=offenders,
-            passed=gates.total() == 0,
-            enforced=enforced,
-        )
+        if self.state.gates is None:
+            gates, offenders = evaluate(self.state)
+            self._append(
+                GateEvaluated,
+                gates=gates,
+                offenders=offenders,
+                passed=gates.total() == 0,
+                enforced=spec.mode == "two_lane_strict",
+            )
+        else:
+            gates = self.state.gates.gates
         counts = self.state.status_counts()
         self._append(
             RunFinished, status=run_status(spec.mode, counts, gates.total()), counts=counts
@@ -342,6 +379,8 @@ class Supervisor:
         while self._ready:
             _, pid = heapq.heappop(self._ready)
             record = self.state.plugins[pid]
+            if record.phase != "pending":
+                continue
             step = record.step
             blocked = self._failed_upstream(step)
             if blocked:
@@ -366,24 +405,26 @@ class Supervisor:
             self._in_flight += 1
             self._lanes[step.lane].submit(step, self._job(step))
 
-    def _from_cache(self, step: PlanStep) -> bool:
-        """Look ``step`` up; on a hit, finish it from the cache. Either way, log why."""
-        assert self._cache is not None
-        pid = step.plugin_id
+    def _key(self, step: PlanStep) -> CacheKey:
         upstream = []
         for dep in step.depends_on:
             known = self._keys.get(dep)
             # A dependency decided without running (preflight, upstream failure) has
             # no key: its outcome stands in for one.
             upstream.append(known.key if known else stable_hash(self.state.plugins[dep].result))
-        key = make_key(
+        return make_key(
             step,
             mode=self.spec.mode,
             dataset_fp=self.spec.dataset.fingerprint,
-            seed=plugin_seed(self.spec.seed, pid),
+            seed=plugin_seed(self.spec.seed, step.plugin_id),
             upstream_keys=upstream,
         )
-        self._keys[pid] = key
+
+    def _from_cache(self, step: PlanStep) -> bool:
+        """Look ``step`` up; on a hit, finish it from the cache. Either way, log why."""
+        assert self._cache is not None
+        pid = step.plugin_id
+        key = self._keys[pid] = self._key(step)
         cached, outcome = self._cache.lookup(key)
         if cached is None:
             self._append(CacheMiss, plugin_id=pid, key=key.key, reason=outcome)

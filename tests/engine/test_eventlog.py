@@ -74,3 +74,28 @@ def test_tampering_is_detected_with_its_sequence_number(tmp_path: Path, how: str
         read_log(path)
     assert info.value.seq == expected
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("torn", [b'{"type":"run_sta', b"garbage-without-newline"])
+def test_torn_tail_is_cut_only_when_asked(tmp_path: Path, torn: bytes) -> None:
+    path = tmp_path / "events.jsonl"
+    _write(path, 3)
+    whole = path.read_bytes()
+    path.write_bytes(whole + torn)
+    with pytest.raises(LogIntegrityError) as info:
+        read_log(path)
+    assert info.value.seq == 3
+    events = read_log(path, repair_tail=True)
+    assert [e.seq for e in events] == [0, 1, 2]
+    assert path.read_bytes() == whole  # the torn record is gone, nothing else changed
+
+
+def test_a_bad_record_before_the_tail_is_never_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    _write(path, 3)
+    lines = path.read_bytes().splitlines()
+    lines[1] = b"{broken"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(LogIntegrityError) as info:
+        read_log(path, repair_tail=True)
+    assert info.value.seq == 1
