@@ -1,0 +1,395 @@
+"""``engine synth``: real files on disk, read back with DuckDB, plants verified in the data."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from engine._core import synth
+from engine._core.cli import main
+from engine._core.data import ingest
+from engine._core.errors import ConfigError
+from engine._core.synth import DAYS, START, synthesize, truth_path_for
+
+ROWS = 60_000
+WAIT = "date_diff('second', queued_at, started_at)"
+RUN = "date_diff('second', started_at, ended_at)"
+BASE_COLUMNS = [
+    "job_id",
+    "process_name",
+    "module",
+    "user",
+    "host",
+    "status",
+    "queued_at",
+    "started_at",
+    "ended_at",
+    "amount",
+    "retry_count",
+    "cpu_s",
+    "rows_processed",
+    "cost_center",
+]
+
+
+def _con(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+    con.execute(f"CREATE VIEW d AS SELECT * FROM {reader}('{path}')")
+    return con
+
+
+def _one(con: duckdb.DuckDBPyConnection, query: str) -> Any:
+    row = con.execute(query).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
+    return {r[0]: r[1] if len(r) == 2 else r[1:] for r in con.execute(query).fetchall()}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synth")
+    out = {}
+    for name in synth.SCENARIOS:
+        path = root / f"{name}.parquet"
+        synthesize(path, rows=ROWS, seed=11, scenario=name)
+        out[name] = path
+    return out
+
+
+def _truth(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(truth_path_for(path).read_text())
+    return data
+
+
+# ----------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_files_read_back_with_duckdb(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"events{suffix}"
+    result = synthesize(path, rows=5_000, seed=3, scenario="baseline")
+    assert result.format == suffix[1:]
+    assert Path(result.truth_path) == tmp_path / "events.truth.json"
+    con = _con(path)
+    described = con.execute("DESCRIBE d").fetchall()
+    assert [r[0] for r in described] == BASE_COLUMNS
+    types = {r[0]: r[1] for r in described}
+    assert types["queued_at"] == types["started_at"] == types["ended_at"] == "TIMESTAMP"
+    assert types["amount"] == types["cpu_s"] == "DOUBLE"
+    assert types["retry_count"] in ("INTEGER", "BIGINT")
+    assert _one(con, "SELECT count(*) FROM d") == 5_000
+    assert _one(con, "SELECT count(DISTINCT job_id) FROM d") == 5_000
+    assert _one(con, f"SELECT count(*) FROM d WHERE {WAIT} < 0 OR {RUN} < 0") == 0
+    first, last = _one(con, "SELECT min(queued_at), max(queued_at) FROM d")
+    assert str(first) >= START.replace("T", " ")
+    assert (last - first).days >= DAYS - 2
+    assert _one(con, "SELECT count(DISTINCT process_name) FROM d") == 12
+    assert _one(con, "SELECT count(DISTINCT host) FROM d") == 8
+    assert _one(con, "SELECT count(DISTINCT user) FROM d") == 60
+    statuses = _rows(con, "SELECT status, count(*) FROM d GROUP BY 1")
+    assert set(statuses) == {"ok", "failed", "retried"}
+    truth = json.loads(Path(result.truth_path).read_text())
+    assert truth["scenario"] == "baseline" and truth["seed"] == 3 and truth["rows"] == 5_000
+    assert truth["planted"] == []
+    assert truth["columns"] == BASE_COLUMNS
+
+
+def test_engine_ingest_finds_the_event_roles(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    synthesize(path, rows=3_000, seed=1, scenario="data_quality")
+    info = ingest(path, tmp_path / "cache")
+    assert info.rows == 3_000
+    assert info.event_roles == {
+        "case": "job_id",
+        "process": "process_name",
+        "status": "status",
+        "user": "user",
+        "host": "host",
+        "queued": "queued_at",
+        "started": "started_at",
+        "ended": "ended_at",
+    }
+    roles = {c.name: c.role for c in info.columns}
+    assert roles["amount"] == roles["amount_eur"] == roles["cpu_s"] == "numeric"
+    assert roles["region"] == roles["cost_center"] == "categorical"
+    assert {c.name: c.null_count for c in info.columns}["cost_center"] > 1_000
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path, suffix: str) -> None:
+    def make(name: str, seed: int) -> tuple[bytes, bytes]:
+        path = tmp_path / f"{name}{suffix}"
+        synthesize(path, rows=4_000, seed=seed, scenario="ops_incidents")
+        return path.read_bytes(), truth_path_for(path).read_bytes()
+
+    a, b, c = make("a", 5), make("b", 5), make("c", 6)
+    assert a == b
+    assert a[0] != c[0]
+    assert json.loads(a[1])["seed"] == 5 and json.loads(c[1])["seed"] == 6
+
+
+def test_chunks_are_deterministic_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 2_500)
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    synthesize(first, rows=10_001, seed=2, scenario="data_quality")
+    synthesize(second, rows=10_001, seed=2, scenario="data_quality")
+    assert first.read_bytes() == second.read_bytes()
+    meta = pq.ParquetFile(first).metadata
+    assert meta.num_rows == 10_001
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [2_500] * 4 + [1]
+    con = _con(first)
+    # 1% copies per chunk (round(25) x 4, round(0.01) x 1); the originals' ids are unique
+    assert _one(con, "SELECT count(*) - count(DISTINCT job_id) FROM d") == 100
+    # Chunks cover consecutive slices of time.
+    bounds = con.execute(
+        "SELECT min(queued_at), max(queued_at) FROM "
+        "(SELECT *, (row_number() OVER () - 1) // 2500 AS chunk FROM d) "
+        "GROUP BY chunk ORDER BY chunk"
+    ).fetchall()
+    assert all(bounds[i][1] <= bounds[i + 1][0] for i in range(len(bounds) - 1))
+
+
+def test_small_and_odd_sizes(tmp_path: Path) -> None:
+    for rows in (1, 7, 101):
+        path = tmp_path / f"r{rows}.parquet"
+        synthesize(path, rows=rows, seed=0, scenario="data_quality")
+        assert pq.ParquetFile(path).metadata.num_rows == rows
+
+
+def test_ten_thousand_rows_are_fast(tmp_path: Path) -> None:
+    begin = time.perf_counter()
+    synthesize(tmp_path / "fast.parquet", rows=10_000, seed=1, scenario="ops_incidents")
+    synthesize(tmp_path / "fast.csv", rows=10_000, seed=1, scenario="data_quality")
+    assert time.perf_counter() - begin < 5.0
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="scenario"):
+        synthesize(tmp_path / "x.csv", rows=10, scenario="nope")
+    with pytest.raises(ConfigError, match="rows"):
+        synthesize(tmp_path / "x.csv", rows=0)
+    with pytest.raises(ConfigError, match="seed"):
+        synthesize(tmp_path / "x.csv", rows=10, seed=-1)
+    with pytest.raises(ConfigError, match="does not exist"):
+        synthesize(tmp_path / "missing" / "x.csv", rows=10)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ops.csv"
+    truth = tmp_path / "elsewhere.json"
+    args = ["--rows", "2000", "--seed", "4", "--scenario", "ops_incidents"]
+    code = main(["synth", *args, "--out", str(out), "--truth", str(truth)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "wrote 2000 rows" in printed and str(truth) in printed
+    assert json.loads(truth.read_text())["scenario"] == "ops_incidents"
+    assert not truth_path_for(out).exists()
+
+    bad = main(["synth", "--rows", "10", "--out", str(tmp_path / "no" / "x.csv")])
+    assert bad == 2
+    assert "x.csv: folder" in capsys.readouterr().err
+
+
+def test_cli_subprocess_usage_errors(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "synth", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert run("--rows", "10", "--out", str(tmp_path / "a.csv"), "--scenario", "x").returncode == 2
+    assert run("--rows", "0", "--out", str(tmp_path / "a.csv")).returncode == 2
+    ok = run("--rows", "50", "--out", str(tmp_path / "a.parquet"))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "a.truth.json").is_file()
+
+
+# ---------------------------------------------------------------------- plants
+
+
+def _planted(path: Path) -> dict[str, dict[str, Any]]:
+    return {p["id"]: p for p in _truth(path)["planted"]}
+
+
+def _others_ratio(values: dict[str, float], key: str) -> float:
+    """values[key] over the largest of the other values."""
+    return values[key] / max(v for k, v in values.items() if k != key)
+
+
+def test_baseline_is_clean(made: dict[str, Path]) -> None:
+    path = made["baseline"]
+    truth = _truth(path)
+    assert truth["planted"] == []
+    assert "queue_bottleneck" in truth["expected_clean"]
+    con = _con(path)
+    assert _one(con, "SELECT count(*) FROM d") == ROWS
+    assert _one(con, "SELECT count(*) FROM (SELECT DISTINCT * FROM d)") == ROWS
+    assert _one(con, "SELECT count(*) FROM d WHERE cost_center IS NULL") == 0
+    shares = _rows(
+        con, f"SELECT process_name, sum({WAIT}) / (SELECT sum({WAIT}) FROM d) FROM d GROUP BY 1"
+    )
+    assert max(shares.values()) < 0.2
+    retried = _rows(con, "SELECT process_name, avg((status = 'retried')::INT) FROM d GROUP BY 1")
+    assert min(retried.values()) > 0 and max(retried.values()) < 2 * statistics.median(
+        retried.values()
+    )
+    failed = _rows(con, "SELECT host, avg((status = 'failed')::INT) FROM d GROUP BY 1")
+    assert min(failed.values()) > 0 and max(failed.values()) < 2 * statistics.median(
+        failed.values()
+    )
+    gap_h = _one(
+        con,
+        "SELECT max(g) / 3600 FROM (SELECT epoch(queued_at) - "
+        "lag(epoch(queued_at)) OVER (ORDER BY queued_at) AS g FROM d)",
+    )
+    assert gap_h < 4
+    # Processes differ by design (more than twice in median wait and in median run time).
+    medians = con.execute(
+        f"SELECT median({WAIT}), median({RUN}) FROM d GROUP BY process_name"
+    ).fetchall()
+    assert max(m[0] for m in medians) > 4 * min(m[0] for m in medians)
+    assert max(m[1] for m in medians) > 10 * min(m[1] for m in medians)
+    corr = con.execute(
+        "SELECT corr(cpu_s, rows_processed), corr(amount, cpu_s), corr(amount, rows_processed) "
+        "FROM d"
+    ).fetchone()
+    assert corr is not None and all(abs(c) < 0.9 for c in corr)
+
+
+def test_ops_incidents_plants_are_in_the_data(made: dict[str, Path]) -> None:
+    path = made["ops_incidents"]
+    planted = _planted(path)
+    assert set(planted) == {
+        "queue_bottleneck",
+        "wait_changepoint",
+        "data_outage",
+        "retry_hotspot",
+        "run_trend",
+        "failure_hotspot",
+    }
+    con = _con(path)
+    assert _one(con, "SELECT count(*) FROM d") == ROWS
+
+    # queue bottleneck: the largest share of wait, p95 far above the peers'
+    bottleneck = planted["queue_bottleneck"]["target"]
+    assert planted["queue_bottleneck"]["kinds"] == ["queue_bottleneck"]
+    stats = _rows(
+        con,
+        f"SELECT process_name, sum({WAIT}) / (SELECT sum({WAIT}) FROM d), "
+        f"quantile_cont({WAIT}, 0.95) FROM d GROUP BY 1",
+    )
+    assert stats[bottleneck][0] > 0.4
+    assert max(stats, key=lambda k: stats[k][0]) == bottleneck
+    peer_p95 = sorted(v[1] for k, v in stats.items() if k != bottleneck)[5]
+    assert stats[bottleneck][1] > 5 * peer_p95
+
+    # changepoint: one process's median wait x3 from day 45, the others flat
+    cp = planted["wait_changepoint"]
+    assert set(cp["kinds"]) == {"changepoint", "control_chart_violation"}
+    split = f"queued_at >= TIMESTAMP '{START}' + INTERVAL 45 DAY"
+    ratios = _rows(
+        con,
+        f"SELECT process_name, median({WAIT}) FILTER (WHERE {split}) / "
+        f"median({WAIT}) FILTER (WHERE NOT {split}) FROM d GROUP BY 1",
+    )
+    assert ratios[cp["target"]] > 2.5
+    assert all(0.8 < r < 1.25 for k, r in ratios.items() if k != cp["target"])
+
+    # outage: nothing queued, started or ended for 36 h; events on both sides
+    outage = planted["data_outage"]
+    assert outage["target"] == "queued_at"
+    assert set(outage["alt_targets"]) == {"started_at", "ended_at"}
+    w0 = f"TIMESTAMP '{START}' + INTERVAL {64 * 24 + 18} HOUR"
+    w1 = f"{w0} + INTERVAL 36 HOUR"
+    for col in ("queued_at", "started_at", "ended_at"):
+        assert _one(con, f"SELECT count(*) FROM d WHERE {col} >= {w0} AND {col} < {w1}") == 0
+    before = f"queued_at BETWEEN {w0} - INTERVAL 2 HOUR AND {w0}"
+    after = f"queued_at BETWEEN {w1} AND {w1} + INTERVAL 2 HOUR"
+    assert _one(con, f"SELECT count(*) FROM d WHERE {before}") > 0
+    assert _one(con, f"SELECT count(*) FROM d WHERE {after}") > 0
+
+    # retry hotspot: retried share and mean retry_count >= 5x every other process
+    hot = planted["retry_hotspot"]["target"]
+    retried = _rows(con, "SELECT process_name, avg((status = 'retried')::INT) FROM d GROUP BY 1")
+    retries = _rows(con, "SELECT process_name, avg(retry_count) FROM d GROUP BY 1")
+    assert _others_ratio(retried, hot) >= 4.5
+    assert _others_ratio(retries, hot) >= 5
+
+    # trend: one process's daily median run time doubles; the others stay flat
+    trend = planted["run_trend"]["target"]
+    first = f"queued_at < TIMESTAMP '{START}' + INTERVAL 10 DAY"
+    last = f"queued_at >= TIMESTAMP '{START}' + INTERVAL {DAYS - 10} DAY"
+    growth = _rows(
+        con,
+        f"SELECT process_name, median({RUN}) FILTER (WHERE {last}) / "
+        f"median({RUN}) FILTER (WHERE {first}) FROM d GROUP BY 1",
+    )
+    assert growth[trend] > 1.7
+    assert all(0.8 < g < 1.25 for k, g in growth.items() if k != trend)
+
+    # failure hotspot host
+    host = planted["failure_hotspot"]["target"]
+    failed = _rows(con, "SELECT host, avg((status = 'failed')::INT) FROM d GROUP BY 1")
+    assert _others_ratio(failed, host) >= 5
+
+
+def test_data_quality_plants_are_in_the_data(made: dict[str, Path]) -> None:
+    path = made["data_quality"]
+    planted = _planted(path)
+    assert {p: planted[p]["target"] for p in planted} == {
+        "duplicate_rows": "data",
+        "high_missingness": "cost_center",
+        "benford_fabrication": "amount",
+        "redundant_column": "amount_eur",
+        "constant_column": "region",
+    }
+    assert planted["benford_fabrication"]["alt_targets"] == ["amount_eur"]
+    con = _con(path)
+    columns = [r[0] for r in con.execute("DESCRIBE d").fetchall()]
+    assert columns.index("amount_eur") == columns.index("amount") + 1
+    assert columns[-1] == "region"
+    assert _one(con, "SELECT count(*) FROM d") == ROWS
+    distinct = _one(con, "SELECT count(*) FROM (SELECT DISTINCT * FROM d)")
+    assert ROWS - distinct == ROWS // 100
+    missing = _one(con, "SELECT avg((cost_center IS NULL)::INT) FROM d")
+    assert 0.43 < missing < 0.47
+    nullable = " OR ".join(f'"{c}" IS NULL' for c in columns if c != "cost_center")
+    assert _one(con, f"SELECT count(*) FROM d WHERE {nullable}") == 0
+    leading = "CAST(floor(amount / pow(10, floor(log10(amount)))) AS INT)"
+    fives = _one(con, f"SELECT avg(({leading} = 5)::INT) FROM d")
+    assert fives > 0.3  # Benford expects 7.9% leading fives
+    corr, ratio = _one(con, "SELECT corr(amount, amount_eur), median(amount_eur / amount) FROM d")
+    assert corr > 0.999 and abs(ratio - 0.92) < 0.001
+    assert _one(con, "SELECT count(DISTINCT region) || ':' || min(region) FROM d") == "1:EU"
+
+
+def test_baseline_amounts_follow_benford(made: dict[str, Path]) -> None:
+    con = _con(made["baseline"])
+    digits = _rows(
+        con,
+        "SELECT CAST(floor(amount / pow(10, floor(log10(amount)))) AS INT) AS digit, "
+        "count(*) / (SELECT count(*) FROM d) FROM d GROUP BY 1",
+    )
+    mad = sum(abs(digits.get(k, 0.0) - math.log10(1 + 1 / k)) for k in range(1, 10)) / 9
+    assert mad < 0.006  # Nigrini's "close conformity"
+    orders = _one(con, "SELECT log10(max(amount) / min(amount)) FROM d")
+    assert orders > 4
