@@ -102,6 +102,14 @@ class RunResumed(_Event, frozen=True, tag="run_resumed"):
     workers: int = 0
 
 
+class StallDetected(_Event, frozen=True, tag="stall_detected"):
+    """No event for ``idle_s`` seconds while plugins were outstanding; the plugins
+    named here are stopped and end ``failed``/``STALLED``."""
+
+    plugins: tuple[str, ...]
+    idle_s: float
+
+
 class CacheHit(_Event, frozen=True, tag="cache_hit"):
     plugin_id: str
     key: str
@@ -144,6 +152,7 @@ Event = (
     | CacheHit
     | CacheMiss
     | RunResumed
+    | StallDetected
 )
 """The tagged union of every event type."""
 
@@ -160,6 +169,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     CacheHit,
     CacheMiss,
     RunResumed,
+    StallDetected,
 )
 
 TERMINAL_EVENTS = (PreflightFailed, PluginFinished)

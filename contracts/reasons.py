@@ -90,6 +90,18 @@ _REGISTRY: tuple[ReasonCode, ...] = (
         meaning="The worker process running the plugin died; the pool was repaired.",
     ),
     ReasonCode(
+        code="RESOURCE_LIMIT",
+        kind="failed",
+        meaning="The plugin's worker went above the per-worker memory cap; it was killed "
+        "and replaced.",
+    ),
+    ReasonCode(
+        code="STALLED",
+        kind="failed",
+        meaning="The run saw no event for the stall period while this plugin was "
+        "outstanding; the stall was recorded and the plugin stopped.",
+    ),
+    ReasonCode(
         code="PREFLIGHT_MISSING_COLUMN",
         kind="failed",
         meaning="A column the plugin declares as a hard requirement is missing or "

@@ -136,6 +136,10 @@ class Engine:
         timeouts: per-plugin timeout overrides in seconds.
         cache: reuse results whose code, settings, data, policy, seed and
             upstream are unchanged (stored under ``<runs_dir>/_cache``).
+        memory_limit_mb: resident memory a worker may use while running a plugin
+            (``None``: no cap); above it the plugin ends ``RESOURCE_LIMIT``.
+        stall_timeout_s: with plugins outstanding and no event for this long, the
+            stall is recorded and the outstanding plugins end ``STALLED``.
     """
 
     def __init__(
@@ -151,6 +155,8 @@ class Engine:
         lanes: Mapping[str, str] | None = None,
         timeouts: Mapping[str, float] | None = None,
         cache: bool = True,
+        memory_limit_mb: int | None = 4096,
+        stall_timeout_s: float = 900.0,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -165,8 +171,13 @@ class Engine:
         self.large_dataset_rows = large_dataset_rows
         self.lanes = dict(sorted((lanes or {}).items()))
         self.timeouts = dict(sorted((timeouts or {}).items()))
+        if stall_timeout_s <= 0:
+            raise ConfigError(f"stall_timeout_s: must be positive, got {stall_timeout_s}")
+        self.stall_timeout_s = stall_timeout_s
         self._executor = (
-            executor if not isinstance(executor, str) else make_executor(executor, workers)
+            executor
+            if not isinstance(executor, str)
+            else make_executor(executor, workers, memory_limit_mb)
         )
         self._entered = False
         self._specs = SpecCache()
@@ -188,6 +199,8 @@ class Engine:
             "large_dataset_rows": settings.large_dataset_rows,
             "lanes": settings.lanes,
             "timeouts": settings.timeouts,
+            "memory_limit_mb": settings.worker_memory_mb,
+            "stall_timeout_s": settings.stall_timeout_s,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(executor=executor, **kwargs)
@@ -261,6 +274,7 @@ class Engine:
             cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
             if self._store is not None
             else None,
+            stall_timeout_s=self.stall_timeout_s,
         )
 
     async def run(
@@ -376,6 +390,7 @@ class Engine:
             cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
             if self._store is not None
             else None,
+            stall_timeout_s=self.stall_timeout_s,
         )
         spec.resume_from = (len(events), last_hash(events, path))
         return spec, state

@@ -34,6 +34,9 @@ class ProjectSettings(StrictWire, frozen=True):
             plan (and so in its hash and every cache key).
         timeouts: per-plugin timeout overrides in seconds, ``{plugin_id: seconds}``.
         settings: per-plugin setting overrides, ``{plugin_id: {name: value}}``.
+        worker_memory_mb: per-worker memory cap in MB (``null``: no cap).
+        stall_timeout_s: seconds without any event, with work outstanding, after
+            which the stall is recorded and outstanding plugins are stopped.
     """
 
     mode: Mode = "two_lane_strict"
@@ -44,6 +47,8 @@ class ProjectSettings(StrictWire, frozen=True):
     lanes: dict[str, Literal["decision", "explanation"]] = {}
     timeouts: dict[str, float] = {}
     settings: dict[str, dict[str, Any]] = {}
+    worker_memory_mb: int | None = 4096
+    stall_timeout_s: float = 900.0
 
 
 def load_settings(path: str | Path) -> ProjectSettings:
@@ -68,6 +73,10 @@ def load_settings(path: str | Path) -> ProjectSettings:
     problems = []
     if settings.workers is not None and settings.workers < 1:
         problems.append("$.workers: must be at least 1")
+    if settings.worker_memory_mb is not None and settings.worker_memory_mb < 1:
+        problems.append("$.worker_memory_mb: must be at least 1 (or null for no cap)")
+    if not settings.stall_timeout_s > 0:
+        problems.append("$.stall_timeout_s: must be positive")
     if settings.large_dataset_rows < 0:
         problems.append("$.large_dataset_rows: must be >= 0")
     for pid, seconds in sorted(settings.timeouts.items()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -151,32 +152,75 @@ class _PoolWorker:
             started = anyio.current_time()
             pid = proc.pid
             try:
-                with anyio.move_on_after(timeout_s) as scope:
-                    await anyio.wait_readable(proc.conn.fileno())
-                if not scope.cancelled_caught:
+                verdict = await self._wait(proc, started + timeout_s)
+                if verdict is None:
                     output = OUTPUT_DECODER.decode(proc.conn.recv_bytes())
                     self._pool._observe(output.duration_s)
                     return output
             except (EOFError, OSError, anyio.ClosedResourceError):
                 if entry.generation != proc.generation:
                     continue  # replaced under us: write the job again
-                code = proc.process.exitcode
+                # Reap it first: the exit status says how it died.
+                await anyio.to_thread.run_sync(proc.process.join, 5.0)
+                how = _exit_description(proc.process.exitcode)
                 await self._pool._replace(proc)
                 return _crash_output(
                     job,
                     "WORKER_CRASHED",
-                    f"worker process {pid} died (exit code {code})",
+                    f"worker process {pid} died ({how})",
                     pid,
                     anyio.current_time() - started,
                 )
             await self._pool._replace(proc)
-            return _crash_output(
-                job,
-                "TIMEOUT",
-                f"no result after {timeout_s:g}s; worker {pid} killed",
-                pid,
-                anyio.current_time() - started,
-            )
+            reason, message = verdict
+            if reason == "TIMEOUT":
+                message = f"no result after {timeout_s:g}s; worker {pid} killed"
+            return _crash_output(job, reason, message, pid, anyio.current_time() - started)
+
+    async def _wait(self, proc: _Proc, deadline: float) -> tuple[str, str] | None:
+        """Wait for the worker's answer; None when it is there, else why to give up.
+
+        Waits in slices so the worker's memory can be checked against the cap while
+        a long job runs; short jobs finish inside the first slice.
+        """
+        limit = self._pool.memory_limit_mb
+        while True:
+            now = anyio.current_time()
+            if now >= deadline:
+                return ("TIMEOUT", "")
+            slice_s = min(deadline - now, MEMORY_POLL_S) if limit else deadline - now
+            with anyio.move_on_after(slice_s) as scope:
+                await anyio.wait_readable(proc.conn.fileno())
+            if not scope.cancelled_caught:
+                return None
+            if limit:
+                rss = rss_mb(proc.pid)
+                if rss > limit:
+                    return (
+                        "RESOURCE_LIMIT",
+                        f"worker {proc.pid} used {rss:.0f} MB, above the {limit} MB cap; killed",
+                    )
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MB (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 class ProcessPool:
@@ -192,6 +236,7 @@ class ProcessPool:
         short_depth: int = 4,
         short_job_s: float = 0.02,
         start_timeout_s: float = 120.0,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.workers = workers or max(1, min(os.cpu_count() or 1, 8))
         if self.workers < 1 or depth < 1 or short_depth < depth:
@@ -200,6 +245,8 @@ class ProcessPool:
         # recent jobs are shorter than ``short_job_s`` (then the round trip, not the
         # job, is what a worker waits on). Deep queues are kept for short jobs only
         # so a long plugin never strands several others behind it.
+        # Resident memory a worker may use while running a job (None: no cap).
+        self.memory_limit_mb = memory_limit_mb
         self.depth = depth
         self.short_depth = short_depth
         self.short_job_s = short_job_s
@@ -333,9 +380,12 @@ class InlineExecutor:
         return None
 
 
-def make_executor(kind: str, workers: int | None) -> Executor:
+MEMORY_POLL_S = 0.1
+
+
+def make_executor(kind: str, workers: int | None, memory_limit_mb: int | None = None) -> Executor:
     if kind == "process":
-        return ProcessPool(workers)
+        return ProcessPool(workers, memory_limit_mb=memory_limit_mb)
     if kind == "inline":
         return InlineExecutor()
     raise EngineError(f"executor: expected 'process' or 'inline', got {kind!r}")

@@ -28,6 +28,7 @@ from contracts.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    StallDetected,
 )
 
 from .errors import EngineInternalError, NondeterminismError
@@ -67,6 +68,7 @@ class RunState:
     finished: RunFinished | None = None
     done: int = 0
     resumes: int = 0
+    stalls: int = 0
     events: int = 0
     last_wall: float = 0.0
 
@@ -160,6 +162,8 @@ def apply(state: RunState, event: Event) -> RunState:
                     record.phase = "pending"
                     record.worker = record.pid = None
                     record.data_access.clear()
+        case StallDetected():
+            state.stalls += 1
         case GateEvaluated():
             if state.outstanding() or state.gates is not None:
                 raise NondeterminismError(f"event {event.seq}: gate_evaluated out of place")

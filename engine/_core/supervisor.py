@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from contracts.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    StallDetected,
 )
 from contracts.plan import Mode
 
@@ -139,6 +140,7 @@ class LaneActor:
         self._executor = executor
         self._outbox = outbox
         self._send, self._recv = anyio.create_memory_object_stream[tuple[PlanStep, Job]](math.inf)
+        self._scopes: dict[str, anyio.CancelScope] = {}
 
     def submit(self, step: PlanStep, job: Job) -> None:
         self._send.send_nowait((step, job))
@@ -164,16 +166,35 @@ class LaneActor:
         outbox = self._outbox
         async for step, job in inbox:
             await self._slots.acquire(step.priority)
+            scope = self._scopes[step.plugin_id] = anyio.CancelScope()
+            output: JobOutput | None = None
             try:
-                async with self._executor.worker() as worker:
+                with scope:
+                    async with self._executor.worker() as worker:
 
-                    def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
-                        outbox.send_nowait(_Started(plugin_id, index, pid))
+                        def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
+                            outbox.send_nowait(_Started(plugin_id, index, pid))
 
-                    output = await worker.run(job, step.timeout_s, started)
+                        output = await worker.run(job, step.timeout_s, started)
             finally:
                 self._slots.release()
+                del self._scopes[step.plugin_id]
+            if output is None:  # stopped by the stall detector
+                output = JobOutput(
+                    plugin_id=step.plugin_id,
+                    result=Failed(
+                        reason_code="STALLED",
+                        message="stopped by the stall detector: the run made no progress",
+                    ),
+                )
             outbox.send_nowait(_Done(step.plugin_id, output))
+
+    def stop(self, plugin_ids: Iterable[str]) -> None:
+        """Cancel the jobs of ``plugin_ids`` that this lane is running."""
+        for pid in plugin_ids:
+            scope = self._scopes.get(pid)
+            if scope is not None:
+                scope.cancel()
 
 
 @define(kw_only=True)
@@ -195,6 +216,7 @@ class RunSpec:
     timeouts: dict[str, float] = field(factory=dict)
     cache: RunCache | None = None
     resume_from: tuple[int, str] = (0, "")
+    stall_timeout_s: float = 900.0
 
 
 class Supervisor:
@@ -310,7 +332,12 @@ class Supervisor:
             while self.state.outstanding():
                 if self._in_flight == 0:
                     raise EngineInternalError("plugins outstanding but nothing in flight")
-                message: _Message | None = await recv.receive()
+                message: _Message | None = None
+                with anyio.move_on_after(spec.stall_timeout_s):
+                    message = await recv.receive()
+                if message is None:
+                    self._stalled()
+                    continue
                 # Handle everything already waiting, then dispatch once.
                 while message is not None:
                     if isinstance(message, _Started):
@@ -348,6 +375,15 @@ class Supervisor:
             RunFinished, status=run_status(spec.mode, counts, gates.total()), counts=counts
         )
         return self.state
+
+    def _stalled(self) -> None:
+        """Record the plugins a silent run is waiting on, and stop them."""
+        stuck = tuple(
+            r.step.plugin_id for r in self.state.ordered() if r.phase in ("dispatched", "running")
+        )
+        self._append(StallDetected, plugins=stuck, idle_s=self.spec.stall_timeout_s)
+        for lane in self._lanes.values():
+            lane.stop(stuck)
 
     def _complete(self, output: JobOutput) -> None:
         self._in_flight -= 1
