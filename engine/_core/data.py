@@ -666,7 +666,8 @@ def _describe(
         is_string = dtype.upper().startswith("VARCHAR")
         ws = f"count_if(regexp_matches({col}, '\\s'))" if is_string else "0"
         stats = con.execute(f"SELECT count({col}), count(DISTINCT {col}), {ws} FROM data")
-        non_null, distinct, whitespace = (int(v) for v in (stats.fetchone() or (0, 0, 0)))
+        # count_if over an all-null column is NULL, not 0.
+        non_null, distinct, whitespace = (int(v or 0) for v in (stats.fetchone() or (0, 0, 0)))
         role = infer_role(
             name, dtype, rows=rows, non_null=non_null, distinct=distinct, whitespace=whitespace
         )

@@ -626,3 +626,13 @@ def test_racing_builds_both_leave_valid_file(tmp_path: Path) -> None:
     with DataReader(infos[0]) as reader:
         assert reader.sql("SELECT count(*) AS c FROM data").column(0)[0].as_py() == 60
     assert os.path.getsize(infos[0].db_path) > 0
+
+
+def test_all_null_text_column_is_ingested(tmp_path: Path) -> None:
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(
+        pa.table({"a": [1, 2, 3], "note": pa.array([None, None, None], type=pa.string())}), path
+    )
+    info = ingest(path, tmp_path / "cache")
+    note = next(c for c in info.columns if c.name == "note")
+    assert (note.null_count, note.distinct_count) == (3, 0)
