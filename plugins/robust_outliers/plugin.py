@@ -26,15 +26,30 @@ def _num(value):
     return None if math.isnan(value) else value
 
 
-def outlier_condition(column: str, median: float, scale: float, threshold: float) -> str:
+MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(0.75): MAD of a normal sample -> sigma
+
+
+def outlier_condition(
+    column: str, median: float, scale: float, threshold: float, log: bool = False
+) -> str:
     x = f"CAST({_q(column)} AS DOUBLE)"
-    return f"abs({x} - {_lit(median)}) / {_lit(scale)} > {_lit(threshold)}"
+    value = f"ln({x})" if log else x
+    return f"abs({value} - {_lit(median)}) / {_lit(scale)} > {_lit(threshold)}"
+
+
+def wide_positive(summary: dict) -> bool:
+    """Strictly positive and spanning two orders of magnitude or more (p99/p01 >= 100):
+    such columns are judged on the log scale, where a multiplicative (lognormal) tail
+    is ordinary and only values far off in ratio terms stand out."""
+    low, p01, p99 = _num(summary.get("min")), _num(summary.get("p01")), _num(summary.get("p99"))
+    return bool(low is not None and low > 0 and p01 and p99 and p99 / p01 >= 100)
 
 
 def run(ctx):
     threshold = float(ctx.settings.get("threshold", 3.5))
     min_share = float(ctx.settings.get("min_share", 0.005))
     min_values = int(ctx.settings.get("min_values", 20))
+    mode = str(ctx.settings.get("scale", "auto"))
     upstream = ctx.upstream.get(UPSTREAM)
     if not isinstance(upstream, Ok):
         reason = getattr(upstream, "reason_code", "missing")
@@ -68,14 +83,28 @@ def run(ctx):
         if count < min_values or median is None or scale is None:
             checked.append(f"{name}: skipped, {count} values (< {min_values})")
             continue
+        log = mode == "log" or (mode == "auto" and wide_positive(s))
+        if log:
+            x = f"CAST({_q(name)} AS DOUBLE)"
+            stats = ctx.data.sql(
+                f"SELECT median(ln({x})) AS m, mad(ln({x})) AS d, min({x}) AS lo FROM data "
+                f"WHERE {x} IS NOT NULL"
+            ).to_pylist()[0]
+            if not (_num(stats["lo"]) or 0) > 0:
+                checked.append(f"{name}: log scale needs positive values; skipped")
+                continue
+            median = float(stats["m"])
+            mad = _num(stats["d"])
+            scale = (mad or 0.0) * MAD_TO_SIGMA
         if not scale > 0:
             checked.append(f"{name}: skipped, MAD is 0 (over half the values are equal)")
             continue
-        cond = outlier_condition(name, median, scale, threshold)
+        cond = outlier_condition(name, median, scale, threshold, log)
         x = f"CAST({_q(name)} AS DOUBLE)"
         query = (
             f"SELECT count({x}) AS n, count(*) FILTER (WHERE {cond}) AS outliers, "
-            f"count(*) FILTER (WHERE {cond} AND {x} > {_lit(median)}) AS high, "
+            f"count(*) FILTER (WHERE {cond} AND {x} > {_lit(math.exp(median) if log else median)}) "
+            "AS high, "
             f"avg({x}) AS mean_all, avg({x}) FILTER (WHERE NOT ({cond})) AS mean_inliers, "
             f"min({x}) FILTER (WHERE {cond}) AS min_outlier, "
             f"max({x}) FILTER (WHERE {cond}) AS max_outlier FROM data"
@@ -86,12 +115,20 @@ def run(ctx):
         share = outliers / n if n else 0.0
         lower = median - threshold * scale
         upper = median + threshold * scale
-        measured[name] = {"values": n, "outliers": outliers, "share": share}
+        if log:
+            lower, upper = math.exp(lower), math.exp(upper)
+        measured[name] = {
+            "values": n,
+            "outliers": outliers,
+            "share": share,
+            "scale": "log" if log else "raw",
+        }
         checked.append(
             f"{name}: {outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, {upper:.4g}]"
         )
         if not share > min_share:
             continue
+        centre = math.exp(median) if log else median
         high = int(r["high"])
         mean_all = _num(r["mean_all"])
         mean_in = _num(r["mean_inliers"])
@@ -110,9 +147,9 @@ def run(ctx):
                 target=name,
                 what=(
                     f"{outliers} of {n} values of {name} ({share:.2%}; {high} high, "
-                    f"{outliers - high} low) have a modified z-score above {threshold:g}, "
-                    f"i.e. lie outside [{lower:.4g}, {upper:.4g}] around the median "
-                    f"{median:.4g}.{shift}"
+                    f"{outliers - high} low) have a modified z-score above {threshold:g}"
+                    f"{' on the log scale' if log else ''}, i.e. lie outside "
+                    f"[{lower:.4g}, {upper:.4g}] around the median {centre:.4g}.{shift}"
                 ),
                 why=(
                     "The modified z-score uses the median and MAD, which the outliers "
@@ -132,9 +169,10 @@ def run(ctx):
                         "outliers_high": high,
                         "outliers_low": outliers - high,
                         "share": share,
-                        "median": median,
+                        "median": centre,
                         "mad": mad,
                         "mad_normal": scale,
+                        "log_scale": log,
                         "threshold": threshold,
                         "lower_bound": lower,
                         "upper_bound": upper,

@@ -64,3 +64,23 @@ def test_zero_mad_column_is_skipped(tmp_path):
 def test_no_numeric_columns_is_not_applicable(tmp_path):
     result = run_chain("robust_outliers", {"name": ["a", "b", "c"]}, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+def test_wide_lognormal_column_is_judged_on_the_log_scale(tmp_path):
+    rng = np.random.default_rng(3)
+    wide = rng.lognormal(5.0, 1.6, size=5000)  # spans several orders of magnitude
+    result = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    raw = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path / "raw", scale="raw")
+    assert isinstance(raw, Ok)  # on the raw scale the ordinary tail looks like outliers
+
+
+def test_ratio_outliers_in_a_wide_column_are_found(tmp_path):
+    rng = np.random.default_rng(4)
+    wide = rng.lognormal(5.0, 1.0, size=5000)
+    wide[:100] *= 1e6  # 2% off by six orders of magnitude
+    result = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path)
+    assert isinstance(result, Ok)
+    (finding,) = result.findings
+    assert finding.target == "amount" and finding.evidence.metrics["log_scale"] is True
+    assert finding.evidence.metrics["outliers"] >= 100
