@@ -41,3 +41,19 @@ class DataAccess(Wire, frozen=True):
     rows: int = 0
     query: str = ""
     limit: int | None = None
+
+
+class SpanRecord(Wire, frozen=True):
+    """A span a plugin opened through ``ctx.span(...)`` inside its worker.
+
+    ``index`` numbers the plugin's spans in the order they were opened;
+    ``parent`` is the index of the enclosing span, or -1 for the plugin's own span.
+    """
+
+    index: int
+    parent: int
+    name: str
+    start_wall: float
+    end_wall: float
+    attributes: dict[str, str | int | float | bool] = {}
+

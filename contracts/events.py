@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .dataset import DataAccess, DatasetInfo
+from .dataset import DataAccess, DatasetInfo, SpanRecord
 from .plan import Mode, Plan, StepLane
 from .report import Offender, QualityGates
 from .results import PluginResult
@@ -77,6 +77,13 @@ class PluginStarted(_Event, frozen=True, tag="plugin_started"):
 class DataAccessed(_Event, frozen=True, tag="data_accessed"):
     plugin_id: str
     access: DataAccess
+
+
+class PluginSpan(_Event, frozen=True, tag="plugin_span"):
+    """A child span the plugin opened in its worker (``ctx.span``)."""
+
+    plugin_id: str
+    span: SpanRecord
 
 
 class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
@@ -153,6 +160,7 @@ Event = (
     | CacheMiss
     | RunResumed
     | StallDetected
+    | PluginSpan
 )
 """The tagged union of every event type."""
 
@@ -170,6 +178,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     CacheMiss,
     RunResumed,
     StallDetected,
+    PluginSpan,
 )
 
 TERMINAL_EVENTS = (PreflightFailed, PluginFinished)

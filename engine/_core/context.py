@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,7 @@ import numpy as np
 from attrs import define, field
 
 from contracts import PluginResult
+from contracts.dataset import SpanRecord
 
 if TYPE_CHECKING:
     from .data import DataReader
@@ -36,10 +39,38 @@ class PluginContext:
     seed: int
     upstream: Mapping[str, PluginResult] = field(factory=dict)
     artifacts_dir: Path
+    spans: list[SpanRecord] = field(factory=list)
+    _open: list[int] = field(factory=list)
 
     def rng(self) -> np.random.Generator:
         """A generator seeded from ``seed``: the only randomness a plugin should use."""
         return np.random.default_rng(self.seed)
+
+    @contextmanager
+    def span(self, name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+        """Time a part of the plugin as a child span of its own span.
+
+        The span is recorded in the run's event log and exported with the run's
+        trace, nested under the plugin (or under an enclosing ``ctx.span``).
+        """
+        index = len(self.spans) + len(self._open)
+        parent = self._open[-1] if self._open else -1
+        self._open.append(index)
+        start = time.time()
+        try:
+            yield
+        finally:
+            self._open.pop()
+            self.spans.append(
+                SpanRecord(
+                    index=index,
+                    parent=parent,
+                    name=name,
+                    start_wall=start,
+                    end_wall=time.time(),
+                    attributes=dict(attributes),
+                )
+            )
 
     def artifact_path(self, name: str) -> Path:
         """A path for an artifact file named ``name`` inside ``artifacts_dir``."""

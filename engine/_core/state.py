@@ -14,6 +14,7 @@ from typing import Literal
 from attrs import define, field
 
 from contracts import DataAccess, Plan, PlanStep, PluginResult
+from contracts.dataset import SpanRecord
 from contracts.events import (
     CacheHit,
     CacheMiss,
@@ -23,6 +24,7 @@ from contracts.events import (
     PlanBuilt,
     PluginDispatched,
     PluginFinished,
+    PluginSpan,
     PluginStarted,
     PreflightFailed,
     RunFinished,
@@ -50,6 +52,7 @@ class PluginRecord:
     worker: int | None = None
     pid: int | None = None
     data_access: list[DataAccess] = field(factory=list)
+    spans: list[SpanRecord] = field(factory=list)
     cache: str | None = None  # "hit" or the miss reason; None when not looked up
     cached: bool = False
     dispatched_wall: float | None = None
@@ -133,6 +136,8 @@ def apply(state: RunState, event: Event) -> RunState:
             _record(state, event, pid).cache = event.reason
         case DataAccessed(plugin_id=pid):
             _record(state, event, pid).data_access.append(event.access)
+        case PluginSpan(plugin_id=pid):
+            _record(state, event, pid).spans.append(event.span)
         case PreflightFailed(plugin_id=pid):
             record = _record(state, event, pid)
             record.phase = "done"
@@ -162,6 +167,7 @@ def apply(state: RunState, event: Event) -> RunState:
                     record.phase = "pending"
                     record.worker = record.pid = None
                     record.data_access.clear()
+                    record.spans.clear()
         case StallDetected():
             state.stalls += 1
         case GateEvaluated():

@@ -41,6 +41,7 @@ from contracts.events import (
     PlanBuilt,
     PluginDispatched,
     PluginFinished,
+    PluginSpan,
     PluginStarted,
     PreflightFailed,
     RunFinished,
@@ -391,6 +392,8 @@ class Supervisor:
         step = self.state.plugins[pid].step
         for access in output.accesses:
             self._append(DataAccessed, plugin_id=pid, access=access)
+        for span in output.spans:
+            self._append(PluginSpan, plugin_id=pid, span=span)
         affected = () if output.result.__struct_config__.tag == "ok" else _affected(step)
         self._append(
             PluginFinished,

@@ -24,6 +24,7 @@ import msgspec
 
 from contracts import DataAccess, DatasetInfo, Failed, Finding, Na, Ok, PluginResult, is_registered
 from contracts._base import Wire
+from contracts.dataset import SpanRecord
 from contracts.manifest import DataAccessMode
 
 from .context import PluginContext
@@ -51,6 +52,7 @@ class JobOutput(Wire, frozen=True):
     accesses: tuple[DataAccess, ...] = ()
     duration_s: float = 0.0
     pid: int = 0
+    spans: tuple[SpanRecord, ...] = ()
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -170,6 +172,7 @@ def execute_job(job: Job) -> JobOutput:
 
     start = time.perf_counter()
     reader = DataReader(job.dataset, declared=job.data_access)
+    spans: list[SpanRecord] = []
     try:
         try:
             func = load_entrypoint(job.plugin_id, job.plugin_dir, job.entrypoint, job.code_hash)
@@ -184,6 +187,7 @@ def execute_job(job: Job) -> JobOutput:
                 seed=job.seed,
                 upstream=dict(job.upstream),
                 artifacts_dir=Path(job.artifacts_dir),
+                spans=spans,
             )
             try:
                 value = func(ctx)
@@ -208,6 +212,7 @@ def execute_job(job: Job) -> JobOutput:
         accesses=tuple(reader.accesses),
         duration_s=time.perf_counter() - start,
         pid=os.getpid(),
+        spans=tuple(sorted(spans, key=lambda s: s.index)),
     )
 
 

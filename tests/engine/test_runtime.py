@@ -230,3 +230,33 @@ async def test_results_are_the_same_on_every_run(
 
     assert results(first) == results(second)
     assert all(isinstance(r, Ok | Na | Failed) for r in results(first))
+
+
+SPANS = """
+from contracts import Finding, ok
+def run(ctx):
+    with ctx.span("load", rows=ctx.data.rows):
+        with ctx.span("parse"):
+            pass
+    with ctx.span("score", method="mad"):
+        pass
+    return ok(findings=[Finding(kind="spanned_kind", title="t", target="t", recommendation="r")])
+"""
+
+
+async def test_plugin_child_spans_are_logged(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from contracts.events import PluginSpan
+
+    make_plugin("spanned", code=SPANS, finding_kinds=["spanned_kind"])
+    result = await _run(plugins_dir, dataset, tmp_path)
+    spans = [e.span for e in read_log(result.run_dir / "events.jsonl") if isinstance(e, PluginSpan)]
+    assert [(s.index, s.parent, s.name) for s in spans] == [
+        (0, -1, "load"),
+        (1, 0, "parse"),
+        (2, -1, "score"),
+    ]
+    assert spans[0].attributes == {"rows": 40} and spans[2].attributes == {"method": "mad"}
+    assert all(s.end_wall >= s.start_wall for s in spans)
+    assert result.state.plugins["spanned"].spans == spans
