@@ -1,4 +1,8 @@
-"""high_missingness: columns with too many missing values; drop or impute them."""
+"""high_missingness: columns with too many missing values; drop or impute them.
+
+Decides from column_profile alone; missingness_pattern (also in depends_on) is optional
+context for the report and may be absent or na.
+"""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def wide_positive(summary: dict) -> bool:
 
 def run(ctx):
     threshold = float(ctx.settings.get("threshold", 3.5))
-    min_share = float(ctx.settings.get("min_share", 0.005))
+    min_share = float(ctx.settings.get("min_share", 0.01))
     min_values = int(ctx.settings.get("min_values", 20))
     mode = str(ctx.settings.get("scale", "auto"))
     upstream = ctx.upstream.get(UPSTREAM)

@@ -4,7 +4,17 @@ import pytest
 
 from contracts import Na, Ok, na
 
-from .conftest import run_chain, run_plugin
+from .conftest import run_plugin
+
+
+def run_chain(plugin_id, data, tmp_path, **overrides):
+    """column_profile, then the plugin: missingness_pattern is optional context and is
+    left out here (the decision must not need it)."""
+    profile = run_plugin("column_profile", data, tmp_path / "up_column_profile")
+    return run_plugin(
+        plugin_id, data, tmp_path / plugin_id, upstream={"column_profile": profile}, **overrides
+    )
+
 
 N = 10
 DATA = {
@@ -67,3 +77,18 @@ def test_never_ok_without_findings(tmp_path, fraction_missing):
     data = {"v": [1.0] * (10 - n_missing) + [None] * n_missing}
     result = run_chain("high_missingness", data, tmp_path)
     assert isinstance(result, Na)
+
+
+def test_missingness_pattern_is_optional(tmp_path):
+    profile = run_plugin("column_profile", DATA, tmp_path / "profile")
+    base = run_plugin(
+        "high_missingness", DATA, tmp_path / "base", upstream={"column_profile": profile}
+    )
+    pattern_na = na("NOT_APPLICABLE", "no time column", checked=["timestamp columns"])
+    with_na = run_plugin(
+        "high_missingness",
+        DATA,
+        tmp_path / "with_na",
+        upstream={"column_profile": profile, "missingness_pattern": pattern_na},
+    )
+    assert isinstance(base, Ok) and with_na == base

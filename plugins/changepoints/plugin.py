@@ -1,0 +1,365 @@
+"""changepoints: a large, sustained shift in a process's daily median queue wait.
+
+The daily median wait of every process comes from one SQL aggregate (a few thousand
+rows however large the table). Each process's series of log daily medians is cut by
+binary segmentation with a Gaussian mean-shift cost (numpy); a cut is reported only
+when both sides hold at least ``min_segment_days`` days, the median level moves by at
+least ``min_relative_shift``, the days on each side sit consistently on their side of
+the midpoint, a Mann-Whitney U test separates the two sides, and a step fits the two
+segments clearly better than a straight line (a gradual trend is not a changepoint).
+Weekly seasonality does not survive these checks: a week-long pattern repeats on both
+sides of any cut, so it moves neither the segment medians nor the test.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+from scipy import stats
+
+from contracts import Evidence, Finding, Impact, na, ok
+
+DAYS_PER_MONTH = 365.25 / 12
+WAIT_FLOOR_S = 1.0  # daily medians below one second are treated as one second (logs)
+MR_TO_SIGMA = 0.954  # median |x_i - x_(i-1)| of iid normal values, in sigmas
+
+
+def _q(name: str) -> str:
+    """Quote a column name as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _str_lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def timestamp_expr(name: str, dtype: str) -> str:
+    """Column ``name`` as a timestamp (same rule as process_durations)."""
+    kind = dtype.upper()
+    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
+        return _q(name)
+    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
+
+
+def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
+    """Jobs, median and total wait per process and day of queueing (``process``: one)."""
+    dtypes = {c.name: c.dtype for c in ctx.data.columns}
+    queued = timestamp_expr(roles["queued"], dtypes.get(roles["queued"], ""))
+    started = timestamp_expr(roles["started"], dtypes.get(roles["started"], ""))
+    p = _q(roles["process"])
+    only = f" AND CAST({p} AS VARCHAR) = {_str_lit(process)}" if process is not None else ""
+    return (
+        f"WITH ev AS (SELECT CAST({p} AS VARCHAR) AS process, CAST({queued} AS DATE) AS day, "
+        f"date_diff('microsecond', {queued}, {started}) / 1e6 AS wait_s "
+        f"FROM data WHERE {p} IS NOT NULL{only}) "
+        "SELECT process, day, count(*) AS jobs, quantile_cont(wait_s, 0.5) AS median_wait_s, "
+        "sum(wait_s) AS total_wait_s FROM ev WHERE wait_s >= 0 AND day IS NOT NULL "
+        "GROUP BY process, day ORDER BY process, day"
+    )
+
+
+def _p_text(p: float) -> str:
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
+
+
+def _sse(y: np.ndarray) -> float:
+    return float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
+
+
+def best_split(y: np.ndarray, min_len: int) -> tuple[int, float] | None:
+    """The cut ``k`` (left = y[:k]) with the largest drop in squared error, and that drop."""
+    n = y.size
+    if n < 2 * min_len:
+        return None
+    z = y - y.mean()  # centring keeps the cumulative sums well conditioned
+    cs = np.cumsum(z)
+    cs2 = np.cumsum(z * z)
+    k = np.arange(min_len, n - min_len + 1)
+    left_sum = cs[k - 1]
+    right_sum = cs[-1] - left_sum
+    left_sse = cs2[k - 1] - left_sum**2 / k
+    right_sse = (cs2[-1] - cs2[k - 1]) - right_sum**2 / (n - k)
+    gain = (cs2[-1] - cs[-1] ** 2 / n) - left_sse - right_sse
+    i = int(np.argmax(gain))  # first maximum: deterministic
+    return int(k[i]), float(gain[i])
+
+
+def binary_segmentation(y: np.ndarray, min_len: int, penalty: float, max_cuts: int) -> list[int]:
+    """Cut points of ``y`` (sorted), splitting the segment with the largest gain first."""
+    cuts: list[int] = []
+    segments = [(0, y.size)]
+    while len(cuts) < max_cuts:
+        best: tuple[float, int, int, int] | None = None
+        for lo, hi in segments:
+            found = best_split(y[lo:hi], min_len)
+            if found is None:
+                continue
+            k, gain = found
+            if gain > penalty and (best is None or gain > best[0]):
+                best = (gain, lo, hi, lo + k)
+        if best is None:
+            break
+        _, lo, hi, cut = best
+        cuts.append(cut)
+        segments.remove((lo, hi))
+        segments += [(lo, cut), (cut, hi)]
+        segments.sort()
+    return sorted(cuts)
+
+
+def linear_sse(x: np.ndarray, y: np.ndarray) -> float:
+    """Squared error of the least-squares line through (x, y)."""
+    xc = x - x.mean()
+    denom = float(np.sum(xc * xc))
+    if denom <= 0:
+        return _sse(y)
+    slope = float(np.sum(xc * (y - y.mean()))) / denom
+    resid = y - y.mean() - slope * xc
+    return float(np.sum(resid * resid))
+
+
+def evaluate_cut(days, raw, y, x, jobs, lo, cut, hi, settings) -> dict[str, object]:
+    """Everything the gates need about the cut between y[lo:cut] and y[cut:hi]."""
+    left, right = raw[lo:cut], raw[cut:hi]
+    before = max(float(np.median(left)), WAIT_FLOOR_S)
+    after = max(float(np.median(right)), WAIT_FLOOR_S)
+    rel = (after - before) / before
+    mid = math.sqrt(before * after)
+    if after >= before:
+        consistency = min(float(np.mean(left < mid)), float(np.mean(right > mid)))
+    else:
+        consistency = min(float(np.mean(left > mid)), float(np.mean(right < mid)))
+    if np.ptp(raw[lo:hi]) > 0:
+        p_value = float(stats.mannwhitneyu(left, right, alternative="two-sided").pvalue)
+    else:
+        p_value = 1.0
+    step = _sse(y[lo:cut]) + _sse(y[cut:hi])
+    line = linear_sse(x[lo:hi], y[lo:hi])
+    step_ratio = step / line if line > 0 else 1.0
+    passed = (
+        abs(rel) >= settings["min_relative_shift"]
+        and p_value < settings["alpha"]
+        and consistency >= settings["min_consistency"]
+        and step_ratio <= settings["max_step_to_line_sse"]
+    )
+    return {
+        "date": days[cut],
+        "before": before,
+        "after": after,
+        "relative_shift": rel,
+        "log_ratio": math.log(after / before),
+        "consistency": consistency,
+        "p_value": p_value,
+        "step_to_line_sse": step_ratio,
+        "days_before": cut - lo,
+        "days_after": hi - cut,
+        "jobs_per_day_after": float(np.mean(jobs[cut:hi])),
+        "first_day": days[lo],
+        "last_day": days[hi - 1],
+        "passed": passed,
+    }
+
+
+def _settings(ctx) -> dict[str, float]:
+    s = ctx.settings
+    return {
+        "min_relative_shift": float(s.get("min_relative_shift", 0.5)),
+        "min_segment_days": int(s.get("min_segment_days", 7)),
+        "min_jobs_per_day": int(s.get("min_jobs_per_day", 5)),
+        "alpha": float(s.get("alpha", 0.001)),
+        "min_consistency": float(s.get("min_consistency", 0.8)),
+        "max_step_to_line_sse": float(s.get("max_step_to_line_sse", 0.8)),
+        "penalty_factor": float(s.get("penalty_factor", 3.0)),
+        "max_changepoints": int(s.get("max_changepoints", 5)),
+    }
+
+
+def _series(rows: list[dict], min_jobs: int) -> dict[str, list[dict]]:
+    by_process: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["median_wait_s"] is None or int(r["jobs"]) < min_jobs:
+            continue
+        by_process.setdefault(str(r["process"]), []).append(r)
+    return by_process
+
+
+def analyse(points: list[dict], cfg: dict[str, float]) -> tuple[list[dict], int]:
+    """Evaluated cuts of one process's series (all of them, passed or not), and n days."""
+    days: list[date] = [p["day"] for p in points]
+    raw = np.array([float(p["median_wait_s"]) for p in points])
+    jobs = np.array([float(p["jobs"]) for p in points])
+    x = np.array([float((d - days[0]).days) for d in days])
+    y = np.log(np.maximum(raw, WAIT_FLOOR_S))
+    m = int(cfg["min_segment_days"])
+    if y.size < 2 * m:
+        return [], int(y.size)
+    sigma = float(np.median(np.abs(np.diff(y)))) / MR_TO_SIGMA
+    penalty = cfg["penalty_factor"] * max(sigma, 1e-6) ** 2 * math.log(y.size)
+    cuts = binary_segmentation(y, m, penalty, int(cfg["max_changepoints"]))
+    bounds = [0, *cuts, y.size]
+    evaluated = [
+        evaluate_cut(days, raw, y, x, jobs, bounds[i - 1], bounds[i], bounds[i + 1], cfg)
+        for i in range(1, len(bounds) - 1)
+    ]
+    return evaluated, int(y.size)
+
+
+def run(ctx):
+    cfg = _settings(ctx)
+    roles = {r: ctx.data.event_role(r) for r in ("process", "queued", "started")}
+    missing = sorted(r for r, col in roles.items() if col is None)
+    if missing:
+        return na(
+            "NOT_APPLICABLE",
+            "Needs an event log with process, queued and started columns to measure daily "
+            f"queue waits; no column was recognized for: {', '.join(missing)}.",
+            checked=[f"event role {r}: {roles[r] or 'not found'}" for r in sorted(roles)],
+        )
+
+    query = daily_query(ctx, roles)
+    series = _series(ctx.data.sql(query).to_pylist(), int(cfg["min_jobs_per_day"]))
+    m = int(cfg["min_segment_days"])
+    checked: list[str] = []
+    findings = []
+    long_enough = 0
+    for process in sorted(series):
+        evaluated, n_days = analyse(series[process], cfg)
+        if n_days < 2 * m:
+            checked.append(
+                f"{process}: {n_days} days with >= {int(cfg['min_jobs_per_day'])} jobs "
+                f"(needs {2 * m})"
+            )
+            continue
+        long_enough += 1
+        passed = [e for e in evaluated if e["passed"]]
+        if not passed:
+            checked.append(
+                f"{process}: {n_days} days, {len(evaluated)} candidate cut(s), none with a "
+                f"sustained shift >= {cfg['min_relative_shift']:.0%}"
+                + (
+                    f" (largest {max(abs(float(e['relative_shift'])) for e in evaluated):.0%})"
+                    if evaluated
+                    else ""
+                )
+            )
+            continue
+        # the largest move; on a tie, the earliest
+        best = max(passed, key=lambda e: abs(float(e["log_ratio"])))
+        checked.append(
+            f"{process}: shift of {float(best['relative_shift']):+.0%} on {best['date']}"
+        )
+        findings.append(_finding(ctx, roles, process, best, passed, n_days))
+
+    if long_enough == 0:
+        return na(
+            "INSUFFICIENT_DATA",
+            f"No process has {2 * m} days with at least "
+            f"{int(cfg['min_jobs_per_day'])} measured queue waits; there is no "
+            "daily series to analyse.",
+            checked=checked or ["no process has any day with enough jobs"],
+        )
+    if not findings:
+        return na(
+            "NO_SIGNIFICANT_EFFECT",
+            f"No process's daily median queue wait shifts by {cfg['min_relative_shift']:.0%} "
+            f"or more and stays there for at least {m} days ({long_enough} processes with "
+            "enough days checked).",
+            checked=checked or ["no process has any day with enough jobs"],
+            metrics={"processes_checked": long_enough},
+        )
+    return ok(
+        findings=findings,
+        metrics={
+            "processes_checked": long_enough,
+            "flagged_processes": [f.target for f in findings],
+        },
+    )
+
+
+def _finding(ctx, roles, process, best, passed, n_days) -> Finding:
+    before = float(best["before"])
+    after = float(best["after"])
+    rel = float(best["relative_shift"])
+    p_value = float(best["p_value"])
+    up = after > before
+    when = best["date"].isoformat()
+    per_day = float(best["jobs_per_day_after"])
+    hours_per_month = abs(after - before) * per_day * DAYS_PER_MONTH / 3600.0
+    others = [e for e in passed if e is not best]
+    metrics = {
+        "change_date": when,
+        "before_median_wait_s": before,
+        "after_median_wait_s": after,
+        "relative_shift": rel,
+        "ratio": after / before,
+        "days_before": int(best["days_before"]),
+        "days_after": int(best["days_after"]),
+        "segment_first_day": best["first_day"].isoformat(),
+        "segment_last_day": best["last_day"].isoformat(),
+        "consistency": float(best["consistency"]),
+        "step_to_line_sse": float(best["step_to_line_sse"]),
+        "p_value": p_value,
+        "test": "Mann-Whitney U (two-sided) on daily medians before vs after",
+        "days_in_series": n_days,
+        "jobs_per_day_after": per_day,
+        "other_changepoints": ", ".join(
+            f"{e['date'].isoformat()} ({float(e['relative_shift']):+.0%})" for e in others
+        ),
+    }
+    if up:
+        recommendation = (
+            f"Find what changed for {process} around {when} (a deployment, a new upstream "
+            "feed, a cut in workers or a schedule change) and restore capacity: add workers "
+            f"or move its schedule so the daily median wait returns to about {before:.0f} s "
+            f"(now {after:.0f} s)."
+        )
+        severity = "high" if rel >= 1.0 else "medium"
+        impact_text = f"queue wait a month added since {when}, at the recent volume"
+    else:
+        recommendation = (
+            f"Confirm what improved {process}'s queue around {when} (added workers, a "
+            "schedule or priority change) and keep it in place; document it so it is not "
+            f"reverted (daily median wait fell from {before:.0f} s to {after:.0f} s)."
+        )
+        severity = "low"
+        impact_text = f"queue wait a month saved since {when}, at the recent volume"
+    return Finding(
+        kind="changepoint",
+        title=f"{process}: queue wait {'rose' if up else 'fell'} {abs(rel):.0%} on {when}",
+        severity=severity,
+        confidence=max(0.0, min(0.99, (1.0 - p_value) * float(best["consistency"]))),
+        target=process,
+        what=(
+            f"The daily median queue wait of {process} moved from {before:.0f} s over "
+            f"{int(best['days_before'])} days to {after:.0f} s over the next "
+            f"{int(best['days_after'])} days ({rel:+.0%}) starting {when}."
+        ),
+        why=(
+            f"A step fits the daily medians better than a gradual trend "
+            f"(squared-error ratio {float(best['step_to_line_sse']):.2f}), "
+            f"{float(best['consistency']):.0%} of days on each side stay on their side of "
+            f"the midpoint, and a Mann-Whitney U test separates them ({_p_text(p_value)}): "
+            "a lasting change in the process or its capacity, not day-to-day noise."
+        ),
+        recommendation=recommendation,
+        evidence=Evidence(
+            columns=(roles["process"], roles["queued"], roles["started"]),
+            metrics=metrics,
+            query=daily_query(ctx, roles, process),
+            rows=n_days,
+        ),
+        measurement="modeled",
+        impact=Impact(
+            value=hours_per_month,
+            unit="hours/month",
+            description=impact_text,
+            assumptions=(
+                f"every job's wait moved by the change in the daily median "
+                f"({after - before:+.0f} s)",
+                f"the volume after the change ({per_day:.0f} jobs a day with a measured "
+                f"wait) continues; a month is {DAYS_PER_MONTH:.2f} days",
+            ),
+        ),
+    )

@@ -1,0 +1,223 @@
+"""distribution_shape: skewness, kurtosis and a normality test per numeric column.
+
+Skewness and excess kurtosis come from SQL aggregates over every value (centred on the
+mean first, so that a large offset cannot cancel the higher moments away); the
+D'Agostino-Pearson test needs raw values and runs on a bounded reservoir sample drawn
+with the plugin's seed, so memory stays flat however long the table is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from contracts import Evidence, Finding, na, ok
+
+# scipy.stats.kurtosistest (inside normaltest) needs at least 20 values.
+MIN_SAMPLE = 20
+
+
+def _q(name: str) -> str:
+    """Quote a column name as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _num(value):
+    """A finite float, or None (SQL NULL, NaN, infinity) so metrics stay JSON-clean."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _sample_seed(seed: int) -> int:
+    """DuckDB's REPEATABLE takes a signed 64-bit seed; keep it well inside."""
+    return int(seed) % 2_147_483_647
+
+
+def _finite(column: str) -> str:
+    x = f"CAST({_q(column)} AS DOUBLE)"
+    return f"(SELECT {x} AS x FROM data WHERE isfinite({x}))"
+
+
+def mean_query(column: str) -> str:
+    return f"SELECT count(x) AS n, avg(x) AS mean FROM {_finite(column)}"
+
+
+def moments_query(column: str, mean: float) -> str:
+    """Moments of the values centred on ``mean`` (given as an exact literal)."""
+    m = f"CAST('{mean!r}' AS DOUBLE)"
+    return (
+        "SELECT count(x) AS n, stddev_samp(x) AS std, min(x) AS min, max(x) AS max, "
+        f"skewness(x - {m}) AS skewness, kurtosis(x - {m}) AS excess_kurtosis "
+        f"FROM {_finite(column)}"
+    )
+
+
+def sample_query(column: str, size: int, seed: int) -> str:
+    x = f"CAST({_q(column)} AS DOUBLE)"
+    return (
+        f"SELECT x FROM (SELECT {x} AS x FROM data WHERE {_q(column)} IS NOT NULL "
+        f"AND isfinite({x})) USING SAMPLE reservoir({int(size)} ROWS) REPEATABLE ({seed})"
+    )
+
+
+def _sample_shape(values: np.ndarray) -> dict[str, object]:
+    """scipy's skew, kurtosis and normaltest on the sample (None where undefined)."""
+    out: dict[str, object] = {
+        "sample_excess_kurtosis": None,
+        "sample_skewness": None,
+        "normaltest_p_value": None,
+        "normaltest_statistic": None,
+    }
+    if values.size < MIN_SAMPLE or not np.ptp(values) > 0:
+        return out
+    # Shape statistics are shift-invariant; centring on the median keeps scipy's
+    # moment arithmetic away from catastrophic cancellation on large offsets.
+    centred = values - np.median(values)
+    test = stats.normaltest(centred)
+    out["sample_skewness"] = _num(stats.skew(centred, bias=False))
+    out["sample_excess_kurtosis"] = _num(stats.kurtosis(centred, bias=False))
+    out["normaltest_statistic"] = _num(test.statistic)
+    out["normaltest_p_value"] = _num(test.pvalue)
+    return out
+
+
+def _shape(skew, kurt, distinct: int, skew_thr: float, kurt_thr: float) -> tuple[str, bool]:
+    if distinct <= 1 or skew is None:
+        return ("constant" if distinct <= 1 else "undetermined"), False
+    if skew > skew_thr:
+        label = "right-skewed"
+    elif skew < -skew_thr:
+        label = "left-skewed"
+    else:
+        label = "symmetric"
+    return label, bool(kurt is not None and kurt > kurt_thr)
+
+
+def _p_text(p) -> str:
+    if p is None:
+        return "n/a"
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
+
+
+def run(ctx):
+    sample_size = int(ctx.settings.get("sample_size", 5000))
+    max_columns = int(ctx.settings.get("max_columns", 50))
+    skew_thr = float(ctx.settings.get("skew_threshold", 1.0))
+    kurt_thr = float(ctx.settings.get("kurtosis_threshold", 3.0))
+    alpha = float(ctx.settings.get("alpha", 0.05))
+
+    numeric = ctx.data.names(role="numeric")
+    if not numeric:
+        return na(
+            "NOT_APPLICABLE",
+            "The dataset has no numeric columns whose shape could be described.",
+            checked=["column roles: no column has role 'numeric'"],
+        )
+    described = numeric[:max_columns]
+    skipped = numeric[max_columns:]
+    seed = _sample_seed(ctx.seed)
+
+    per_column: dict[str, dict[str, object]] = {}
+    findings = []
+    for name in sorted(described):
+        first = ctx.data.sql(mean_query(name)).to_pylist()[0]
+        n = int(first["n"])
+        info = ctx.data.column(name)
+        non_finite = ctx.data.rows - int(info.null_count) - n
+        if n == 0:
+            per_column[name] = {
+                "count": 0,
+                "non_finite_count": non_finite,
+                "shape": "empty",
+            }
+            continue
+        mean = float(first["mean"])
+        query = moments_query(name, mean)
+        row = ctx.data.sql(query).to_pylist()[0]
+        s_query = sample_query(name, sample_size, seed)
+        sample = np.sort(np.asarray(ctx.data.sql(s_query).column("x").to_numpy(), float))
+        distinct = int(info.distinct_count)
+        skew = _num(row["skewness"])
+        kurt = _num(row["excess_kurtosis"])
+        label, heavy = _shape(skew, kurt, distinct, skew_thr, kurt_thr)
+        m: dict[str, object] = {
+            "count": n,
+            "distinct_count": distinct,
+            "excess_kurtosis": kurt,
+            "heavy_tailed": heavy,
+            "max": _num(row["max"]),
+            "mean": _num(mean),
+            "min": _num(row["min"]),
+            "non_finite_count": non_finite,
+            "sample_size": int(sample.size),
+            "shape": label,
+            "skewness": skew,
+            "std": _num(row["std"]),
+        }
+        m |= _sample_shape(sample)
+        p = m["normaltest_p_value"]
+        m["normal_rejected"] = None if p is None else bool(p < alpha)
+        per_column[name] = dict(sorted(m.items()))
+
+        if skew is None:
+            what = (
+                f"{name}: {n} values, {distinct} distinct; skewness and kurtosis are "
+                "undefined (fewer than 3 values or no spread)."
+            )
+        else:
+            tail = ", heavy-tailed" if heavy else ""
+            normal = (
+                f"; normality {'rejected' if m['normal_rejected'] else 'not rejected'} "
+                f"on a {sample.size}-value sample (D'Agostino-Pearson, {_p_text(p)})"
+                if p is not None
+                else ""
+            )
+            kurt_text = "undefined" if kurt is None else f"{kurt:.3g}"
+            what = (
+                f"{name}: {label}{tail} (skewness {skew:.3g}, excess kurtosis {kurt_text} "
+                f"over {n} values){normal}."
+            )
+        findings.append(
+            Finding(
+                kind="distribution_shape",
+                title=f"Shape of {name}: {label}",
+                severity="info",
+                confidence=1.0,
+                target=name,
+                what=what,
+                why="Skewed or heavy-tailed columns need rank-based tests and robust "
+                "summaries; a shape that changes over time is a first sign of drift.",
+                evidence=Evidence(
+                    columns=(name,),
+                    metrics={
+                        k: v
+                        for k, v in per_column[name].items()
+                        if v is None or isinstance(v, int | float | str | bool)
+                    },
+                    query=query + ";\n" + s_query,
+                    rows=n,
+                ),
+            )
+        )
+
+    if not findings:
+        return na(
+            "INSUFFICIENT_DATA",
+            "No numeric column has a finite value, so no shape can be described.",
+            checked=[f"{c}: no finite values" for c in sorted(per_column)],
+            metrics={"columns": per_column},
+        )
+    metrics = {
+        "alpha": alpha,
+        "columns": per_column,
+        "columns_capped": bool(skipped),
+        "columns_skipped": sorted(skipped),
+        "kurtosis_threshold": kurt_thr,
+        "sample_size": sample_size,
+        "skew_threshold": skew_thr,
+    }
+    return ok(findings=findings, metrics=metrics)

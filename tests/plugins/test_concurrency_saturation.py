@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import heapq
+from datetime import datetime, timedelta
+
+import msgspec
+import numpy as np
+import pytest
+
+from contracts import Na, Ok
+
+from .conftest import run_plugin
+
+T0 = datetime(2024, 3, 4)
+HOSTS = ("h01", "h02", "h03", "h04", "h05", "h06")
+PROCESSES = ("ap_invoice", "bank_recon", "close_gl", "fx_reval")
+# arrivals per hour of day: quiet nights, busy office hours
+HOURLY = np.array([2, 1, 1, 1, 1, 2, 4, 7, 9, 10, 10, 9, 8, 9, 10, 10, 9, 7, 5, 4, 3, 3, 2, 2.0])
+
+
+def _log(
+    n: int = 4000,
+    days: int = 14,
+    slots: dict[str, int] | None = None,
+    host_weights: dict[str, float] | None = None,
+    instant: bool = False,
+    seed: int = 3,
+):
+    """An event log; hosts in ``slots`` run at most that many jobs at once (FIFO),
+    the others start every job after its own (process-dependent) wait, or at once when
+    ``instant``."""
+    rng = np.random.default_rng(seed)
+    profile = np.tile(HOURLY, days)
+    hour = rng.choice(profile.size, size=n, p=profile / profile.sum())
+    queued = np.sort(hour * 3600 + rng.integers(0, 3600, size=n))
+    weights = np.array([(host_weights or {}).get(h, 1.0) for h in HOSTS])
+    host = np.array(HOSTS)[rng.choice(len(HOSTS), size=n, p=weights / weights.sum())]
+    pidx = rng.integers(0, len(PROCESSES), size=n)
+    process = np.array(PROCESSES)[pidx]
+    base_wait = rng.lognormal(np.log(np.array([120, 200, 300, 90])[pidx]), 0.5)
+    run = rng.lognormal(np.log(1200), 0.4, size=n)
+    started = queued + (0.0 if instant else base_wait)
+    for h, cap in sorted((slots or {}).items()):
+        free = [0.0] * cap
+        for j in np.flatnonzero(host == h):
+            s = max(started[j], heapq.heappop(free))
+            started[j] = s
+            heapq.heappush(free, s + run[j])
+    ended = started + run
+
+    def stamp(v):
+        return [T0 + timedelta(seconds=int(s)) for s in v]
+
+    return {
+        "job_id": [f"J{i:06d}" for i in range(n)],
+        "process_name": process.tolist(),
+        "host": host.tolist(),
+        "queued_at": stamp(queued),
+        "started_at": stamp(started),
+        "ended_at": stamp(ended),
+    }
+
+
+def test_planted_saturated_host_is_named(tmp_path):
+    result = run_plugin("concurrency_saturation", _log(slots={"h03": 1}), tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.kind == "concurrency_saturation" and f.target == "h03"
+    ev = f.evidence.metrics
+    assert ev["sustained_max_running"] == 1 and ev["peak_running"] == 1
+    assert ev["saturated_share"] >= 0.25
+    assert ev["wait_ratio"] >= 2.0
+    assert ev["p_value"] < 0.001
+    assert "h03" in f.recommendation and "slot" in f.recommendation
+    assert f.measurement == "modeled" and f.impact is not None
+    assert f.impact.unit == "hours/month" and f.impact.value > 0
+    assert set(f.evidence.columns) >= {"host", "queued_at", "started_at", "ended_at"}
+    assert "h03" in f.evidence.query
+
+
+def test_saturation_is_found_when_other_hosts_never_wait(tmp_path):
+    # peers' median wait is 0 s, so the wait ratio is unbounded
+    result = run_plugin("concurrency_saturation", _log(slots={"h03": 1}, instant=True), tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.target == "h03" and f.evidence.metrics["wait_ratio"] is None
+    assert "far longer than" in f.what and f.evidence.metrics["p_value"] < 0.001
+    assert f.impact is not None and f.impact.value > 0
+
+
+def test_clean_log_is_no_significant_effect(tmp_path):
+    result = run_plugin("concurrency_saturation", _log(), tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    assert len(result.checked) == len(HOSTS)
+    assert all(m["saturated_share"] < 0.25 for m in result.metrics["hosts"].values())
+
+
+def test_a_busy_host_without_a_ceiling_is_not_saturated(tmp_path):
+    # h02 takes four times the share of work, but it is never capped, so waits are normal
+    data = _log(host_weights={"h02": 4.0})
+    result = run_plugin("concurrency_saturation", data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    hosts = result.metrics["hosts"]
+    assert hosts["h02"]["mean_running"] > 2 * hosts["h01"]["mean_running"]
+
+
+def test_a_capped_host_with_spare_slots_is_not_saturated(tmp_path):
+    # a ceiling of 6 slots is almost never reached by h03's load, so waits stay normal
+    result = run_plugin("concurrency_saturation", _log(slots={"h03": 6}), tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+
+
+@pytest.mark.parametrize("setting", [{"min_wait_ratio": 50.0}, {"min_saturated_share": 0.99}])
+def test_thresholds_are_settings(tmp_path, setting):
+    result = run_plugin("concurrency_saturation", _log(slots={"h03": 1}), tmp_path, **setting)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+
+
+def test_windowed_sweep_equals_one_pass(tmp_path):
+    # the sweep runs in time windows to bound memory; the levels must not depend on it
+    data = _log(slots={"h03": 1})
+    whole = run_plugin("concurrency_saturation", data, tmp_path / "whole")
+    windows = run_plugin("concurrency_saturation", data, tmp_path / "win", max_chunk_events=1000)
+    assert isinstance(whole, Ok) and isinstance(windows, Ok)
+    assert whole.metrics == windows.metrics
+    assert whole.findings == windows.findings
+
+
+def test_deterministic(tmp_path):
+    data = _log(slots={"h03": 1})
+    one = run_plugin("concurrency_saturation", data, tmp_path / "1")
+    two = run_plugin("concurrency_saturation", data, tmp_path / "2")
+    assert msgspec.json.encode(one) == msgspec.json.encode(two)
+
+
+def test_without_hosts_is_not_applicable(tmp_path):
+    data = _log()
+    del data["host"]
+    result = run_plugin("concurrency_saturation", data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+def test_single_host_is_insufficient_data(tmp_path):
+    data = _log(n=500)
+    data["host"] = ["h01"] * 500
+    result = run_plugin("concurrency_saturation", data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "INSUFFICIENT_DATA"

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pyarrow as pa
+import pytest
+
+from contracts import Na, Ok
+from engine._core.preflight import unmet
+from engine.testing import make_reader
+
+from .conftest import manifest, run_plugin
+
+PLUGIN = "time_coverage"
+T0 = datetime(2024, 3, 1, 10, 0, 0)
+
+# day 1: every minute for 4 minutes, a 2 h gap, then two more (one a duplicate);
+# day 2: nothing; day 3: one event.
+OFFSETS = [0, 60, 120, 180, 7380, 7440, 7440, 2 * 86400]
+STAMPS = [T0 + timedelta(seconds=s) for s in OFFSETS]
+
+
+def test_span_intervals_and_gaps(tmp_path):
+    result = run_plugin(PLUGIN, {"event_time": STAMPS, "v": list(range(8))}, tmp_path)
+    assert isinstance(result, Ok)
+    [finding] = result.findings
+    assert finding.target == "event_time" and finding.kind == PLUGIN
+    c = result.metrics["columns"]["event_time"]
+    assert c["rows"] == 8 and c["null_count"] == 0
+    assert c["first"] == "2024-03-01T10:00:00" and c["last"] == "2024-03-03T10:00:00"
+    assert c["span_days"] == pytest.approx(2.0) and c["span_seconds"] == 172800.0
+    assert c["q25_time"] == "2024-03-01T22:00:00" and c["q75_time"] == "2024-03-02T22:00:00"
+    # intervals: 60, 60, 60, 7200, 60, 0, 165360
+    assert c["intervals"] == 7 and c["zero_intervals"] == 1
+    assert c["median_interval_s"] == 60.0
+    gaps = c["largest_gaps"]
+    assert [g["seconds"] for g in gaps] == [165360.0, 7200.0, 60.0, 60.0, 60.0]
+    assert gaps[1] == {
+        "end": "2024-03-01T12:03:00",
+        "seconds": 7200.0,
+        "start": "2024-03-01T10:03:00",
+    }
+    assert c["max_gap_s"] == 165360.0
+    assert c["days_spanned"] == 3 and c["days_with_rows"] == 2 and c["days_without_rows"] == 1
+    assert c["daily_counts"] == {"bucket_days": 1, "counts": [7, 0, 1], "start": "2024-03-01"}
+    assert c["rows_per_day_median"] == 1.0
+
+
+def test_long_spans_use_wider_buckets(tmp_path):
+    result = run_plugin(PLUGIN, {"event_time": STAMPS}, tmp_path, max_days=2)
+    daily = result.metrics["columns"]["event_time"]["daily_counts"]
+    assert daily == {"bucket_days": 2, "counts": [7, 1], "start": "2024-03-01"}
+
+
+def test_zoned_timestamps_are_read_in_utc(tmp_path):
+    stamps = pa.array(
+        [datetime(2024, 1, 1, 23, 30, tzinfo=UTC), datetime(2024, 1, 2, 0, 30, tzinfo=UTC)],
+        pa.timestamp("us", tz="America/New_York"),
+    )
+    result = run_plugin(PLUGIN, pa.table({"ts": stamps}), tmp_path)
+    c = result.metrics["columns"]["ts"]
+    assert c["first"] == "2024-01-01T23:30:00" and c["median_interval_s"] == 3600.0
+    assert c["daily_counts"]["counts"] == [1, 1]
+
+
+def test_several_columns_and_nulls(tmp_path):
+    data = {"a_time": STAMPS, "b_time": [None, *STAMPS[1:]]}
+    result = run_plugin(PLUGIN, data, tmp_path)
+    assert [f.target for f in result.findings] == ["a_time", "b_time"]
+    assert result.metrics["columns"]["b_time"]["null_count"] == 1
+
+
+def test_deterministic(tmp_path):
+    first = run_plugin(PLUGIN, {"event_time": STAMPS}, tmp_path / "a")
+    again = run_plugin(PLUGIN, {"event_time": STAMPS}, tmp_path / "b")
+    assert msgspec.json.encode(first) == msgspec.json.encode(again)
+
+
+def test_without_timestamps_not_applicable(tmp_path):
+    data = {"x": [1.0, 2.0], "label": ["a", "b"]}
+    result = run_plugin(PLUGIN, data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+    with make_reader(data, tmp_path / "pre") as reader:
+        assert unmet(manifest(PLUGIN).applies_when.columns[0], reader.info) is not None
