@@ -287,7 +287,11 @@ class ProcessPool:
             pid = int(parent.recv_bytes().decode())
         except (EOFError, OSError, ValueError, TimeoutError) as exc:
             process.kill()
-            raise EngineError(f"worker {index} failed to start: {exc!r}") from exc
+            raise EngineError(
+                f"worker {index} failed to start ({exc!r}). Workers are started with the "
+                "'spawn' method, which re-imports the main module: a script that uses the "
+                "engine must guard its entry point with `if __name__ == '__main__':`"
+            ) from exc
         return _Proc(index, process, parent, pid)
 
     async def _kill(self, proc: _Proc) -> None:
