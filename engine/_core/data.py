@@ -159,8 +159,12 @@ CATEGORICAL_FRACTION: Final = 0.05
 ID_WHITESPACE_FRACTION: Final = 0.05
 """Identifiers (by uniqueness) must have fewer than this fraction of values with whitespace."""
 
-READER_MEMORY_LIMIT: Final = "1GB"
-"""Per-reader DuckDB memory limit; larger work spills to a private temp directory."""
+READER_MEMORY_LIMIT: Final = "512MB"
+"""Per-reader DuckDB memory limit; larger work spills to a private temp directory.
+With two workers and the 1 GB ingest limit this keeps a 10M-row run of the whole
+fleet under 2 GiB for all processes (see docs/benchmarks.md)."""
+INGEST_MEMORY_LIMIT: Final = "1GB"
+"""DuckDB memory limit while normalizing a dataset (spills beyond it)."""
 
 _CHUNK = 1 << 20
 _MAX_ERROR_CHARS = 300
@@ -534,6 +538,9 @@ def _build(
             config={
                 "preserve_insertion_order": True,
                 "temp_directory": str(spill),
+                # Bounded so normalizing a 10M-row file stays well inside the memory
+                # budget of a run; DuckDB spills to temp_directory beyond it.
+                "memory_limit": INGEST_MEMORY_LIMIT,
             },
         )
         try:

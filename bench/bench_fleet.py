@@ -1,0 +1,127 @@
+"""The whole fleet on generated event logs of 1M and 10M rows.
+
+For each size: generate the log (``engine synth``, not timed), then one cold run
+(normalize into DuckDB + every plugin, result cache off) inside a started engine.
+Prints wall time, rows per second, and the peak memory of the whole process tree
+(engine + workers), sampled every 50 ms from /proc: PSS (shared pages split
+between the processes that map them: the honest total) and RSS.
+
+    python bench/bench_fleet.py [--rows 1000000 10000000] [--scenario ops_incidents]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import anyio
+
+from engine import Engine
+from engine._core.synth import synthesize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tree(root_pid: int) -> list[int]:
+    """``root_pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS, PSS) summed over ``pids``, in MB. RSS counts shared library pages once
+    per process; PSS splits shared pages between the processes that map them, so
+    its sum is the memory the tree really uses."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith(b"Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss / 1e3, pss / 1e3
+
+
+class PeakSampler:
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.peak_pss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = _memory_mb(_tree(os.getpid()))
+            self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def run_fleet(dataset: Path, runs: Path, workers: int) -> tuple[float, str, int]:
+    async with Engine(
+        plugins_dir=ROOT / "plugins", runs_dir=runs, workers=workers, cache=False
+    ) as engine:
+        start = time.perf_counter()
+        result = await engine.run(dataset, seed=1)
+        elapsed = time.perf_counter() - start
+    failed = result.report.summary.failed
+    return elapsed, result.status, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--scenario", default="ops_incidents")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    for rows in args.rows:
+        tmp = Path(tempfile.mkdtemp(prefix="engine-bench-fleet-"))
+        try:
+            dataset = tmp / "events.parquet"
+            synthesize(dataset, rows=rows, seed=1, scenario=args.scenario)
+            with PeakSampler() as sampler:
+                elapsed, status, failed = anyio.run(run_fleet, dataset, tmp / "runs", args.workers)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(
+            f"rows {rows}: {elapsed:.1f} s, {rows / elapsed:,.0f} rows/s, "
+            f"peak memory of all processes: PSS {sampler.peak_pss:,.0f} MB "
+            f"(RSS {sampler.peak:,.0f} MB), run {status}, failed {failed}"
+        )
+
+
+if __name__ == "__main__":
+    main()
