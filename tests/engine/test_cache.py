@@ -108,3 +108,21 @@ async def test_no_cache_runs_everything(fleet: Path, dataset: Path, tmp_path: Pa
     again = await _run(fleet, runs, dataset, cache=False)
     assert _cache_events(again) == {}
     assert not any(r.cached for r in again.state.plugins.values())
+
+
+async def test_concurrent_runs_share_the_cache(fleet: Path, dataset: Path, tmp_path: Path) -> None:
+    import anyio
+
+    runs = tmp_path / "runs"
+    results: list[RunResult] = []
+
+    async def one(seed: int) -> None:
+        results.append(await _run(fleet, runs, dataset, seed=seed))
+
+    async with anyio.create_task_group() as tg:  # two engines, two SQLite connections
+        for seed in (1, 2):
+            tg.start_soon(one, seed)
+    assert len(results) == 2
+    warm = [await _run(fleet, runs, dataset, seed=seed) for seed in (1, 2)]
+    for result in warm:
+        assert _cache_events(result)["tuned"] == "hit"

@@ -59,6 +59,7 @@ def bad_fleet(make_plugin: MakePlugin, plugins_dir: Path) -> Path:
     make_plugin("orphan_explainer", lane="explanation")
     make_plugin("good")
     make_plugin("needs_ts", applies_when={"columns": [{"event_role": "ended"}]})
+    make_plugin("needs_col", requires={"columns": [{"name": "cost_center"}]})
     return plugins_dir
 
 
@@ -79,8 +80,11 @@ async def test_each_breach_is_named_and_fails_strict(
     for gate in set(EXPECTED.values()):
         assert getattr(summary.gates, gate) == 1, gate
     assert summary.gates.skipped_count == 0
-    # Only unknown_code failed as a plugin; the rest fail the run through the gates.
-    assert summary.failed_plugins == ("unknown_code",)
+    # Only these failed as plugins; the rest fail the run through the gates.
+    assert set(summary.failed_plugins) == {"needs_col", "unknown_code"}
+    needs_col = next(p for p in result.report.plugins if p.id == "needs_col")
+    assert needs_col.reason_code == "PREFLIGHT_MISSING_COLUMN" and not needs_col.ran
+    assert "'cost_center'" in needs_col.explanation
     events = read_log(result.run_dir / "events.jsonl")
     assert isinstance(events[-2], GateEvaluated) and isinstance(events[-1], RunFinished)
     manifest = json.loads((result.run_dir / "run_manifest.json").read_text())
@@ -107,6 +111,7 @@ async def test_legacy_is_the_permissive_pre_contract_baseline(
     assert report["orchestrator_mode"] == "legacy" and report["pre_contract"] is True
     statuses = {p["id"]: p["status"] for p in report["plugins"]}
     assert statuses["needs_ts"] == "skipped"  # legacy reports never-run plugins as skipped
+    assert statuses["needs_col"] == "failed"  # and a failure does not fail a legacy run
     assert {p["lane"] for p in report["plugins"]} == {"legacy"}
     assert report["summary"]["gates"]["skipped_count"] == 1
     assert not report["summary"]["gates_passed"]

@@ -113,3 +113,27 @@ def test_run_ids_with_path_separators_are_refused(run_id: str) -> None:
 def test_errors_are_engine_errors() -> None:
     for cls in (ConfigError, ManifestError, LogIntegrityError):
         assert issubclass(cls, EngineError)
+
+
+def test_a_huge_single_line_gets_a_short_clear_error(tmp_path: Path) -> None:
+    from engine import DatasetError, ingest
+
+    path = tmp_path / "oneline.csv"
+    path.write_bytes(b"a,b\n" + b"x" * (16 * 1024 * 1024) + b",1\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError) as info:
+        ingest(path, cache)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot parse CSV") and len(message) < 1000
+    assert list(cache.iterdir()) == []  # nothing left behind
+
+
+def test_plugin_ids_with_path_separators_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins" / "evil"
+    folder.mkdir(parents=True)
+    (folder / "plugin.yaml").write_text(
+        "id: ../evil\nversion: '1'\nlane: decision\ndecision_capable: true\n"
+    )
+    (folder / "plugin.py").write_text("def run(ctx):\n    return None\n")
+    with pytest.raises(ManifestError, match=r"'\.\./evil' is not a valid plugin id"):
+        load_plugins(folder.parent)
