@@ -66,8 +66,9 @@ _REGISTRY: tuple[ReasonCode, ...] = (
     ReasonCode(
         code="INVALID_FINDING",
         kind="failed",
-        meaning="A finding broke the finding contract (blank kind, undeclared kind, "
-        "modeled without assumptions, confidence out of range).",
+        meaning="A finding broke the finding contract (confidence outside [0, 1], a blank "
+        "title, or modeled without an impact and its assumptions); blank and undeclared "
+        "kinds are counted by the quality gates instead.",
     ),
     ReasonCode(
         code="UNKNOWN_REASON_CODE",
@@ -125,15 +126,13 @@ _REGISTRY: tuple[ReasonCode, ...] = (
         meaning="The dataset is above the large-dataset threshold and the plugin declares "
         "only unbounded loads (no sql, batched or bounded path); it was never started.",
     ),
-    ReasonCode(
-        code="CANCELLED",
-        kind="failed",
-        meaning="The run was cancelled before the plugin finished.",
-    ),
 )
 
 REASON_CODES: dict[str, ReasonCode] = {r.code: r for r in _REGISTRY}
 """Every registered code, by name."""
+
+ENGINE_ONLY: frozenset[str] = frozenset({"UPSTREAM_FAILED"})
+"""na codes only the engine may give (a plugin returning one is an invalid result)."""
 
 
 def is_registered(code: str, kind: ReasonKind | None = None) -> bool:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import PluginResult
+from contracts.manifest import DataAccessMode
 
 from ._core.context import PluginContext
 from ._core.data import DataReader, ingest
@@ -48,7 +49,9 @@ def _source_path(data: DataLike, tmp_path: Path) -> Path:
     return out
 
 
-def make_reader(data: DataLike, tmp_path: Path) -> DataReader:
+def make_reader(
+    data: DataLike, tmp_path: Path, *, declared: DataAccessMode | None = None
+) -> DataReader:
     """Ingest ``data`` and return a reader over it.
 
     Args:
@@ -56,6 +59,7 @@ def make_reader(data: DataLike, tmp_path: Path) -> DataReader:
             with ``pyarrow.table``), or the path of a CSV/Parquet file.
         tmp_path: a scratch directory (pytest's ``tmp_path``). Tables and dicts are
             written to Parquet here; the DuckDB cache lives in ``tmp_path/"_data"``.
+        declared: a ``data_access`` mode to enforce, as a run does (None: any call).
 
     Returns:
         A :class:`DataReader`; close it (or use it as a context manager) when done.
@@ -67,7 +71,7 @@ def make_reader(data: DataLike, tmp_path: Path) -> DataReader:
     tmp_path.mkdir(parents=True, exist_ok=True)
     source = _source_path(data, tmp_path)
     info = ingest(source, tmp_path / "_data")
-    return DataReader(info)
+    return DataReader(info, declared=declared)
 
 
 def make_context(
@@ -79,6 +83,7 @@ def make_context(
     upstream: Mapping[str, PluginResult] | None = None,
     seed: int = 0,
     run_id: str = "test-run",
+    data_access: DataAccessMode | None = None,
 ) -> PluginContext:
     """Build the ``ctx`` a plugin would receive, over ``data``.
 
@@ -90,6 +95,8 @@ def make_context(
         upstream: results of the plugins this one depends on.
         seed: the per-plugin seed behind ``ctx.rng()``.
         run_id: the run id.
+        data_access: the plugin's declared access mode; when given, calls
+            outside it are refused exactly as in a run (``DataAccessViolation``).
 
     Returns:
         A :class:`PluginContext` whose ``artifacts_dir`` is
@@ -100,7 +107,7 @@ def make_context(
     return PluginContext(
         plugin_id=plugin_id,
         run_id=run_id,
-        data=make_reader(data, tmp_path),
+        data=make_reader(data, tmp_path, declared=data_access),
         settings=dict(settings or {}),
         seed=seed,
         upstream=dict(upstream or {}),

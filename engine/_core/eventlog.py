@@ -58,7 +58,9 @@ class EventLog:
             seq=self._seq, prev=self._prev, wall=time.time(), mono=time.monotonic(), **fields
         )
         line = ENCODER.encode(event)
-        os.write(self._fd, line + b"\n")
+        data = memoryview(line + b"\n")
+        while data:  # a write may be short (a large record, a full disk's last bytes)
+            data = data[os.write(self._fd, data) :]
         self._prev = record_hash(line)
         self._seq += 1
         return event

@@ -18,6 +18,9 @@ import math
 import multiprocessing
 import os
 import signal
+import socket
+import struct
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -93,10 +96,70 @@ class _Proc:
         self.index = index
         self.process = process
         self.conn = conn
+        self.sock = _nonblocking(conn)
         self.pid = pid
         self.generation = 0
         self.queue: deque[_Pending] = deque()
         self.reserved = 0
+        self.send_lock = anyio.Lock()
+
+    async def send(self, payload: bytes) -> None:
+        """Write one frame without blocking the event loop (one writer at a time)."""
+        async with self.send_lock:
+            await send_frame(self.sock, payload)
+
+    async def recv(self) -> bytes:
+        """Read one frame (only the job at the head of the queue reads)."""
+        return await recv_frame(self.sock)
+
+
+def _nonblocking(conn: Connection) -> socket.socket:
+    """A non-blocking socket over the parent's end of a worker pipe.
+
+    The parent never blocks on a worker: a job or an output larger than the socket
+    buffer is written and read in pieces as the other side makes room, so neither
+    the event loop nor the pair of processes can lock up on a full pipe.
+    """
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    sock.setblocking(False)
+    return sock
+
+
+def _frame_header(size: int) -> bytes:
+    # The framing of multiprocessing.connection, which the worker side reads.
+    return struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+
+
+async def send_frame(sock: socket.socket, payload: bytes) -> None:
+    view = memoryview(_frame_header(len(payload)) + payload)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
+async def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        try:
+            chunk = sock.recv(size - len(buf))
+        except BlockingIOError:
+            await anyio.wait_readable(sock)
+            continue
+        if not chunk:
+            raise EOFError("worker pipe closed")
+        buf += chunk
+    return bytes(buf)
+
+
+async def recv_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack("!i", await _recv_exactly(sock, 4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", await _recv_exactly(sock, 8))
+    return await _recv_exactly(sock, size)
 
 
 class _PoolWorker:
@@ -113,10 +176,10 @@ class _PoolWorker:
         entry = _Pending(JOB_ENCODER.encode(job), proc.generation)
         proc.queue.append(entry)
         try:
-            proc.conn.send_bytes(entry.payload)
-        except OSError:
-            entry.generation = -1  # written again once the process is replaced
-        try:
+            try:
+                await proc.send(entry.payload)
+            except (OSError, anyio.ClosedResourceError):
+                entry.generation = -1  # written again once the process is replaced
             return await self._await_result(job, entry, timeout_s, on_start)
         except BaseException:
             # Cancelled: the worker may still answer for this job later, so the
@@ -143,18 +206,18 @@ class _PoolWorker:
             entry.turn = anyio.Event()
         announced = False
         while True:
-            if entry.generation != proc.generation:
-                entry.generation = proc.generation
-                proc.conn.send_bytes(entry.payload)
-            if not announced and on_start is not None:
-                on_start(proc.index, proc.pid)
-            announced = True
             started = anyio.current_time()
             pid = proc.pid
             try:
+                if entry.generation != proc.generation:
+                    entry.generation = proc.generation
+                    await proc.send(entry.payload)
+                if not announced and on_start is not None:
+                    on_start(proc.index, proc.pid)
+                announced = True
                 verdict = await self._wait(proc, started + timeout_s)
                 if verdict is None:
-                    output = OUTPUT_DECODER.decode(proc.conn.recv_bytes())
+                    output = OUTPUT_DECODER.decode(await proc.recv())
                     self._pool._observe(output.duration_s)
                     return output
             except (EOFError, OSError, anyio.ClosedResourceError):
@@ -190,7 +253,7 @@ class _PoolWorker:
                 return ("TIMEOUT", "")
             slice_s = min(deadline - now, MEMORY_POLL_S) if limit else deadline - now
             with anyio.move_on_after(slice_s) as scope:
-                await anyio.wait_readable(proc.conn.fileno())
+                await anyio.wait_readable(proc.sock)
             if not scope.cancelled_caught:
                 return None
             if limit:
@@ -279,7 +342,7 @@ class ProcessPool:
         process = self._ctx.Process(
             target=worker_main, args=(child,), name=f"engine-worker-{index}", daemon=True
         )
-        await anyio.to_thread.run_sync(process.start)
+        await anyio.to_thread.run_sync(_start_with_fixed_hash_seed, process)
         child.close()
         try:
             with anyio.fail_after(self._start_timeout_s):
@@ -295,8 +358,10 @@ class ProcessPool:
         return _Proc(index, process, parent, pid)
 
     async def _kill(self, proc: _Proc) -> None:
+        if proc.sock.fileno() != -1:
+            anyio.notify_closing(proc.sock)  # wake anyone waiting on it
+            proc.sock.close()
         if not proc.conn.closed:
-            anyio.notify_closing(proc.conn.fileno())  # wake anyone waiting on it
             proc.conn.close()
         if proc.process.is_alive():
             proc.process.kill()
@@ -308,7 +373,12 @@ class ProcessPool:
         proc.generation += 1
         await self._kill(proc)
         fresh = await self._spawn(proc.index)
-        proc.process, proc.conn, proc.pid = fresh.process, fresh.conn, fresh.pid
+        proc.process, proc.conn, proc.sock, proc.pid = (
+            fresh.process,
+            fresh.conn,
+            fresh.sock,
+            fresh.pid,
+        )
         proc.generation += 1
 
     @asynccontextmanager
@@ -385,6 +455,23 @@ class InlineExecutor:
 
 
 MEMORY_POLL_S = 0.1
+_ENV_LOCK = threading.Lock()
+
+
+def _start_with_fixed_hash_seed(process: BaseProcess) -> None:
+    """Start a spawned worker with PYTHONHASHSEED=0: string hashing (and so the
+    iteration order of sets of strings in plugins) is then the same in every worker
+    and every run. The variable is set only for the moment of the spawn."""
+    with _ENV_LOCK:
+        previous = os.environ.get("PYTHONHASHSEED")
+        os.environ["PYTHONHASHSEED"] = "0"
+        try:
+            process.start()
+        finally:
+            if previous is None:
+                del os.environ["PYTHONHASHSEED"]
+            else:
+                os.environ["PYTHONHASHSEED"] = previous
 
 
 def make_executor(kind: str, workers: int | None, memory_limit_mb: int | None = None) -> Executor:

@@ -139,6 +139,9 @@ def build_plan(
         unknown = sorted(set(table) - set(by_id))
         if unknown:
             raise ConfigError(f"{name}: unknown plugin id(s) {unknown}")
+    for pid, seconds in sorted((timeouts or {}).items()):
+        if not seconds > 0:
+            raise ConfigError(f"timeouts.{pid}: must be positive, got {seconds}")
     lane_of = {pid: (lanes or {}).get(pid, by_id[pid].manifest.lane) for pid in by_id}
     for pid in sorted(lanes or {}):
         m = by_id[pid].manifest
@@ -193,7 +196,8 @@ def build_plan(
                 depth=depth[pid],
                 priority=priority[pid],
                 depends_on=deps[pid],
-                downstream=tuple(sorted(d for d in m.downstream if d in chosen)),
+                # The declared mapping, whether or not its consumers were selected.
+                downstream=tuple(sorted(m.downstream)),
                 dependents=tuple(sorted(dependents[pid])),
                 settings=resolve_settings(spec, overrides.get(pid)),
                 timeout_s=(timeouts or {}).get(pid, m.timeout_s),

@@ -379,9 +379,8 @@ class Supervisor:
 
     def _stalled(self) -> None:
         """Record the plugins a silent run is waiting on, and stop them."""
-        stuck = tuple(
-            r.step.plugin_id for r in self.state.ordered() if r.phase in ("dispatched", "running")
-        )
+        # Plugins still waiting for a worker slot are not stuck: only running ones.
+        stuck = tuple(r.step.plugin_id for r in self.state.ordered() if r.phase == "running")
         self._append(StallDetected, plugins=stuck, idle_s=self.spec.stall_timeout_s)
         for lane in self._lanes.values():
             lane.stop(stuck)
@@ -486,10 +485,17 @@ class Supervisor:
         """The failed plugins upstream of ``step`` (through UPSTREAM_FAILED chains)."""
         roots: set[str] = set()
         for dep in step.depends_on:
-            result = self.state.plugins[dep].result
+            record = self.state.plugins[dep]
+            result = record.result
             if isinstance(result, Failed):
                 roots.add(dep)
-            elif isinstance(result, Na) and result.reason_code == "UPSTREAM_FAILED":
+            elif (
+                isinstance(result, Na)
+                and result.reason_code == "UPSTREAM_FAILED"
+                and not record.ran
+            ):
+                # Only the engine gives UPSTREAM_FAILED (to plugins it never ran);
+                # its ``checked`` names the failed roots.
                 roots.update(result.checked)
         return sorted(roots)
 

@@ -26,6 +26,7 @@ from contracts import DataAccess, DatasetInfo, Failed, Finding, Na, Ok, PluginRe
 from contracts._base import Wire
 from contracts.dataset import SpanRecord
 from contracts.manifest import DataAccessMode
+from contracts.reasons import ENGINE_ONLY
 
 from .context import PluginContext
 
@@ -138,6 +139,11 @@ def validate_result(plugin_id: str, value: Any) -> PluginResult:
     except (msgspec.ValidationError, msgspec.EncodeError, NotImplementedError, TypeError) as exc:
         return _failure("INVALID_RESULT", exc, f"result does not fit the contract: {exc}")
     if isinstance(checked, Na):
+        if checked.reason_code in ENGINE_ONLY:
+            return _failure(
+                "INVALID_RESULT",
+                message=f"na reason code {checked.reason_code!r} is reserved for the engine",
+            )
         if not is_registered(checked.reason_code, "na"):
             return _failure(
                 "UNKNOWN_REASON_CODE",
