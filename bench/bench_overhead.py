@@ -3,8 +3,10 @@
 Runs N trivial plugins (each returns ``na`` after a tiny computation) through the
 engine, with event logging, lanes and artifacts, and the same plugin body N times
 through ``concurrent.futures.ProcessPoolExecutor``, in the same process, both with
-warm workers. Prints per-plugin wall time of each and, as the last line,
-``overhead_ratio <engine/bare>``.
+warm workers. Prints per-plugin wall time of each, first with the run's
+``trace.json`` (a telemetry artifact, see bench_telemetry.py) and then without it,
+and as the last line ``overhead_ratio <engine/bare>`` of the orchestration itself
+(event log on, trace file off).
 
     python bench/bench_overhead.py [--plugins 400] [--workers 2] [--repeat 9]
 """
@@ -57,7 +59,7 @@ def bare_run(pool: concurrent.futures.ProcessPoolExecutor, n: int) -> float:
 
 
 async def interleaved(
-    root: Path, dataset: Path, n: int, workers: int, repeat: int
+    root: Path, dataset: Path, n: int, workers: int, repeat: int, trace_file: bool
 ) -> tuple[list[float], list[float]]:
     """Alternate bare and engine runs so both see the same machine conditions."""
     from trivial_plugin import bare_task
@@ -69,7 +71,11 @@ async def interleaved(
         list(pool.map(bare_task, range(workers * 4)))  # warm: workers up, module imported
         # No result cache: this measures running plugins, not reusing results.
         async with Engine(
-            plugins_dir=root / "plugins", runs_dir=root / "runs", workers=workers, cache=False
+            plugins_dir=root / "plugins",
+            runs_dir=root / "runs",
+            workers=workers,
+            cache=False,
+            trace_file=trace_file,
         ) as eng:
             await eng.run(dataset)  # warm: plugins imported in every worker, data ingested
             for _ in range(repeat):
@@ -91,30 +97,37 @@ def main() -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="engine-bench-"))
+    n = args.plugins
     try:
-        dataset = make_fleet(root, args.plugins)
-        bare_times, engine_times = anyio.run(
-            interleaved,
-            root,
-            dataset,
-            args.plugins,
-            args.workers,
-            args.repeat,
-            backend=args.backend,
-        )
+        dataset = make_fleet(root, n)
+        figures = {}
+        for trace_file in (True, False):
+            bare_times, engine_times = anyio.run(
+                interleaved,
+                root,
+                dataset,
+                n,
+                args.workers,
+                args.repeat,
+                trace_file,
+                backend=args.backend,
+            )
+            figures[trace_file] = (
+                statistics.median(bare_times) / n * 1e3,
+                statistics.median(engine_times) / n * 1e3,
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    n = args.plugins
-    bare_ms = statistics.median(bare_times) / n * 1e3
-    engine_ms = statistics.median(engine_times) / n * 1e3
     print(f"plugins {n}, workers {args.workers}, repeats {args.repeat}, backend {args.backend}")
-    bare_run_ms = statistics.median(bare_times) * 1e3
-    engine_run_ms = statistics.median(engine_times) * 1e3
-    print(f"bare ProcessPoolExecutor: {bare_ms:.3f} ms/plugin (median run {bare_run_ms:.1f} ms)")
+    bare_ms, traced_ms = figures[True]
+    print(f"bare ProcessPoolExecutor: {bare_ms:.3f} ms/plugin")
     print(
-        f"engine (events+lanes+artifacts): {engine_ms:.3f} ms/plugin "
-        f"(median run {engine_run_ms:.1f} ms)"
+        f"engine with trace.json (spans folded, OTLP JSON written): {traced_ms:.3f} ms/plugin, "
+        f"ratio {traced_ms / bare_ms:.2f}"
     )
+    bare_ms, engine_ms = figures[False]
+    print(f"bare ProcessPoolExecutor: {bare_ms:.3f} ms/plugin")
+    print(f"engine (event log, lanes, report artifacts): {engine_ms:.3f} ms/plugin")
     print(f"overhead_ratio {engine_ms / bare_ms:.2f}")
 
 

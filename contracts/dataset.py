@@ -56,4 +56,3 @@ class SpanRecord(Wire, frozen=True):
     start_wall: float
     end_wall: float
     attributes: dict[str, str | int | float | bool] = {}
-

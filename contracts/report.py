@@ -75,6 +75,40 @@ class LaneSummary(Wire, frozen=True):
     duration_s: float
 
 
+class LaneMetrics(Wire, frozen=True):
+    """Per-lane figures folded from the run state (``telemetry.metrics``).
+
+    No field is ever null: a ratio whose denominator is zero is ``0.0`` (its
+    numerator and denominator are both recorded, so "0 of 0" and "0 of 5" differ).
+    ``failed`` is the lane's fail count and ``na`` its NA count.
+    """
+
+    lane: StepLane
+    plugins: int
+    ok: int
+    failed: int
+    na: int
+    ran: int
+    cached: int
+    preflight_failed: int
+    upstream_failed: int
+    findings: int
+    rows_read: int
+    duration_s: float
+    actionable_yield: float
+    actionable_plugins: int
+    decision_plugins_ran: int
+    downstream_utilization: float
+    explanations_consumed: int
+    explanations_ok: int
+    cache_hit_rate: float
+    cache_hits: int
+    cache_lookups: int
+    plugins_without_terminal_state: int
+    na_without_reason: int
+    failed_without_reason: int
+
+
 class Summary(Wire, frozen=True):
     plugins: int
     ok: int
@@ -110,6 +144,7 @@ class Report(Wire, frozen=True):
     preflight: tuple[PreflightEntry, ...] = ()
     orchestrator_mode: Mode = "two_lane_strict"
     pre_contract: bool = False
+    lane_metrics: tuple[LaneMetrics, ...] = ()
 
 
 class InputFingerprint(Wire, frozen=True):
@@ -145,3 +180,4 @@ class RunManifest(Wire, frozen=True):
     last_event_hash: str = ""
     started_wall: float = 0.0
     finished_wall: float = 0.0
+    lane_metrics: tuple[LaneMetrics, ...] = ()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -21,7 +21,7 @@ from contracts import DatasetInfo, Plan, Report
 from contracts.events import Event
 from contracts.plan import Mode
 
-from .artifacts import write_artifacts
+from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import ResultCache, RunCache
 from .config import ProjectSettings
 from .data import ingest
@@ -32,6 +32,9 @@ from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState, fold
 from .supervisor import RunSpec, Supervisor
+
+if TYPE_CHECKING:
+    from telemetry.export import ExportStats
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DATA_CACHE = "_datasets"
@@ -60,6 +63,8 @@ class RunResult:
     status: str
     report: Report
     state: RunState
+    telemetry: ExportStats | None = None
+    """What the live OTLP export achieved (``None`` without ``otlp_endpoint``)."""
 
     @property
     def ok(self) -> bool:
@@ -140,6 +145,9 @@ class Engine:
             (``None``: no cap); above it the plugin ends ``RESOURCE_LIMIT``.
         stall_timeout_s: with plugins outstanding and no event for this long, the
             stall is recorded and the outstanding plugins end ``STALLED``.
+        otlp_endpoint: export every run's spans live over OTLP/HTTP to this URL
+            (``http://localhost:4318`` or its ``/v1/traces``), and its lane metrics
+            at the end. Every run writes ``trace.json`` either way.
     """
 
     def __init__(
@@ -157,6 +165,8 @@ class Engine:
         cache: bool = True,
         memory_limit_mb: int | None = 4096,
         stall_timeout_s: float = 900.0,
+        otlp_endpoint: str | None = None,
+        trace_file: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -174,6 +184,15 @@ class Engine:
         if stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s: must be positive, got {stall_timeout_s}")
         self.stall_timeout_s = stall_timeout_s
+        if otlp_endpoint is not None:
+            from telemetry.export import signal_endpoint
+
+            try:
+                signal_endpoint(otlp_endpoint)
+            except ValueError as exc:
+                raise ConfigError(f"otlp_endpoint: {exc}") from None
+        self.otlp_endpoint = otlp_endpoint
+        self.trace_file = trace_file
         self._executor = (
             executor
             if not isinstance(executor, str)
@@ -201,6 +220,7 @@ class Engine:
             "timeouts": settings.timeouts,
             "memory_limit_mb": settings.worker_memory_mb,
             "stall_timeout_s": settings.stall_timeout_s,
+            "trace_file": settings.trace_file,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(executor=executor, **kwargs)
@@ -411,7 +431,22 @@ class Engine:
         send: MemoryObjectSendStream[Event],
         handle: RunHandle,
     ) -> None:
+        # Imported here, not at the top: worker processes import ``engine`` and never
+        # need the OTLP exporter.
+        from telemetry.export import LiveTraceExporter, trace_json
+        from telemetry.metrics import export_lane_metrics
+
+        # Folds every event into spans (for trace.json) and, with an endpoint,
+        # exports each plugin's span as it ends, off the event loop.
+        # Without an endpoint or a trace file there is nothing to fold spans for.
+        tracing = self.trace_file or self.otlp_endpoint is not None
+        tracer = LiveTraceExporter(self.otlp_endpoint)
+        if state is not None and tracing:
+            tracer.prime(await anyio.to_thread.run_sync(read_log, spec.run_dir / LOG_NAME))
+
         def publish(event: Event) -> None:
+            if tracing:
+                tracer.on_event(event)
             # If the caller stopped listening, the log still has everything.
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(event)
@@ -424,15 +459,39 @@ class Engine:
                 seq, prev = spec.resume_from
                 log = EventLog(spec.run_dir / LOG_NAME, seq=seq, prev=prev)
             try:
-                supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
-                state = await (supervisor.run() if state is None else supervisor.resume(state))
+                try:
+                    supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
+                    state = await (supervisor.run() if state is None else supervisor.resume(state))
+                finally:
+                    log.close()
+                report = write_artifacts(spec.run_dir, state, log.last_hash)
+                if self.trace_file:
+                    spans = tracer.spans()
+                    # Encoding and writing a whole trace (megabytes for large fleets):
+                    # off the loop.
+                    await anyio.to_thread.run_sync(
+                        lambda: atomic_write(spec.run_dir / TRACE_NAME, trace_json(spans))
+                    )
             finally:
-                log.close()
-            report = write_artifacts(spec.run_dir, state, log.last_hash)
+                if tracer.exporting:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(tracer.close)
+            stats = None
+            if self.otlp_endpoint is not None:
+                stats = tracer.stats
+                if not stats.ok:
+                    stats.errors.append("lane metrics not sent (the span export failed)")
+                elif not await anyio.to_thread.run_sync(
+                    lambda: export_lane_metrics(
+                        report.lane_metrics, self.otlp_endpoint or "", run_id=spec.run_id
+                    )
+                ):
+                    stats.errors.append("lane metrics export failed")
             handle._result = RunResult(
                 run_id=spec.run_id,
                 run_dir=spec.run_dir,
                 status=report.status,
                 report=report,
                 state=state,
+                telemetry=stats,
             )

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import msgspec
 
-from contracts import CONTRACTS_VERSION, Failed, Na, Ok, PluginReport, Report, RunManifest
+from contracts import Failed, Na, Ok, PluginReport, Report, RunManifest
 from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, PreflightEntry, Summary
+from telemetry.metrics import lane_metrics
 
 from .errors import EngineInternalError
 from .gates import legacy_skipped
@@ -20,6 +21,7 @@ from .state import PluginRecord, RunState
 REPORT_NAME = "report.json"
 MANIFEST_NAME = "run_manifest.json"
 MARKDOWN_NAME = "report.md"
+TRACE_NAME = "trace.json"
 
 
 def _plugin_report(record: PluginRecord, legacy: bool = False) -> PluginReport:
@@ -129,6 +131,7 @@ def build_report(state: RunState) -> Report:
         preflight=preflight,
         orchestrator_mode=started.mode,
         pre_contract=legacy,
+        lane_metrics=lane_metrics(state),
     )
 
 
@@ -152,7 +155,7 @@ def build_run_manifest(state: RunState, report: Report, last_hash: str) -> RunMa
         seed=started.seed,
         plan_hash=plan.plan_hash,
         engine_version=started.engine_version,
-        contracts_version=CONTRACTS_VERSION,
+        contracts_version=started.contracts_version,
         executor=started.executor,
         workers=started.workers,
         dataset_source=started.dataset.source,
@@ -172,6 +175,7 @@ def build_run_manifest(state: RunState, report: Report, last_hash: str) -> RunMa
         last_event_hash=last_hash,
         started_wall=started.wall,
         finished_wall=finished.wall,
+        lane_metrics=report.lane_metrics,
     )
 
 

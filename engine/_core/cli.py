@@ -3,10 +3,20 @@
 Exit codes: 0 the run is ok; 1 the run is failed; 2 usage, configuration,
 manifest, plan or dataset errors (nothing was run); 130 interrupted.
 
+``trace`` re-exports a past run's spans from its event log (original times, same
+ids) to ``trace.json`` and, with ``--otlp-endpoint``, over OTLP/HTTP; it exits 1 when
+the export failed. ``stats`` prints the lane metrics of a run and exits 1 when any
+is missing or null.
+
 ``synth`` writes a synthetic event log and its ``truth.json``
 (:mod:`engine._core.synth`); ``score`` grades a run's decision findings against such
 a truth file (:mod:`engine._core.score`). Both exit 0, or 2 on bad arguments or
 unreadable inputs (the message names the file).
+
+``replay`` rebuilds a run's artifacts from its log (0 identical, 1 divergence, 2 broken
+log); ``verify-determinism`` compares run projections (0 identical, 1 different);
+``diff`` compares two runs (0, or 2 on unreadable runs); ``gauntlet`` writes the
+release evidence (0 passed, 1 any failure).
 """
 
 from __future__ import annotations
@@ -20,18 +30,26 @@ from typing import Any
 import anyio
 import msgspec
 
-from contracts import Failed, Na
-from contracts.events import Event, PluginFinished, PreflightFailed
-from contracts.report import GATE_NAMES
+from contracts.report import GATE_NAMES, LaneMetrics
 
 from .api import CACHE_DIR, DATA_CACHE, Engine, RunHandle, RunResult, prepare_plan
+from .artifacts import MANIFEST_NAME, REPORT_NAME, TRACE_NAME, atomic_write
 from .cache import ResultCache
 from .check import check_run
 from .config import CONFIG_NAME, ProjectSettings, load_settings
 from .data import ingest
+from .determinism import compare_runs, verify_determinism
+from .diff import diff_runs, render_markdown, to_json, write_diff
 from .errors import EngineError
+from .eventlog import LOG_NAME, read_log
+from .gauntlet import DEFAULT_ROWS, DEFAULT_SEED, SMALL_ROWS, run_gauntlet
+from .manifests import load_plugins
+from .matrix import check as matrix_check
+from .matrix import write as matrix_write
 from .plan import MODES
+from .replay import replay
 from .score import format_json, format_text, score_run
+from .state import fold
 from .synth import SCENARIOS, synthesize
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -85,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--quiet", action="store_true", help="print only the run directory and status"
         )
+        p.add_argument(
+            "--otlp-endpoint",
+            metavar="URL",
+            help="export spans live and lane metrics over OTLP/HTTP "
+            "(e.g. http://localhost:4318; see docs/jaeger.md)",
+        )
 
     run = sub.add_parser("run", help="run the plugin fleet over a dataset")
     run.add_argument("dataset", help="CSV or Parquet file")
@@ -107,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", type=_positive, default=1, help="prune: entries kept per plugin (default: 1)"
     )
 
+    matrix = sub.add_parser("matrix", help="write (or --check) the plugin matrices in docs/")
+    matrix.add_argument("--plugins", default="plugins", help="plugin folder (default: plugins)")
+    matrix.add_argument("--docs", default="docs", help="where the matrices go (default: docs)")
+    matrix.add_argument(
+        "--check", action="store_true", help="fail on drift or unclassified plugins"
+    )
+
+    trace = sub.add_parser(
+        "trace", help="re-export a run's spans from its event log (trace.json, OTLP)"
+    )
+    trace.add_argument("run_dir_path", metavar="RUN_DIR", help="the run directory")
+    trace.add_argument("--otlp-endpoint", metavar="URL", help="also send the spans over OTLP/HTTP")
+    trace.add_argument("--out", metavar="FILE", help="OTLP JSON file (default: RUN_DIR/trace.json)")
+
+    stats = sub.add_parser("stats", help="print a run's lane metrics (exit 1 if any is missing)")
+    stats.add_argument("run_dir_path", metavar="RUN_DIR", help="the run directory")
+    stats.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
     plan = sub.add_parser("plan", help="print the deterministic plan")
     plan.add_argument("dataset", nargs="?", help="dataset whose schema the plan depends on")
     common(plan)
@@ -125,21 +167,57 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("run_dir", help="run directory (holding report.json)")
     score.add_argument("truth", help="truth.json written by synth")
     score.add_argument("--json", action="store_true", help="print the score as JSON")
+
+    replay_p = sub.add_parser("replay", help="rebuild a run's artifacts from its log and compare")
+    replay_p.add_argument("run_dir_path", metavar="RUN_DIR", help="the run directory")
+    replay_p.add_argument(
+        "--compat",
+        action="store_true",
+        help="artifacts written by an older version: fields and files it lacks are notes",
+    )
+
+    determinism = sub.add_parser(
+        "verify-determinism", help="run the fleet K times (cache off) and compare projections"
+    )
+    determinism.add_argument("dataset", nargs="?", help="CSV or Parquet file")
+    common(determinism)
+    determinism.add_argument(
+        "--repeat", type=_positive, default=2, help="runs to compare (default: 2)"
+    )
+    determinism.add_argument("--workers", type=_positive, help="worker processes")
+    determinism.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    determinism.add_argument(
+        "--runs", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two existing runs instead"
+    )
+
+    diff = sub.add_parser("diff", help="what changed between two runs (Markdown or JSON)")
+    diff.add_argument("run_a", metavar="RUN_A", help="the earlier (reference) run directory")
+    diff.add_argument("run_b", metavar="RUN_B", help="the later run directory")
+    diff.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    diff.add_argument("--out-dir", metavar="DIR", help="also write DIR/diff.md and DIR/diff.json")
+
+    gauntlet = sub.add_parser(
+        "gauntlet", help="baseline + synthetic scenarios, both modes, twice: release evidence"
+    )
+    gauntlet.add_argument(
+        "--rows", type=_positive, help=f"rows per dataset (default: {DEFAULT_ROWS})"
+    )
+    gauntlet.add_argument(
+        "--seed", type=_non_negative, default=DEFAULT_SEED, help=f"default: {DEFAULT_SEED}"
+    )
+    gauntlet.add_argument("--workers", type=_positive, default=2, help="default: 2")
+    gauntlet.add_argument("--plugins", default="plugins", help="plugin folder (default: plugins)")
+    gauntlet.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    gauntlet.add_argument(
+        "--out", default="docs/release_evidence", help="default: docs/release_evidence"
+    )
+    gauntlet.add_argument(
+        "--small", action="store_true", help=f"CI size: {SMALL_ROWS} rows unless --rows"
+    )
+    gauntlet.add_argument(
+        "--keep", action="store_true", help="keep the scratch datasets and run directories"
+    )
     return parser
-
-
-def _line(event: Event) -> str | None:
-    if not isinstance(event, PluginFinished | PreflightFailed):
-        return None
-    result = event.result
-    status = result.__struct_config__.tag
-    detail = ""
-    if isinstance(result, Na | Failed):
-        detail = f" {result.reason_code}"
-    else:
-        detail = f" {len(result.findings)} finding(s)"
-    took = f" {event.duration_s:.2f}s" if isinstance(event, PluginFinished) and event.ran else ""
-    return f"  {status!s:<6} {event.lane:<11} {event.plugin_id}{detail}{took}"
 
 
 def _settings(args: argparse.Namespace) -> ProjectSettings:
@@ -160,15 +238,20 @@ def _engine(args: argparse.Namespace) -> Engine:
         executor=args.executor,
         workers=args.workers,
         cache=not args.no_cache,
+        otlp_endpoint=args.otlp_endpoint,
     )
 
 
 async def _follow(handle: RunHandle, quiet: bool) -> None:
-    print(f"run {handle.run_id}: {handle.run_dir}", flush=True)
-    async for event in handle:
-        line = None if quiet else _line(event)
-        if line:
-            print(line, flush=True)
+    from telemetry.progress import make_progress
+
+    progress = make_progress(quiet)
+    progress.start(handle.run_id, handle.run_dir)
+    try:
+        async for event in handle:
+            progress.on_event(event)
+    finally:
+        progress.stop()
 
 
 async def _run(args: argparse.Namespace) -> RunResult:
@@ -199,6 +282,19 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    plugins = load_plugins(args.plugins)
+    if args.check:
+        problems = matrix_check(plugins, Path(args.docs))
+        for problem in problems:
+            print(f"FAIL {problem}")
+        print(f"matrix check {'FAILED' if problems else 'passed'}: {len(plugins)} plugins")
+        return EXIT_FAILED if problems else EXIT_OK
+    for path in matrix_write(plugins, Path(args.docs)):
+        print(path)
+    return EXIT_OK
+
+
 def _cache(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = ResultCache(Path(settings.runs_dir) / CACHE_DIR)
@@ -216,14 +312,25 @@ def _cache(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(result: RunResult) -> None:
+def _summary(result: RunResult, quiet: bool = False) -> None:
+    exported = result.telemetry
+    if exported is not None and not exported.ok:
+        print(
+            f"telemetry: {exported.failed} span(s) not exported to {exported.endpoint}"
+            + "".join(f"; {error}" for error in exported.errors)
+            + " (re-export later with `python -m engine trace RUN_DIR --otlp-endpoint URL`)",
+            file=sys.stderr,
+        )
+    if quiet:
+        print(f"run {result.run_id} {result.status.upper()}")
+        return
     s = result.report.summary
     print(
         f"run {result.run_id} {result.status.upper()}: {s.plugins} plugins "
         f"({s.ok} ok, {s.na} na, {s.failed} failed), {s.decisions} decision finding(s), "
         f"{s.explanations} explanation finding(s)"
     )
-    for name in ("report.md", "report.json", "run_manifest.json", "events.jsonl"):
+    for name in ("report.md", "report.json", "run_manifest.json", "events.jsonl", TRACE_NAME):
         print(f"  {result.run_dir / name}")
 
 
@@ -253,6 +360,75 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from telemetry.export import export_spans, signal_endpoint, trace_json
+    from telemetry.metrics import export_lane_metrics, lane_metrics
+    from telemetry.spans import spans_from_events, trace_id_of
+
+    if args.otlp_endpoint is not None:
+        try:
+            signal_endpoint(args.otlp_endpoint)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    run_dir = Path(args.run_dir_path)
+    events = read_log(run_dir / LOG_NAME)  # verifies the hash chain
+    state = fold(events)
+    if state.started is None:
+        print(f"error: {run_dir / LOG_NAME}: no run_started record", file=sys.stderr)
+        return EXIT_USAGE
+    spans = spans_from_events(events)
+    out = Path(args.out) if args.out else run_dir / TRACE_NAME
+    atomic_write(out, trace_json(spans))
+    print(f"trace {trace_id_of(state.run_id):032x}: {len(spans)} spans written to {out}")
+    if args.otlp_endpoint is None:
+        return EXIT_OK
+    stats = export_spans(spans, args.otlp_endpoint)
+    print(f"exported {stats.exported}/{len(spans)} spans to {stats.endpoint}")
+    for error in stats.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not stats.ok:
+        return EXIT_FAILED  # the lane metrics would only wait for the same timeout
+    if not export_lane_metrics(lane_metrics(state), args.otlp_endpoint, run_id=state.run_id):
+        print("error: lane metrics export failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from telemetry.metrics import LANE_METRIC_FIELDS, load_lane_metrics
+
+    run_dir = Path(args.run_dir_path)
+    problems: list[str] = []
+    found: dict[str, tuple[LaneMetrics, ...]] = {}
+    for name in (REPORT_NAME, MANIFEST_NAME):
+        found[name], trouble = load_lane_metrics(run_dir / name)
+        problems += trouble
+    if found[REPORT_NAME] and found[MANIFEST_NAME] and found[REPORT_NAME] != found[MANIFEST_NAME]:
+        problems.append(f"{run_dir}: {REPORT_NAME} and {MANIFEST_NAME} lane metrics differ")
+    lanes = found[REPORT_NAME] or found[MANIFEST_NAME]
+    if args.json:
+        payload = {"run_dir": str(run_dir), "lane_metrics": lanes, "problems": problems}
+        sys.stdout.buffer.write(msgspec.json.encode(payload) + b"\n")
+        return EXIT_FAILED if problems else EXIT_OK
+    print(f"lane metrics: {run_dir}")
+    if lanes:
+        table = Table()
+        table.add_column("metric")
+        for lane in lanes:
+            table.add_column(lane.lane, justify="right")
+        for key in LANE_METRIC_FIELDS[1:]:
+            cells = [getattr(lane, key) for lane in lanes]
+            table.add_row(key, *(f"{c:.4f}" if isinstance(c, float) else str(c) for c in cells))
+        Console(highlight=False).print(table)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def _synth(args: argparse.Namespace) -> int:
     done = synthesize(
         args.out, rows=args.rows, seed=args.seed, scenario=args.scenario, truth=args.truth
@@ -273,6 +449,91 @@ def _score(args: argparse.Namespace) -> int:
     else:
         print(format_text(result))
     return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    result = replay(args.run_dir_path, compat=args.compat)
+    print(f"replay {result.run_dir}: {result.events} events, run {result.status}")
+    for name in result.identical:
+        print(f"  identical  {name}")
+    for divergence in result.divergences:
+        print(f"  DIVERGED   {divergence}")
+    for note in result.notes:
+        print(f"  note       {note}")
+    if result.first is not None:
+        print(f"replay DIVERGED: first divergence: {result.first}")
+        return EXIT_FAILED
+    print("replay IDENTICAL: the stored artifacts are the fold of the log")
+    return EXIT_OK
+
+
+def _verify_determinism(args: argparse.Namespace) -> int:
+    if (args.dataset is None) == (args.runs is None):
+        print("error: give either DATASET or --runs RUN_A RUN_B", file=sys.stderr)
+        return EXIT_USAGE
+    if args.runs is not None:
+        result = compare_runs(*args.runs)
+    else:
+        if args.repeat < 2:
+            print("error: --repeat must be at least 2", file=sys.stderr)
+            return EXIT_USAGE
+
+        async def repeat() -> Any:
+            settings = _settings(args)
+            engine = Engine.from_settings(
+                settings, executor="process", workers=args.workers, cache=False
+            )
+            async with engine:
+                return await verify_determinism(
+                    engine,
+                    args.dataset,
+                    seed=args.seed,
+                    repeat=args.repeat,
+                    mode=settings.mode,
+                    select=args.select,
+                )
+
+        result = anyio.run(repeat, backend=args.backend)
+    for run, digest in zip(result.runs, result.projection_hashes, strict=True):
+        print(f"  {run}  projection {digest[:16]}")
+    print(result.describe())
+    return EXIT_OK if result.identical else EXIT_FAILED
+
+
+def _diff(args: argparse.Namespace) -> int:
+    result = diff_runs(args.run_a, args.run_b)
+    if args.json:
+        sys.stdout.buffer.write(to_json(result))
+    else:
+        print(render_markdown(result), end="")
+    if args.out_dir:
+        for path in write_diff(result, args.out_dir):
+            print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _gauntlet(args: argparse.Namespace) -> int:
+    rows = args.rows or (SMALL_ROWS if args.small else DEFAULT_ROWS)
+
+    async def go() -> Any:
+        return await run_gauntlet(
+            args.out,
+            rows=rows,
+            seed=args.seed,
+            workers=args.workers,
+            plugins_dir=args.plugins,
+            backend=args.backend,
+            small=args.small,
+            keep=args.keep,
+            progress=lambda line: print(line, flush=True),
+        )
+
+    summary = anyio.run(go, backend=args.backend)
+    for failure in summary.failures:
+        print(f"FAIL {failure}")
+    verdict = "PASSED" if summary.passed else f"FAILED ({len(summary.failures)} failure(s))"
+    print(f"gauntlet {verdict} in {summary.wall_s:.1f}s: evidence in {args.out}")
+    return EXIT_OK if summary.passed else EXIT_FAILED
 
 
 def engine_errors(exc: BaseException) -> list[EngineError] | None:
@@ -299,6 +560,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score": _score,
         "check": _check,
         "cache": _cache,
+        "trace": _trace,
+        "stats": _stats,
+        "matrix": _matrix,
+        "replay": _replay,
+        "verify-determinism": _verify_determinism,
+        "diff": _diff,
+        "gauntlet": _gauntlet,
     }
     try:
         if args.command in simple:
@@ -315,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    _summary(result)
+    _summary(result, args.quiet)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

@@ -37,6 +37,7 @@ class ProjectSettings(StrictWire, frozen=True):
         worker_memory_mb: per-worker memory cap in MB (``null``: no cap).
         stall_timeout_s: seconds without any event, with work outstanding, after
             which the stall is recorded and outstanding plugins are stopped.
+        trace_file: write ``trace.json`` (OTLP JSON of the run's spans) in every run.
     """
 
     mode: Mode = "two_lane_strict"
@@ -49,6 +50,7 @@ class ProjectSettings(StrictWire, frozen=True):
     settings: dict[str, dict[str, Any]] = {}
     worker_memory_mb: int | None = 4096
     stall_timeout_s: float = 900.0
+    trace_file: bool = True
 
 
 def load_settings(path: str | Path) -> ProjectSettings:

@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -60,6 +60,15 @@ class Executor(Protocol):
 
     def worker(self) -> AbstractAsyncContextManager[WorkerHandle]: ...
 
+    async def watch(self) -> None:
+        """Enforce timeouts and limits on running jobs until cancelled (a run's
+        supervisor runs this for the length of the run)."""
+        ...
+
+    def stop(self, plugin_ids: Iterable[str], reason: str, message: str) -> None:
+        """End the running jobs of ``plugin_ids`` with ``reason`` (the stall guard)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -73,14 +82,22 @@ def _crash_output(job: Job, code: str, message: str, pid: int, duration: float) 
 
 
 class _Pending:
-    """A job handed to a worker; ``turn`` is set when it reaches the queue head."""
+    """A job handed to a worker; ``turn`` is set when it reaches the queue head.
 
-    __slots__ = ("generation", "payload", "turn")
+    ``deadline`` is set when the job starts (reaches the head); the pool's watchdog
+    sets ``verdict`` and kills the worker when the job must end (timeout, memory
+    cap, stall), and the job's waiter reports that verdict instead of a crash.
+    """
 
-    def __init__(self, payload: bytes, generation: int) -> None:
+    __slots__ = ("deadline", "generation", "payload", "plugin_id", "turn", "verdict")
+
+    def __init__(self, payload: bytes, generation: int, plugin_id: str) -> None:
         self.payload = payload
         self.generation = generation
+        self.plugin_id = plugin_id
         self.turn = anyio.Event()
+        self.deadline: float | None = None
+        self.verdict: tuple[str, str] | None = None
 
 
 class _Proc:
@@ -105,8 +122,14 @@ class _Proc:
 
     async def send(self, payload: bytes) -> None:
         """Write one frame without blocking the event loop (one writer at a time)."""
-        async with self.send_lock:
+        try:
+            self.send_lock.acquire_nowait()  # the usual case: no checkpoint
+        except anyio.WouldBlock:
+            await self.send_lock.acquire()
+        try:
             await send_frame(self.sock, payload)
+        finally:
+            self.send_lock.release()
 
     async def recv(self) -> bytes:
         """Read one frame (only the job at the head of the queue reads)."""
@@ -173,7 +196,7 @@ class _PoolWorker:
         self, job: Job, timeout_s: float, on_start: Callable[[int, int], None] | None = None
     ) -> JobOutput:
         proc = self.proc
-        entry = _Pending(JOB_ENCODER.encode(job), proc.generation)
+        entry = _Pending(JOB_ENCODER.encode(job), proc.generation, job.plugin_id)
         proc.queue.append(entry)
         try:
             try:
@@ -209,60 +232,37 @@ class _PoolWorker:
             started = anyio.current_time()
             pid = proc.pid
             try:
-                if entry.generation != proc.generation:
-                    entry.generation = proc.generation
-                    await proc.send(entry.payload)
-                if not announced and on_start is not None:
-                    on_start(proc.index, proc.pid)
-                announced = True
-                verdict = await self._wait(proc, started + timeout_s)
-                if verdict is None:
+                if entry.verdict is None:
+                    if entry.generation != proc.generation:
+                        entry.generation = proc.generation
+                        await proc.send(entry.payload)
+                    if not announced and on_start is not None:
+                        on_start(proc.index, proc.pid)
+                    announced = True
+                    entry.deadline = started + timeout_s
                     output = OUTPUT_DECODER.decode(await proc.recv())
                     self._pool._observe(output.duration_s)
                     return output
             except (EOFError, OSError, anyio.ClosedResourceError):
-                if entry.generation != proc.generation:
+                if entry.verdict is None and entry.generation != proc.generation:
                     continue  # replaced under us: write the job again
-                # Reap it first: the exit status says how it died.
-                await anyio.to_thread.run_sync(proc.process.join, 5.0)
-                how = _exit_description(proc.process.exitcode)
+            if entry.verdict is not None:  # ended by the watchdog, which killed the worker
+                reason, message = entry.verdict
+                if reason == "TIMEOUT":
+                    message = f"no result after {timeout_s:g}s; worker {pid} killed"
                 await self._pool._replace(proc)
-                return _crash_output(
-                    job,
-                    "WORKER_CRASHED",
-                    f"worker process {pid} died ({how})",
-                    pid,
-                    anyio.current_time() - started,
-                )
+                return _crash_output(job, reason, message, pid, anyio.current_time() - started)
+            # Reap it first: the exit status says how it died.
+            await anyio.to_thread.run_sync(proc.process.join, 5.0)
+            how = _exit_description(proc.process.exitcode)
             await self._pool._replace(proc)
-            reason, message = verdict
-            if reason == "TIMEOUT":
-                message = f"no result after {timeout_s:g}s; worker {pid} killed"
-            return _crash_output(job, reason, message, pid, anyio.current_time() - started)
-
-    async def _wait(self, proc: _Proc, deadline: float) -> tuple[str, str] | None:
-        """Wait for the worker's answer; None when it is there, else why to give up.
-
-        Waits in slices so the worker's memory can be checked against the cap while
-        a long job runs; short jobs finish inside the first slice.
-        """
-        limit = self._pool.memory_limit_mb
-        while True:
-            now = anyio.current_time()
-            if now >= deadline:
-                return ("TIMEOUT", "")
-            slice_s = min(deadline - now, MEMORY_POLL_S) if limit else deadline - now
-            with anyio.move_on_after(slice_s) as scope:
-                await anyio.wait_readable(proc.sock)
-            if not scope.cancelled_caught:
-                return None
-            if limit:
-                rss = rss_mb(proc.pid)
-                if rss > limit:
-                    return (
-                        "RESOURCE_LIMIT",
-                        f"worker {proc.pid} used {rss:.0f} MB, above the {limit} MB cap; killed",
-                    )
+            return _crash_output(
+                job,
+                "WORKER_CRASHED",
+                f"worker process {pid} died ({how})",
+                pid,
+                anyio.current_time() - started,
+            )
 
 
 def _exit_description(code: int | None) -> str:
@@ -381,6 +381,43 @@ class ProcessPool:
         )
         proc.generation += 1
 
+    async def watch(self) -> None:
+        """Every ``WATCH_INTERVAL_S``: end running jobs past their deadline or whose
+        worker is above the memory cap. One timer for the whole pool, so a job
+        costs no timer of its own."""
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_S)
+            now = anyio.current_time()
+            limit = self.memory_limit_mb
+            for proc in self._procs:
+                head = proc.queue[0] if proc.queue else None
+                if head is None or head.deadline is None or head.verdict is not None:
+                    continue
+                if now >= head.deadline:
+                    self._end(proc, head, ("TIMEOUT", ""))
+                elif limit:
+                    rss = rss_mb(proc.pid)
+                    if rss > limit:
+                        message = (
+                            f"worker {proc.pid} used {rss:.0f} MB, above the {limit} MB cap; killed"
+                        )
+                        self._end(proc, head, ("RESOURCE_LIMIT", message))
+
+    def stop(self, plugin_ids: Iterable[str], reason: str, message: str) -> None:
+        wanted = set(plugin_ids)
+        for proc in self._procs:
+            head = proc.queue[0] if proc.queue else None
+            if head is not None and head.plugin_id in wanted and head.verdict is None:
+                self._end(proc, head, (reason, message))
+
+    @staticmethod
+    def _end(proc: _Proc, entry: _Pending, verdict: tuple[str, str]) -> None:
+        """Give the running job its verdict and kill its worker; the job's waiter
+        sees the pipe close, reports the verdict and replaces the worker."""
+        entry.verdict = verdict
+        if proc.process.is_alive():
+            proc.process.kill()
+
     @asynccontextmanager
     async def worker(self) -> AsyncIterator[WorkerHandle]:
         if not self._started:
@@ -450,11 +487,17 @@ class InlineExecutor:
         async with self._lock:
             yield _InlineWorker()
 
+    async def watch(self) -> None:
+        await anyio.sleep_forever()  # inline jobs cannot be interrupted
+
+    def stop(self, plugin_ids: Iterable[str], reason: str, message: str) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
 
-MEMORY_POLL_S = 0.1
+WATCH_INTERVAL_S = 0.1
 _ENV_LOCK = threading.Lock()
 
 

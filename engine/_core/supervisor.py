@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,6 @@ class LaneActor:
         self._executor = executor
         self._outbox = outbox
         self._send, self._recv = anyio.create_memory_object_stream[tuple[PlanStep, Job]](math.inf)
-        self._scopes: dict[str, anyio.CancelScope] = {}
 
     def submit(self, step: PlanStep, job: Job) -> None:
         self._send.send_nowait((step, job))
@@ -167,35 +167,16 @@ class LaneActor:
         outbox = self._outbox
         async for step, job in inbox:
             await self._slots.acquire(step.priority)
-            scope = self._scopes[step.plugin_id] = anyio.CancelScope()
-            output: JobOutput | None = None
             try:
-                with scope:
-                    async with self._executor.worker() as worker:
+                async with self._executor.worker() as worker:
 
-                        def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
-                            outbox.send_nowait(_Started(plugin_id, index, pid))
+                    def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
+                        outbox.send_nowait(_Started(plugin_id, index, pid))
 
-                        output = await worker.run(job, step.timeout_s, started)
+                    output = await worker.run(job, step.timeout_s, started)
             finally:
                 self._slots.release()
-                del self._scopes[step.plugin_id]
-            if output is None:  # stopped by the stall detector
-                output = JobOutput(
-                    plugin_id=step.plugin_id,
-                    result=Failed(
-                        reason_code="STALLED",
-                        message="stopped by the stall detector: the run made no progress",
-                    ),
-                )
             outbox.send_nowait(_Done(step.plugin_id, output))
-
-    def stop(self, plugin_ids: Iterable[str]) -> None:
-        """Cancel the jobs of ``plugin_ids`` that this lane is running."""
-        for pid in plugin_ids:
-            scope = self._scopes.get(pid)
-            if scope is not None:
-                scope.cancel()
 
 
 @define(kw_only=True)
@@ -242,9 +223,11 @@ class Supervisor:
         self._waiting_on: dict[str, int] = {}
         self._ready: list[tuple[int, str]] = []
         self._in_flight = 0
+        self._last_event = time.monotonic()
 
     def _append(self, cls: type[Event], **fields: Any) -> Event:
         event = self._log.append(cls, **fields)
+        self._last_event = event.mono
         apply(self.state, event)
         if self._on_event is not None:
             self._on_event(event)
@@ -329,16 +312,14 @@ class Supervisor:
         async with anyio.create_task_group() as tg, recv, send:
             for lane_actor in self._lanes.values():
                 await tg.start(lane_actor.run)
+            # The watchdogs live exactly as long as the plugins they watch.
+            watchdogs = anyio.CancelScope()
+            tg.start_soon(self._watchdogs, watchdogs)
             self._advance()
             while self.state.outstanding():
                 if self._in_flight == 0:
                     raise EngineInternalError("plugins outstanding but nothing in flight")
-                message: _Message | None = None
-                with anyio.move_on_after(spec.stall_timeout_s):
-                    message = await recv.receive()
-                if message is None:
-                    self._stalled()
-                    continue
+                message: _Message | None = await recv.receive()
                 # Handle everything already waiting, then dispatch once.
                 while message is not None:
                     if isinstance(message, _Started):
@@ -355,6 +336,7 @@ class Supervisor:
                     except anyio.WouldBlock:
                         message = None
                 self._advance()
+            watchdogs.cancel()
             for lane_actor in self._lanes.values():
                 lane_actor.close()
 
@@ -377,13 +359,29 @@ class Supervisor:
         )
         return self.state
 
+    async def _watchdogs(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._executor.watch)
+                tg.start_soon(self._watch_for_stalls)
+
+    async def _watch_for_stalls(self) -> None:
+        """A timer, not a timeout per wait: fires when no event was appended for
+        ``stall_timeout_s`` while plugins are outstanding."""
+        limit = self.spec.stall_timeout_s
+        while True:
+            await anyio.sleep(max(0.0, self._last_event + limit - time.monotonic()))
+            if time.monotonic() - self._last_event >= limit and self.state.outstanding():
+                self._stalled()
+
     def _stalled(self) -> None:
         """Record the plugins a silent run is waiting on, and stop them."""
         # Plugins still waiting for a worker slot are not stuck: only running ones.
         stuck = tuple(r.step.plugin_id for r in self.state.ordered() if r.phase == "running")
         self._append(StallDetected, plugins=stuck, idle_s=self.spec.stall_timeout_s)
-        for lane in self._lanes.values():
-            lane.stop(stuck)
+        self._executor.stop(
+            stuck, "STALLED", "stopped by the stall detector: the run made no progress"
+        )
 
     def _complete(self, output: JobOutput) -> None:
         self._in_flight -= 1

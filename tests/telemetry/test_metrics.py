@@ -1,0 +1,140 @@
+"""Lane metrics: the fold, reading them back, and ``engine stats``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts.report import LaneMetrics
+from engine import fold
+from telemetry.metrics import LANE_METRIC_FIELDS, lane_metrics, metric_problems
+from tests.engine.conftest import write_plugin
+
+from .conftest import synthetic_events
+from .test_export import write_fleet
+
+
+def by_lane() -> dict[str, LaneMetrics]:
+    return {m.lane: m for m in lane_metrics(fold(synthetic_events()))}
+
+
+def test_lane_metrics_of_a_known_log() -> None:
+    lanes = by_lane()
+    decision, explanation = lanes["decision"], lanes["explanation"]
+    # decision lane: decide ok, too_small preflight na, remembered cached na,
+    # broken failed, after_broken upstream-failed na.
+    assert (decision.plugins, decision.ok, decision.failed, decision.na) == (5, 1, 1, 3)
+    assert (decision.ran, decision.cached, decision.preflight_failed) == (2, 1, 1)
+    assert decision.upstream_failed == 1
+    # Ran (or came from the cache): decide, remembered, broken; decide is actionable.
+    assert (decision.actionable_plugins, decision.decision_plugins_ran) == (1, 3)
+    assert decision.actionable_yield == pytest.approx(1 / 3)
+    # Lookups: remembered (hit), broken, decide.
+    assert (decision.cache_hits, decision.cache_lookups) == (1, 3)
+    assert decision.cache_hit_rate == pytest.approx(1 / 3)
+    # First dispatch (broken, seq 13) to last finish (decide, seq 20).
+    assert decision.duration_s == pytest.approx(7.0)
+    assert decision.downstream_utilization == 0.0 and decision.explanations_ok == 0
+
+    assert (explanation.plugins, explanation.ok, explanation.rows_read) == (1, 1, 7)
+    # explain is ok and consumed by decide, which ran and is ok.
+    assert (explanation.explanations_consumed, explanation.explanations_ok) == (1, 1)
+    assert explanation.downstream_utilization == 1.0
+    # No decision plugin in this lane: the empty ratio is 0.0, never null.
+    assert explanation.actionable_yield == 0.0 and explanation.decision_plugins_ran == 0
+    for lane in lanes.values():
+        assert lane.plugins_without_terminal_state == 0
+        assert lane.na_without_reason == 0 and lane.failed_without_reason == 0
+
+
+def test_unfinished_plugins_are_counted_not_hidden() -> None:
+    state = fold(synthetic_events()[:6])
+    lanes = {m.lane: m for m in lane_metrics(state)}
+    assert lanes["decision"].plugins_without_terminal_state == 4
+    assert lanes["explanation"].plugins_without_terminal_state == 1
+
+
+def test_metric_problems_name_missing_and_null_fields() -> None:
+    good = msgspec.to_builtins(lane_metrics(fold(synthetic_events())))
+    assert metric_problems("r.json", good) == []
+    assert metric_problems("r.json", None) == ["r.json: lane_metrics is missing or empty"]
+    assert metric_problems("r.json", []) == ["r.json: lane_metrics is missing or empty"]
+    broken = json.loads(json.dumps(good))
+    del broken[0]["actionable_yield"]
+    broken[1]["cache_hit_rate"] = None
+    broken[1]["ok"] = "3"
+    assert metric_problems("r.json", broken) == [
+        "r.json: lane decision: actionable_yield is missing",
+        "r.json: lane explanation: ok is not a number ('3')",
+        "r.json: lane explanation: cache_hit_rate is null",
+    ]
+
+
+def _engine(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_stats_cli_on_a_real_run(tmp_path: Path, dataset_csv: Path) -> None:
+    plugins = tmp_path / "plugins"
+    write_fleet(plugins)
+    write_plugin(plugins, "broken", code="def run(ctx):\n    raise ValueError('no')\n")
+    run = _engine(
+        "run", dataset_csv, "--plugins", plugins, "--run-dir", tmp_path / "runs", "--workers", "2"
+    )
+    assert run.returncode == 1, run.stderr  # broken failed: the run is failed
+    run_dir = Path(run.stdout.splitlines()[0].split(": ", 1)[1])
+
+    table = _engine("stats", run_dir)
+    assert table.returncode == 0, table.stdout + table.stderr
+    for name in LANE_METRIC_FIELDS[1:]:
+        assert name in table.stdout
+    assert "decision" in table.stdout and "explanation" in table.stdout
+
+    as_json = _engine("stats", run_dir, "--json")
+    assert as_json.returncode == 0, as_json.stdout
+    payload = json.loads(as_json.stdout)
+    assert payload["problems"] == []
+    lanes = {lane["lane"]: lane for lane in payload["lane_metrics"]}
+    assert set(lanes) == {"decision", "explanation"}
+    for lane in lanes.values():
+        assert set(lane) == set(LANE_METRIC_FIELDS)
+        assert all(v is not None for v in lane.values())
+    assert lanes["decision"]["failed"] == 1
+    assert lanes["decision"]["preflight_failed"] == 1
+    assert lanes["explanation"]["downstream_utilization"] == 1.0
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["lane_metrics"] == payload["lane_metrics"]
+
+    # Tampered copies: a metric removed, then a metric nulled.
+    for damage in ("remove", "null"):
+        copy = tmp_path / f"copy-{damage}"
+        shutil.copytree(run_dir, copy)
+        name = "report.json" if damage == "remove" else "run_manifest.json"
+        data = json.loads((copy / name).read_text())
+        if damage == "remove":
+            del data["lane_metrics"][0]["cache_hit_rate"]
+        else:
+            data["lane_metrics"][1]["duration_s"] = None
+        (copy / name).write_text(json.dumps(data))
+        bad = _engine("stats", copy)
+        assert bad.returncode == 1, bad.stdout
+        expected = "cache_hit_rate is missing" if damage == "remove" else "duration_s is null"
+        assert expected in bad.stdout
+        assert _engine("stats", copy, "--json").returncode == 1
+
+    gone = tmp_path / "copy-gone"
+    shutil.copytree(run_dir, gone)
+    (gone / "report.json").unlink()
+    missing = _engine("stats", gone)
+    assert missing.returncode == 1 and "report.json: missing" in missing.stdout

@@ -1,0 +1,241 @@
+"""The pure fold of events into spans: ids, parents, times, attributes."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import Event as SpanEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+import telemetry
+from contracts.events import PluginFinished, RunResumed
+from engine import fold
+from telemetry.export import trace_dict, trace_dict_reference, trace_json
+from telemetry.spans import TraceBuilder, nanos, span_id_of, spans_from_events, trace_id_of
+
+from .conftest import RUN_ID, STEPS, T0, synthetic_events
+
+
+def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
+    named = {s.name: s for s in spans}
+    assert len(named) == len(spans), "span names are unique in this log"
+    return named
+
+
+def encoded(spans: list[ReadableSpan]) -> dict[int, bytes]:
+    """Every span's protobuf bytes, by span id (order-independent comparison)."""
+    return {s.context.span_id: _one(s) for s in spans}
+
+
+def _one(span: ReadableSpan) -> bytes:
+    [message] = encode_spans([span]).resource_spans[0].scope_spans[0].spans
+    return message.SerializeToString(deterministic=True)
+
+
+def test_public_names_resolve() -> None:
+    assert sorted(telemetry.__all__) == sorted(dir(telemetry))
+    for name in telemetry.__all__:
+        assert getattr(telemetry, name) is not None
+
+
+def test_every_plugin_has_a_span_under_its_lane_under_the_run() -> None:
+    spans = by_name(spans_from_events(synthetic_events()))
+    trace = trace_id_of(RUN_ID)
+    assert {s.context.trace_id for s in spans.values()} == {trace}
+    run = spans["run"]
+    assert run.parent is None
+    assert run.context.span_id == span_id_of(RUN_ID)
+    for lane in ("decision", "explanation"):
+        span = spans[f"lane {lane}"]
+        assert span.context.span_id == span_id_of(RUN_ID, lane)
+        assert span.parent is not None and span.parent.span_id == run.context.span_id
+    for step in STEPS:
+        span = spans[step.plugin_id]
+        assert span.context.span_id == span_id_of(RUN_ID, step.lane, step.plugin_id)
+        assert span.parent is not None and span.parent.span_id == span_id_of(RUN_ID, step.lane)
+        assert span.attributes is not None
+        assert span.attributes["plugin.id"] == step.plugin_id
+        assert span.attributes["plugin.lane"] == step.lane
+    assert len(spans) == 1 + 2 + len(STEPS) + 2  # run, lanes, plugins, two child spans
+
+
+def test_child_spans_nest_as_the_plugin_opened_them() -> None:
+    spans = by_name(spans_from_events(synthetic_events()))
+    outer, inner = spans["outer"], spans["inner"]
+    assert outer.parent is not None and inner.parent is not None
+    assert outer.parent.span_id == spans["explain"].context.span_id
+    assert inner.parent.span_id == outer.context.span_id
+    assert inner.context.span_id == span_id_of(RUN_ID, "explanation", "explain", 1)
+    assert inner.attributes is not None and inner.attributes["table"] == "data"
+    assert (inner.start_time, inner.end_time) == (nanos(T0 + 5.3), nanos(T0 + 5.4))
+
+
+def test_times_are_the_events_wall_times() -> None:
+    events = synthetic_events()
+    spans = by_name(spans_from_events(events))
+    run = spans["run"]
+    assert (run.start_time, run.end_time) == (nanos(events[0].wall), nanos(events[-1].wall))
+    explain = spans["explain"]
+    # From the cache lookup (seq 3) to the finish (seq 9).
+    assert (explain.start_time, explain.end_time) == (nanos(T0 + 3), nanos(T0 + 9))
+    assert [(e.name, e.timestamp) for e in explain.events] == [
+        ("cache_miss", nanos(T0 + 3)),
+        ("dispatched", nanos(T0 + 4)),
+        ("started", nanos(T0 + 5)),
+        ("finished", nanos(T0 + 9)),
+    ]
+    lane = spans["lane explanation"]
+    assert (lane.start_time, lane.end_time) == (explain.start_time, explain.end_time)
+
+
+def test_na_preflight_cached_and_upstream_failed_plugins_are_visible() -> None:
+    spans = by_name(spans_from_events(synthetic_events()))
+    attrs = {pid: dict(spans[pid].attributes or {}) for pid in (s.plugin_id for s in STEPS)}
+    assert attrs["too_small"]["plugin.status"] == "na"
+    assert attrs["too_small"]["plugin.preflight"] is True
+    assert attrs["too_small"]["plugin.reason_code"] == "INSUFFICIENT_DATA"
+    assert [e.name for e in spans["too_small"].events] == ["preflight_failed"]
+    assert attrs["remembered"]["plugin.cache_hit"] is True
+    assert attrs["remembered"]["plugin.cached"] is True
+    assert attrs["remembered"]["plugin.cache_reason"] == "hit"
+    assert attrs["broken"]["plugin.cache_hit"] is False
+    assert attrs["broken"]["plugin.cache_reason"] == "code_changed"
+    assert spans["broken"].status.status_code is StatusCode.ERROR
+    assert "exception" in [e.name for e in spans["broken"].events]
+    assert attrs["after_broken"]["plugin.reason_code"] == "UPSTREAM_FAILED"
+    assert attrs["after_broken"]["plugin.ran"] is False
+    assert attrs["explain"]["plugin.rows_read"] == 7
+    assert attrs["explain"]["plugin.findings"] == 1
+    assert attrs["decide"]["plugin.version"] == "1.0"
+    assert spans["run"].status.status_code is StatusCode.ERROR
+    assert spans["lane decision"].status.status_code is StatusCode.ERROR
+    assert spans["lane explanation"].status.status_code is StatusCode.OK
+
+
+def test_ids_are_deterministic_and_unique() -> None:
+    first = spans_from_events(synthetic_events())
+    again = spans_from_events(synthetic_events())
+    assert encoded(first) == encoded(again)
+    assert len(encoded(first)) == len(first)  # no two spans share an id
+    other = spans_from_events(synthetic_events("another-run"))
+    assert not {s.context.span_id for s in first} & {s.context.span_id for s in other}
+    assert trace_id_of(RUN_ID) != trace_id_of("another-run")
+    assert span_id_of(RUN_ID, "decision", "x", 0) != span_id_of(RUN_ID, "decision", "x")
+
+
+def test_incremental_fold_completes_spans_as_plugins_end() -> None:
+    builder = TraceBuilder()
+    emitted: list[ReadableSpan] = []
+    for event in synthetic_events():
+        completed = builder.add(event)
+        if isinstance(event, PluginFinished) and event.plugin_id == "explain":
+            assert [s.name for s in completed] == ["explain", "outer", "inner"]
+        emitted += completed
+    assert [s.name for s in completed] == ["lane decision", "lane explanation", "run"]
+    # What was handed out live is exactly the whole trace.
+    assert encoded(emitted) == encoded(builder.spans())
+
+
+def test_an_unfinished_log_still_shows_the_whole_plan() -> None:
+    events = synthetic_events()[:6]  # explain has started; nothing has finished
+    spans = by_name(spans_from_events(events))
+    assert {s.plugin_id for s in STEPS} <= set(spans)
+    assert spans["run"].attributes is not None
+    assert spans["run"].attributes["run.status"] == "unfinished"
+    assert spans["explain"].attributes is not None
+    assert spans["explain"].attributes["plugin.status"] == "unfinished"
+    assert spans["explain"].end_time == nanos(events[-1].wall)
+    # Without the unfinished ones: only what has ended (the preflight at seq 2).
+    assert [s.name for s in spans_from_events(events, unfinished=False)] == ["too_small"]
+
+
+def test_a_resumed_plugin_keeps_one_span_with_both_attempts() -> None:
+    events = synthetic_events()
+    # explain was running, one child span recorded, when the process died (after seq 7).
+    before = events[:8]
+    resumed = RunResumed(seq=0, prev="", wall=T0 + 100, mono=0.0, pending=("explain",))
+    # Then explain runs again (dispatch .. finish, without the lost "outer") and the run ends.
+    again = [e for e in events[4:] if e.seq != 7]
+    log = [
+        msgspec.structs.replace(e, seq=seq, wall=e.wall if seq < 8 else e.wall + 100)
+        for seq, e in enumerate([*before, resumed, *again])
+    ]
+    assert fold(log).finished is not None  # a log the engine's reducer accepts
+    spans = spans_from_events(log)
+    named = [s.name for s in spans]
+    assert named.count("explain") == 1
+    explain = next(s for s in spans if s.name == "explain")
+    marks = [e.name for e in explain.events]
+    assert marks.count("dispatched") == 2 and "interrupted" in marks
+    # The lost attempt's child span is dropped; the new one's parent (index 0) never
+    # arrived, so it hangs under the plugin's span.
+    assert named.count("outer") == 0 and named.count("inner") == 1
+    inner = next(s for s in spans if s.name == "inner")
+    assert inner.parent is not None and inner.parent.span_id == explain.context.span_id
+
+
+def test_trace_json_is_otlp_json_with_hex_ids() -> None:
+    spans = spans_from_events(synthetic_events())
+    data = json.loads(trace_json(spans))
+    assert data == trace_dict(spans)
+    resource = data["resourceSpans"][0]
+    assert {"key": "service.name", "value": {"stringValue": "two-lane-engine"}} in resource[
+        "resource"
+    ]["attributes"]
+    listed = resource["scopeSpans"][0]["spans"]
+    assert len(listed) == len(spans)
+    assert {s["traceId"] for s in listed} == {f"{trace_id_of(RUN_ID):032x}"}
+    ids = {s["name"]: s for s in listed}
+    assert ids["explain"]["spanId"] == f"{span_id_of(RUN_ID, 'explanation', 'explain'):016x}"
+    assert ids["explain"]["parentSpanId"] == f"{span_id_of(RUN_ID, 'explanation'):016x}"
+    assert ids["explain"]["kind"] == 1  # SPAN_KIND_INTERNAL, as an integer (OTLP JSON)
+    assert trace_json(spans) == trace_json(spans_from_events(synthetic_events()))
+
+
+def test_direct_json_is_the_protobuf_mapping_byte_for_byte() -> None:
+    spans = spans_from_events(synthetic_events())
+    odd = ReadableSpan(
+        name="odd ☃",
+        context=spans[0].context,
+        parent=spans[0].context,
+        resource=spans[0].resource,
+        attributes={
+            "nan": float("nan"),
+            "inf": float("inf"),
+            "ninf": float("-inf"),
+            "one": 1.0,
+            "neg": -(2**40),
+            "empty": "",
+            "no": False,
+            "none": [],
+            "list": ["a", "b"],
+        },
+        events=[SpanEvent("bare", None, timestamp=5)],
+        status=Status(StatusCode.ERROR, "why"),
+        kind=SpanKind.CLIENT,
+        start_time=1,
+        end_time=2,
+        instrumentation_scope=InstrumentationScope("other", "2.0"),
+    )
+    for case in (spans, [*spans, odd], [odd], []):
+        fast = msgspec.json.encode(trace_dict(case))
+        reference = msgspec.json.encode(trace_dict_reference(case))
+        assert fast == reference
+
+
+def test_direct_json_falls_back_for_what_it_does_not_map() -> None:
+    spans = spans_from_events(synthetic_events())
+    linked = ReadableSpan(
+        name="linked",
+        context=spans[0].context,
+        resource=spans[0].resource,
+        links=[Link(spans[1].context)],
+        start_time=1,
+        end_time=2,
+    )
+    assert trace_dict([linked]) == trace_dict_reference([linked])
+    assert trace_dict([linked])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["links"]
