@@ -181,8 +181,6 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     PluginSpan,
 )
 
-TERMINAL_EVENTS = (PreflightFailed, PluginFinished)
-
 DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 ENCODER = msgspec.json.Encoder(order="deterministic")
 

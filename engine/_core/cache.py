@@ -56,15 +56,6 @@ _COMPONENTS = (
     ("seed", "seed_changed"),
     ("upstream", "upstream_changed"),
 )
-MISS_REASONS = (
-    "absent",
-    "code_changed",
-    "settings_changed",
-    "dataset_changed",
-    "policy_changed",
-    "seed_changed",
-    "upstream_changed",
-)
 
 
 class CachedResult(Wire, frozen=True):

@@ -23,6 +23,7 @@ from .artifacts import MANIFEST_NAME, MARKDOWN_NAME, REPORT_NAME
 from .errors import EngineError
 from .eventlog import LOG_NAME, read_log
 from .gates import evaluate
+from .plan import recorded_plan_hash_ok
 from .state import fold
 
 
@@ -72,6 +73,16 @@ def check_run(run_dir: str | Path) -> CheckResult:
     if state.finished is None:
         problems.append(f"{run_dir / LOG_NAME}: the run never finished (no run_finished event)")
         return result
+    plan_line = next(
+        (
+            line
+            for line in (run_dir / LOG_NAME).read_bytes().splitlines()
+            if b'"type":"plan_built"' in line
+        ),
+        None,
+    )
+    if plan_line is None or not recorded_plan_hash_ok(plan_line):
+        problems.append(f"{run_dir / LOG_NAME}: the recorded plan does not hash to its plan_hash")
     gates, offenders = evaluate(state)
     result.gates, result.offenders = gates, offenders
     if state.gates is None:

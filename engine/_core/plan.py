@@ -19,6 +19,8 @@ import heapq
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from contracts import Plan, PlanStep, stable_hash
 from contracts.plan import Mode
 
@@ -223,11 +225,32 @@ def build_plan(
     )
 
 
-def plan_hash_ok(plan: Plan) -> bool:
-    """Whether ``plan.plan_hash`` is the hash of the rest of the plan."""
-    import msgspec
+class _RecordedPlan(msgspec.Struct):
+    type: str
+    plan: msgspec.Raw
 
-    return stable_hash(msgspec.structs.replace(plan, plan_hash="")) == plan.plan_hash
+
+class _PlanHash(msgspec.Struct):
+    plan_hash: str
+
+
+def recorded_plan_hash_ok(record: bytes) -> bool:
+    """Whether a logged ``plan_built`` record's plan hashes to its ``plan_hash``.
+
+    Checked on the bytes as recorded (the plan object with its hash blanked), not on
+    a re-encoding of the decoded plan: a field added to Plan or PlanStep later
+    cannot make an older log fail the check.
+    """
+    outer = msgspec.json.decode(record, type=_RecordedPlan)
+    if outer.type != "plan_built":
+        raise ValueError(f"not a plan_built record: {outer.type!r}")
+    raw = bytes(outer.plan)
+    claimed = msgspec.json.decode(raw, type=_PlanHash).plan_hash
+    field = b'"plan_hash":' + msgspec.json.encode(claimed)
+    if raw.count(field) != 1:
+        return False
+    blanked = raw.replace(field, b'"plan_hash":""')
+    return hashlib.sha256(blanked).hexdigest() == claimed
 
 
 def _closure(by_id: Mapping[str, PluginSpec], select: Sequence[str] | None) -> set[str]:

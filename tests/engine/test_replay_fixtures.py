@@ -15,7 +15,7 @@ import pytest
 from contracts.events import EVENT_TYPES, event_tag
 from engine import fold, read_log
 from engine._core.artifacts import build_report
-from engine._core.plan import plan_hash_ok
+from engine._core.plan import recorded_plan_hash_ok
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 VERSIONS = sorted(p.name for p in FIXTURES.iterdir() if (p / "events.jsonl").is_file())
@@ -34,9 +34,24 @@ def test_recorded_log_replays(version: str) -> None:
     expected = json.loads((folder / "expected.json").read_text())
     assert report.status == expected["status"]
     assert report.plan_hash == expected["plan_hash"]
-    assert state.plan is not None and plan_hash_ok(state.plan)
+    plan_record = next(
+        line
+        for line in (folder / "events.jsonl").read_bytes().splitlines()
+        if b'"type":"plan_built"' in line
+    )
+    assert state.plan is not None and recorded_plan_hash_ok(plan_record)
     got = {p.id: [p.status, p.reason_code, [f.id for f in p.findings]] for p in report.plugins}
     assert got == expected["plugins"]
+
+
+def test_a_tampered_plan_fails_the_recorded_hash_check() -> None:
+    line = next(
+        line
+        for line in (FIXTURES / "v1" / "events.jsonl").read_bytes().splitlines()
+        if b'"type":"plan_built"' in line
+    )
+    assert recorded_plan_hash_ok(line)
+    assert not recorded_plan_hash_ok(line.replace(b'"timeout_s":300.0', b'"timeout_s":301.0', 1))
 
 
 def test_v1_fixture_covers_every_v1_event_type() -> None:
