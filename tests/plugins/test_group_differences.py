@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
 import msgspec
@@ -167,3 +168,24 @@ def test_not_an_event_log_is_not_applicable(tmp_path):
     result = run_plugin(PID, data, tmp_path / "run")
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
     assert _preflight(event_log(), tmp_path / "ok") is None
+
+
+MANY_HOSTS = tuple(f"h{i}" for i in range(1, 13))
+
+
+def test_one_slow_host_among_many_is_found(tmp_path, monkeypatch):
+    # With 12 groups one deviant cannot reach epsilon^2 >= 0.26 (its ceiling is
+    # 3p(1-p) = 0.23); the slowest group is judged alone (Vargha-Delaney A).
+    monkeypatch.setattr(sys.modules[__name__], "HOSTS", MANY_HOSTS)
+    result = run_plugin(PID, event_log(seed=4, host_run={"h3": 3.0}), tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.target == "run_s~host" and f.evidence.metrics["worst_group"] == "h3"
+    assert f.evidence.metrics["epsilon_squared"] < 0.26
+    assert f.evidence.metrics["single_group_a"] >= 0.71
+
+
+def test_moderate_slow_host_among_many_is_not_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "HOSTS", MANY_HOSTS)
+    result = run_plugin(PID, event_log(seed=4, host_run={"h3": 1.3}), tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
