@@ -6,6 +6,7 @@ path-qualified (``plugins/x/plugin.yaml: $.lane: ...``), before anything runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ import msgspec
 import yaml
 from attrs import define
 
+import contracts
 from contracts import CONTRACTS_VERSION, Manifest
 from contracts.manifest import SettingSpec
 
@@ -44,10 +46,27 @@ class PluginSpec:
         return self.manifest.id
 
 
+CONTRACTS_DIR = Path(contracts.__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=4)
+def contracts_source_hash(root: Path = CONTRACTS_DIR) -> str:
+    """Hash of the contracts package's Python sources: plugins run on this code (the
+    SDK helpers, result validation), so a change to it must change every code hash."""
+    h = hashlib.sha256()
+    for rel, path in sorted(_plugin_files(str(root))):
+        if rel.endswith(".py"):
+            h.update(rel.encode() + b"\0")
+            with open(path, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
 def code_hash(directory: Path) -> str:
-    """Hash of every file in the plugin folder (names and bytes) and the contracts
-    version, so that a change to any helper file changes the hash."""
-    h = hashlib.sha256(f"contracts={CONTRACTS_VERSION}\n".encode())
+    """Hash of every file in the plugin folder (names and bytes), the contracts
+    version and the contracts sources, so that a change to any helper file, or to the
+    SDK the plugin runs on, changes the hash."""
+    h = hashlib.sha256(f"contracts={CONTRACTS_VERSION}:{contracts_source_hash()}\n".encode())
     for rel, path in sorted(_plugin_files(str(directory))):
         h.update(rel.encode() + b"\0")
         with open(path, "rb") as fh:

@@ -110,3 +110,17 @@ def test_code_hash_covers_helper_files(make_plugin: MakePlugin, plugins_dir: Pat
     before = load_plugins(plugins_dir)[0].code_hash
     (folder / "helpers.py").write_text("X = 2\n")
     assert load_plugins(plugins_dir)[0].code_hash != before
+
+
+def test_contracts_source_hash_follows_the_sources(tmp_path: Path) -> None:
+    import shutil
+
+    from engine._core.manifests import CONTRACTS_DIR, contracts_source_hash
+
+    copy = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = contracts_source_hash(copy)
+    assert before == contracts_source_hash(CONTRACTS_DIR)
+    (copy / "results.py").write_text((copy / "results.py").read_text() + "\n# changed\n")
+    contracts_source_hash.cache_clear()
+    assert contracts_source_hash(copy) != before
