@@ -126,6 +126,7 @@ import pyarrow.parquet as pq
 from contracts import ColumnInfo, DataAccess, DatasetInfo
 from contracts.dataset import AccessKind
 from contracts.manifest import ColumnRole, DataAccessMode, EventRole
+from contracts.sql import quote_ident
 
 from .errors import DatasetError
 
@@ -301,11 +302,6 @@ _TIME_EVENT_ROLES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def quote_ident(name: str) -> str:
-    """Quote ``name`` as a DuckDB identifier (safe for spaces, quotes, keywords)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _words(name: str) -> list[str]:

@@ -6,17 +6,13 @@ import math
 import re
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 BENFORD = [math.log10(1 + 1 / d) for d in range(1, 10)]
 """Benford's expected share of first significant digit d = 1..9."""
 
 # |x| below this would underflow 10**floor(log10|x|); such values are counted, not binned.
 _TINY = 1e-300
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _words(name: str) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.sql import quote_ident as _q
 
 DIGITS = tuple(range(1, 10))
 BENFORD = np.log10(1.0 + 1.0 / np.arange(1, 10))
@@ -28,11 +29,6 @@ DEFAULT_WORDS = (
     "spend,sales,salary,wage,income,expense,debit,credit,subtotal,tax,usd,eur,gbp,money,"
     "fare,premium,claim"
 )
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _words(name: str) -> list[str]:

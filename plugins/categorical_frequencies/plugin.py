@@ -8,11 +8,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+from contracts.sql import quote_ident as _q
 
 
 def frequencies_query(column: str, top_k: int) -> str:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from contracts import Evidence, Finding, na, ok
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+from contracts.sql import quote_ident as _q
 
 
 def run(ctx):

@@ -17,15 +17,11 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = 1_000_000
 _DAY = 86_400 * _SECOND
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:

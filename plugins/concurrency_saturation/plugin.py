@@ -20,26 +20,12 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import string_literal as _str_lit
+from contracts.sql import timestamp_expr
 
 DAYS_PER_MONTH = 365.25 / 12
 NO_PROCESS = ""
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _str_lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (zoned timestamps as they are, others cast)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _jobs(n: int) -> str:

@@ -12,11 +12,7 @@ the non-null values are reported as quasi-constant too.
 from __future__ import annotations
 
 from contracts import Evidence, Finding, na, ok
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+from contracts.sql import quote_ident as _q
 
 
 def constant_query(name: str) -> str:

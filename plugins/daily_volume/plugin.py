@@ -6,11 +6,7 @@ import math
 from datetime import date, timedelta
 
 from contracts import Evidence, Finding, na, ok
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+from contracts.sql import quote_ident as _q
 
 
 def _lit(value: str) -> str:

@@ -14,14 +14,10 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 # scipy.stats.kurtosistest (inside normaltest) needs at least 20 values.
 MIN_SAMPLE = 20
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _num(value):

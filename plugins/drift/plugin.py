@@ -30,6 +30,8 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import timestamp_expr
 
 _ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "pid", "uid", "key", "index", "idx"})
 _TIME_WORDS = frozenset(
@@ -69,15 +71,6 @@ _TIME_UNITS = frozenset(
 _MAX_CATEGORIES = 50
 
 
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _str_lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _words(name: str) -> list[str]:
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     return [w for w in re.split(r"[^0-9A-Za-z]+", spaced.lower()) if w]
@@ -94,14 +87,6 @@ def positional_name(name: str) -> bool:
     if any(w in _TIME_UNITS for w in words) or words[-1] in ("hours", "days", "minutes"):
         return False
     return any(w in _TIME_WORDS for w in words) or words[-1] == "time"
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (zoned timestamps as they are, others cast)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _iso(epoch_s: float) -> str:

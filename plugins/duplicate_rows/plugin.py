@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from contracts import Evidence, Finding, Ok, na, ok
+from contracts.sql import quote_ident as _q
 
 UPSTREAM = "column_profile"
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def run(ctx):

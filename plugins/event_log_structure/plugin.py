@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 ROLES = ("case", "process", "status", "queued", "started", "ended", "user", "host")
 TIME_ROLES = ("queued", "started", "ended")
@@ -13,11 +14,6 @@ RETRIED_STATUS = re.compile(r"retr|rerun|resubmit", re.IGNORECASE)
 FAILED_STATUS = re.compile(
     r"fail|error|abort|crash|timeout|timed.?out|kill|exception|reject", re.IGNORECASE
 )
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _ts(name: str, dtype: str) -> str:

@@ -7,13 +7,9 @@ context for the report and may be absent or na.
 from __future__ import annotations
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.sql import quote_ident as _q
 
 UPSTREAM = "column_profile"
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _impute_advice(role: str) -> str:

@@ -5,13 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from contracts import Evidence, Finding, ok
+from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _ts(name: str, dtype: str) -> str:

@@ -17,26 +17,12 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import string_literal as _str_lit
+from contracts.sql import timestamp_expr
 
 DAYS_PER_MONTH = 365.25 / 12
 RUN_FLOOR_S = 1.0  # daily medians below one second are treated as one second (logs)
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _str_lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (same rule as process_durations)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:

@@ -7,17 +7,13 @@ import math
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 QUANTILES = (("p01", 0.01), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p99", 0.99))
 
 # A normal distribution's MAD is sigma * Phi^-1(3/4); dividing by it puts the MAD on
 # the sigma scale (the same constant as scipy's ``median_abs_deviation(scale="normal")``).
 _NORMAL_MAD = float(stats.norm.ppf(0.75))
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _num(value):

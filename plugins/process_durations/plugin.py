@@ -5,26 +5,10 @@ from __future__ import annotations
 import math
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import timestamp_expr
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """An SQL expression giving column ``name`` as a timestamp.
-
-    Zoned timestamps are used as they are (a cast would shift them into the session
-    time zone); anything else (TIMESTAMP, DATE, ISO strings) goes through TRY_CAST,
-    so unparseable values become NULL rather than errors.
-    """
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _num(value):

@@ -8,26 +8,12 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import string_literal as _str_lit
+from contracts.sql import timestamp_expr
 
 UPSTREAM = "process_durations"
 DAYS_PER_MONTH = 365.25 / 12
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _str_lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (same rule as process_durations)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _keep_fraction(count: int, limit: int) -> int:

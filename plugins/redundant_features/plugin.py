@@ -23,6 +23,8 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import timestamp_expr
 
 _ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "pid", "uid", "key", "index", "idx"})
 _TIME_WORDS = frozenset({"epoch", "timestamp", "unix", "unixtime", "datetime", "ts"})
@@ -30,11 +32,6 @@ _TIME_LAST = frozenset({"at", "date", "ts", "time", "timestamp"})
 _TIME_UNITS = frozenset(
     {"s", "sec", "secs", "seconds", "ms", "min", "mins", "minutes", "h", "hours", "duration"}
 )
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _words(name: str) -> list[str]:
@@ -51,14 +48,6 @@ def positional_name(name: str) -> bool:
         return True
     # "created_at", "end_time" are points in time; "run_time_s" is a duration
     return words[-1] in _TIME_LAST and not any(w in _TIME_UNITS for w in words)
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (zoned timestamps as they are, others cast)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _num(value) -> float | None:

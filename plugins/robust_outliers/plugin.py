@@ -5,13 +5,9 @@ from __future__ import annotations
 import math
 
 from contracts import Evidence, Finding, Ok, na, ok
+from contracts.sql import quote_ident as _q
 
 UPSTREAM = "numeric_summary"
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: float) -> str:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import re
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 RETRY_WORDS = frozenset({"retry", "retries", "retried", "attempt", "attempts", "rerun", "reruns"})
 OTHER = "(other)"
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:

@@ -9,13 +9,9 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:

@@ -8,13 +8,9 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _ts(name: str, dtype: str) -> str:

@@ -24,23 +24,11 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.sql import timestamp_expr
 
 DAY_US = 86_400 * 1_000_000
 WEEK_US = 7 * DAY_US
 HOUR_US = 3_600 * 1_000_000
-
-
-def _q(name: str) -> str:
-    """Quote a column name as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def timestamp_expr(name: str, dtype: str) -> str:
-    """Column ``name`` as a timestamp (zoned timestamps as they are, others cast)."""
-    kind = dtype.upper()
-    if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
-        return _q(name)
-    return f"TRY_CAST({_q(name)} AS TIMESTAMP)"
 
 
 def _iso(us: int) -> str:
