@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 
 from engine import Engine
-from engine._core.synth import synthesize
+from engine._tools.synth import synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 

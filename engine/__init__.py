@@ -1,12 +1,33 @@
 """A deterministic, fail-closed, two-lane plugin engine for statistical analysis.
 
-The public API is exactly the names in ``__all__``; everything else lives in
-``engine._core`` and may change.
+The public API is exactly the names in ``__all__``; everything else lives in the
+private packages (``_core`` the kernel, ``_executors``, ``_worker``, ``_data``,
+``_tools``) and may change. The tools (replay, check, diff, ...) and the command line
+are built on these names only.
 """
 
-from ._core.api import Engine, RunHandle, RunResult, prepare_plan
-from ._core.data import DataReader, ingest
-from ._core.errors import (
+from ._core.api import CACHE_DIR, DATA_CACHE, Engine, RunHandle, RunResult, prepare_plan
+from ._core.artifacts import (
+    MANIFEST_NAME,
+    MARKDOWN_NAME,
+    REPORT_NAME,
+    TRACE_NAME,
+    atomic_write,
+    build_report,
+    write_artifacts,
+)
+from ._core.cache import ResultCache
+from ._core.config import CONFIG_NAME, ProjectSettings, load_settings
+from ._core.eventlog import LOG_NAME, last_hash, read_log
+from ._core.gates import evaluate_gates
+from ._core.manifests import PluginSpec, load_plugins
+from ._core.plan import MODES, build_plan, verify_plan_record
+from ._core.state import RunState, apply, fold
+from ._core.supervisor import ENGINE_VERSION as __version__
+from ._data.ingest import ingest
+from ._executors.process import Executor, InlineExecutor, ProcessPool
+from ._worker.reader import ALLOWED_CALLS, DataReader
+from .errors import (
     ConfigError,
     CycleError,
     DatasetError,
@@ -18,14 +39,18 @@ from ._core.errors import (
     NondeterminismError,
     PlanError,
 )
-from ._core.eventlog import read_log
-from ._core.executor import Executor, InlineExecutor, ProcessPool
-from ._core.manifests import PluginSpec, load_plugins
-from ._core.plan import build_plan
-from ._core.state import RunState, apply, fold
-from ._core.supervisor import ENGINE_VERSION as __version__
 
 __all__ = [
+    "ALLOWED_CALLS",
+    "CACHE_DIR",
+    "CONFIG_NAME",
+    "DATA_CACHE",
+    "LOG_NAME",
+    "MANIFEST_NAME",
+    "MARKDOWN_NAME",
+    "MODES",
+    "REPORT_NAME",
+    "TRACE_NAME",
     "ConfigError",
     "CycleError",
     "DataReader",
@@ -42,15 +67,24 @@ __all__ = [
     "PlanError",
     "PluginSpec",
     "ProcessPool",
+    "ProjectSettings",
+    "ResultCache",
     "RunHandle",
     "RunResult",
     "RunState",
     "__version__",
     "apply",
+    "atomic_write",
     "build_plan",
+    "build_report",
+    "evaluate_gates",
     "fold",
     "ingest",
+    "last_hash",
     "load_plugins",
+    "load_settings",
     "prepare_plan",
     "read_log",
+    "verify_plan_record",
+    "write_artifacts",
 ]

@@ -2,7 +2,7 @@
 
 import sys
 
-from engine._core.cli import main
+from engine._tools.cli import main
 
 
 def _main() -> None:

@@ -2,7 +2,7 @@
 
 Plugin tests should exercise the same data path as a run: the data is written to
 Parquet, ingested into DuckDB exactly as the engine does, and read back through a
-:class:`~engine._core.data.DataReader`. Nothing is mocked, so a test that passes
+:class:`~engine.DataReader`. Nothing is mocked, so a test that passes
 here behaves the same inside a worker process.
 
 Example::
@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from contracts import PluginResult
 from contracts.manifest import DataAccessMode
 
-from ._core.context import PluginContext
-from ._core.data import DataReader, ingest
+from ._data.ingest import ingest
+from ._worker.context import PluginContext
+from ._worker.reader import DataReader
 
 __all__ = ["make_context", "make_reader"]
 

@@ -21,13 +21,13 @@ from contracts import DatasetInfo, Plan, Report
 from contracts.events import Event
 from contracts.plan import Mode
 
+from .._data.ingest import ingest
+from .._executors.process import Executor, make_executor
+from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import ResultCache, RunCache
 from .config import ProjectSettings
-from .data import ingest
-from .errors import ConfigError, EngineError
 from .eventlog import LOG_NAME, EventLog, last_hash, read_log
-from .executor import Executor, make_executor
 from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState, fold

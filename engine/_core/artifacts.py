@@ -14,7 +14,7 @@ from contracts import Failed, Na, Ok, PluginReport, Report, RunManifest
 from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, PreflightEntry, Summary
 from telemetry.metrics import lane_metrics
 
-from .errors import EngineInternalError
+from ..errors import EngineInternalError
 from .gates import legacy_skipped
 from .state import PluginRecord, RunState
 

@@ -15,7 +15,7 @@ import yaml
 from contracts._base import StrictWire
 from contracts.plan import Mode
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .manifests import SAFE_LOADER, qualify_validation_error
 
 CONFIG_NAME = "engine.yaml"

@@ -19,7 +19,7 @@ import msgspec
 
 from contracts.events import DECODER, ENCODER, GENESIS, Event
 
-from .errors import LogIntegrityError
+from ..errors import LogIntegrityError
 
 E = TypeVar("E", bound=Event)
 

@@ -22,7 +22,7 @@ def legacy_skipped(record: PluginRecord) -> bool:
     return isinstance(result, Na) and not record.ran and result.reason_code in NOT_RUN_REASONS
 
 
-def evaluate(state: RunState) -> tuple[QualityGates, tuple[Offender, ...]]:
+def evaluate_gates(state: RunState) -> tuple[QualityGates, tuple[Offender, ...]]:
     """Count every gate and name every offender, in plan order."""
     counts = dict.fromkeys(QualityGates.__struct_fields__, 0)
     offenders: list[Offender] = []

@@ -22,7 +22,7 @@ import contracts
 from contracts import CONTRACTS_VERSION, Manifest
 from contracts.manifest import SettingSpec
 
-from .errors import ConfigError, ManifestError, ManifestProblem
+from ..errors import ConfigError, ManifestError, ManifestProblem
 
 PLUGIN_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

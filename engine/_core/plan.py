@@ -24,7 +24,7 @@ import msgspec
 from contracts import Plan, PlanStep, stable_hash
 from contracts.plan import Mode
 
-from .errors import ConfigError, CycleError
+from ..errors import ConfigError, CycleError
 from .manifests import PluginSpec, resolve_settings
 
 LANE_POLICY_VERSION = "1"
@@ -234,7 +234,7 @@ class _PlanHash(msgspec.Struct):
     plan_hash: str
 
 
-def recorded_plan_hash_ok(record: bytes) -> bool:
+def verify_plan_record(record: bytes) -> bool:
     """Whether a logged ``plan_built`` record's plan hashes to its ``plan_hash``.
 
     Checked on the bytes as recorded (the plan object with its hash blanked), not on

@@ -33,7 +33,7 @@ from contracts.events import (
     StallDetected,
 )
 
-from .errors import EngineInternalError, NondeterminismError
+from ..errors import EngineInternalError, NondeterminismError
 
 Phase = Literal["pending", "dispatched", "running", "done"]
 

@@ -52,15 +52,15 @@ from contracts.events import (
 )
 from contracts.plan import Mode
 
+from .._executors.process import Executor
+from .._worker.run import Job, JobOutput
+from ..errors import EngineInternalError
 from .cache import CacheKey, RunCache, cacheable, make_key
-from .errors import EngineInternalError
 from .eventlog import EventLog
-from .executor import Executor
-from .gates import evaluate
+from .gates import evaluate_gates
 from .manifests import PluginSpec
 from .preflight import preflight
 from .state import RunState, apply
-from .worker import Job, JobOutput
 
 ENGINE_VERSION = "0.1.0"
 
@@ -343,7 +343,7 @@ class Supervisor:
         if self._cache is not None:
             self._cache.flush()
         if self.state.gates is None:
-            gates, offenders = evaluate(self.state)
+            gates, offenders = evaluate_gates(self.state)
             self._append(
                 GateEvaluated,
                 gates=gates,

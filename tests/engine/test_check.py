@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from engine._core.check import check_run
+from engine._tools.check import check_run
 
 from .conftest import MakePlugin
 

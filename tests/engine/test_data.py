@@ -19,15 +19,15 @@ import pytest
 
 from contracts import DataAccess, DatasetInfo
 from contracts.manifest import EventRole
-from engine._core import data as data_mod
-from engine._core.data import (
+from engine._data import ingest as data_mod
+from engine._data.ingest import (
     INGEST_VERSION,
-    DataReader,
     fingerprint_file,
     infer_role,
     ingest,
 )
-from engine._core.errors import DatasetError
+from engine._worker.reader import DataReader
+from engine.errors import DatasetError
 from engine.testing import make_context, make_reader
 
 # ----------------------------------------------------------------------------- data

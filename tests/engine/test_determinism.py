@@ -10,9 +10,9 @@ import anyio
 import pytest
 
 from engine import ConfigError, Engine
-from engine._core.cli import main
-from engine._core.determinism import compare_runs, run_projection, verify_determinism
-from engine._core.synth import synthesize
+from engine._tools.cli import main
+from engine._tools.determinism import compare_runs, run_projection, verify_determinism
+from engine._tools.synth import synthesize
 
 from .conftest import MakePlugin
 

@@ -12,8 +12,8 @@ from contracts import Evidence, Finding, Impact, PluginReport, Report
 from contracts.plan import Mode
 from contracts.report import Summary
 from engine import Engine
-from engine._core.cli import main
-from engine._core.diff import diff_reports, diff_runs, render_markdown
+from engine._tools.cli import main
+from engine._tools.diff import diff_reports, diff_runs, render_markdown
 
 from .conftest import MakePlugin
 

@@ -12,7 +12,7 @@ import pytest
 from contracts.events import GateEvaluated, RunFinished
 from contracts.schema import load as load_schema
 from engine import Engine, RunResult, fold, read_log
-from engine._core.gates import evaluate
+from engine._core.gates import evaluate_gates
 
 from .conftest import MakePlugin
 
@@ -97,7 +97,7 @@ async def test_each_breach_is_named_and_fails_strict(
     md = (result.run_dir / "report.md").read_text()
     assert "Quality gates: FAILED" in md and "orphan_explainer" in md
     # The gates are a pure fold of the log: recomputing gives the recorded answer.
-    gates, offenders = evaluate(fold(events))
+    gates, offenders = evaluate_gates(fold(events))
     assert (gates, offenders) == (events[-2].gates, events[-2].offenders)
 
 

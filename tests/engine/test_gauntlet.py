@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine._core.cli import main
-from engine._core.gauntlet import run_gauntlet
-from engine._core.synth import SCENARIOS
+from engine._tools.cli import main
+from engine._tools.gauntlet import run_gauntlet
+from engine._tools.synth import SCENARIOS
 
 from .conftest import MakePlugin
 

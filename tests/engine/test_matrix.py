@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from engine import load_plugins
-from engine._core.matrix import MATRIX_FILES, check, write
+from engine._tools.matrix import MATRIX_FILES, check, write
 
 from .conftest import MakePlugin
 

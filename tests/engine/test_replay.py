@@ -29,8 +29,8 @@ from contracts.events import (
     event_tag,
 )
 from engine import Engine, LogIntegrityError, read_log
-from engine._core.cli import main
-from engine._core.replay import ABSENT, first_difference, replay
+from engine._tools.cli import main
+from engine._tools.replay import ABSENT, first_difference, replay
 
 from .conftest import MakePlugin, write_plugin
 

@@ -15,7 +15,7 @@ import pytest
 from contracts.events import EVENT_TYPES, event_tag
 from engine import fold, read_log
 from engine._core.artifacts import build_report
-from engine._core.plan import recorded_plan_hash_ok
+from engine._core.plan import verify_plan_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 VERSIONS = sorted(p.name for p in FIXTURES.iterdir() if (p / "events.jsonl").is_file())
@@ -39,7 +39,7 @@ def test_recorded_log_replays(version: str) -> None:
         for line in (folder / "events.jsonl").read_bytes().splitlines()
         if b'"type":"plan_built"' in line
     )
-    assert state.plan is not None and recorded_plan_hash_ok(plan_record)
+    assert state.plan is not None and verify_plan_record(plan_record)
     got = {p.id: [p.status, p.reason_code, [f.id for f in p.findings]] for p in report.plugins}
     assert got == expected["plugins"]
 
@@ -50,8 +50,8 @@ def test_a_tampered_plan_fails_the_recorded_hash_check() -> None:
         for line in (FIXTURES / "v1" / "events.jsonl").read_bytes().splitlines()
         if b'"type":"plan_built"' in line
     )
-    assert recorded_plan_hash_ok(line)
-    assert not recorded_plan_hash_ok(line.replace(b'"timeout_s":300.0', b'"timeout_s":301.0', 1))
+    assert verify_plan_record(line)
+    assert not verify_plan_record(line.replace(b'"timeout_s":300.0', b'"timeout_s":301.0', 1))
 
 
 def test_v1_fixture_covers_every_v1_event_type() -> None:

@@ -15,8 +15,8 @@ from contracts import Evidence, Finding, Plan, PluginReport, Report
 from contracts.events import PlanBuilt
 from contracts.plan import PlanStep, StepLane
 from contracts.report import Summary
-from engine._core.cli import main
-from engine._core.score import ScoreInputError, score_run
+from engine._tools.cli import main
+from engine._tools.score import ScoreInputError, score_run
 
 from .conftest import MakePlugin
 

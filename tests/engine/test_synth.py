@@ -15,11 +15,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine._core import synth
-from engine._core.cli import main
-from engine._core.data import ingest
-from engine._core.errors import ConfigError
-from engine._core.synth import DAYS, START, synthesize, truth_path_for
+from engine._data.ingest import ingest
+from engine._tools import synth
+from engine._tools.cli import main
+from engine._tools.synth import DAYS, START, synthesize, truth_path_for
+from engine.errors import ConfigError
 
 ROWS = 60_000
 WAIT = "date_diff('second', queued_at, started_at)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine import build_plan, load_plugins
-from engine._core.matrix import UNCLASSIFIED, actionability_class
+from engine._tools.matrix import UNCLASSIFIED, actionability_class
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 

@@ -28,10 +28,18 @@ from typing import Any, Final
 
 from attrs import define, field
 
-from .artifacts import MANIFEST_NAME, MARKDOWN_NAME, REPORT_NAME, write_artifacts
-from .errors import LogIntegrityError
-from .eventlog import LOG_NAME, last_hash, read_log
-from .state import RunState, fold
+from engine import (
+    LOG_NAME,
+    MANIFEST_NAME,
+    MARKDOWN_NAME,
+    REPORT_NAME,
+    LogIntegrityError,
+    RunState,
+    fold,
+    last_hash,
+    read_log,
+    write_artifacts,
+)
 
 __all__ = [
     "ABSENT",

@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import ConfigError
+from engine import ConfigError
 
 __all__ = [
     "CHUNK_ROWS",

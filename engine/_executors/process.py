@@ -33,8 +33,8 @@ import anyio.lowlevel
 
 from contracts import Failed
 
-from .errors import EngineError, EngineInternalError
-from .worker import JOB_ENCODER, OUTPUT_DECODER, Job, JobOutput, execute_job, worker_main
+from .._worker.run import JOB_ENCODER, OUTPUT_DECODER, Job, JobOutput, execute_job, worker_main
+from ..errors import EngineError, EngineInternalError
 
 
 class WorkerHandle(Protocol):

@@ -40,16 +40,14 @@ from attrs import define
 
 from contracts.events import CacheHit, CacheMiss
 from contracts.plan import Mode
+from engine import LOG_NAME, ConfigError, Engine, EngineError, read_log
+from engine import __version__ as ENGINE_VERSION
 
-from .api import Engine
 from .check import check_run
 from .determinism import compare_runs
 from .diff import diff_runs, render_markdown, to_json
-from .errors import ConfigError, EngineError
-from .eventlog import LOG_NAME, read_log
 from .replay import replay, show
 from .score import load_report, score_run
-from .supervisor import ENGINE_VERSION
 from .synth import SCENARIOS, synthesize
 
 __all__ = [

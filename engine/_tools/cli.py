@@ -31,25 +31,38 @@ import anyio
 import msgspec
 
 from contracts.report import GATE_NAMES, LaneMetrics
+from engine import (
+    CACHE_DIR,
+    CONFIG_NAME,
+    DATA_CACHE,
+    LOG_NAME,
+    MANIFEST_NAME,
+    MODES,
+    REPORT_NAME,
+    TRACE_NAME,
+    Engine,
+    EngineError,
+    ProjectSettings,
+    ResultCache,
+    RunHandle,
+    RunResult,
+    atomic_write,
+    fold,
+    ingest,
+    load_plugins,
+    load_settings,
+    prepare_plan,
+    read_log,
+)
 
-from .api import CACHE_DIR, DATA_CACHE, Engine, RunHandle, RunResult, prepare_plan
-from .artifacts import MANIFEST_NAME, REPORT_NAME, TRACE_NAME, atomic_write
-from .cache import ResultCache
 from .check import check_run
-from .config import CONFIG_NAME, ProjectSettings, load_settings
-from .data import ingest
 from .determinism import compare_runs, verify_determinism
 from .diff import diff_runs, render_markdown, to_json, write_diff
-from .errors import EngineError
-from .eventlog import LOG_NAME, read_log
 from .gauntlet import DEFAULT_ROWS, DEFAULT_SEED, SMALL_ROWS, run_gauntlet
-from .manifests import load_plugins
 from .matrix import check as matrix_check
 from .matrix import write as matrix_write
-from .plan import MODES
 from .replay import replay
 from .score import format_json, format_text, score_run
-from .state import fold
 from .synth import SCENARIOS, synthesize
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

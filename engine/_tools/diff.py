@@ -34,9 +34,8 @@ import msgspec
 
 from contracts import Finding, PluginReport, Report
 from contracts.events import PlanBuilt
+from engine import LOG_NAME, EngineError, read_log
 
-from .errors import EngineError
-from .eventlog import LOG_NAME, read_log
 from .score import load_report
 
 __all__ = [

@@ -174,7 +174,7 @@ def finding_problem(finding: Finding) -> str | None:
 
 def execute_job(job: Job) -> JobOutput:
     """Run one plugin and return its output; never raises for plugin misbehaviour."""
-    from .data import DataReader
+    from .reader import DataReader
 
     start = time.perf_counter()
     reader = DataReader(job.dataset, declared=job.data_access)
@@ -229,7 +229,7 @@ def worker_main(conn: Connection) -> None:
     import numpy  # noqa: F401
     import pyarrow  # noqa: F401
 
-    from . import data  # noqa: F401
+    from . import reader  # noqa: F401
 
     conn.send_bytes(str(os.getpid()).encode())
     while True:

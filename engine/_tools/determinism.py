@@ -31,13 +31,9 @@ from attrs import define, field
 
 from contracts import Report, stable_hash
 from contracts.plan import Mode
+from engine import LOG_NAME, ConfigError, Engine, LogIntegrityError, build_report, fold, read_log
 
-from .api import Engine
-from .artifacts import build_report
-from .errors import ConfigError, LogIntegrityError
-from .eventlog import LOG_NAME, read_log
 from .replay import first_difference, show
-from .state import fold
 
 __all__ = [
     "DeterminismResult",

@@ -18,13 +18,17 @@ from attrs import define, field
 
 from contracts.report import Offender, QualityGates
 from contracts.schema import load as load_schema
-
-from .artifacts import MANIFEST_NAME, MARKDOWN_NAME, REPORT_NAME
-from .errors import EngineError
-from .eventlog import LOG_NAME, read_log
-from .gates import evaluate
-from .plan import recorded_plan_hash_ok
-from .state import fold
+from engine import (
+    LOG_NAME,
+    MANIFEST_NAME,
+    MARKDOWN_NAME,
+    REPORT_NAME,
+    EngineError,
+    evaluate_gates,
+    fold,
+    read_log,
+    verify_plan_record,
+)
 
 
 @define(kw_only=True)
@@ -81,9 +85,9 @@ def check_run(run_dir: str | Path) -> CheckResult:
         ),
         None,
     )
-    if plan_line is None or not recorded_plan_hash_ok(plan_line):
+    if plan_line is None or not verify_plan_record(plan_line):
         problems.append(f"{run_dir / LOG_NAME}: the recorded plan does not hash to its plan_hash")
-    gates, offenders = evaluate(state)
+    gates, offenders = evaluate_gates(state)
     result.gates, result.offenders = gates, offenders
     if state.gates is None:
         problems.append(f"{run_dir / LOG_NAME}: no gate_evaluated event was recorded")

@@ -27,8 +27,8 @@ import msgspec
 
 from contracts import Report
 from contracts.plan import Plan
+from engine import EngineError
 
-from .errors import EngineError
 from .synth import Planted, Truth
 
 __all__ = [

@@ -15,7 +15,7 @@ from contracts import PluginResult
 from contracts.dataset import SpanRecord
 
 if TYPE_CHECKING:
-    from .data import DataReader
+    from .reader import DataReader
 
 
 @define(frozen=True, kw_only=True)

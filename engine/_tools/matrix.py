@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import ALLOWED_CALLS
-from .manifests import PluginSpec
+from engine import ALLOWED_CALLS, PluginSpec
 
 MATRIX_FILES = (
     "plugins_functionality_matrix.json",
