@@ -6,6 +6,7 @@ committed files drift from what the Structs generate.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,22 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+def _normalized(node: Any) -> Any:
+    """Descriptions as ``inspect.cleandoc`` gives them: msgspec releases render
+    docstrings with different indentation, and the committed files must not depend
+    on which release generated them."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _normalized(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_normalized(v) for v in node]
+    return node
+
+
 def generate(name: str) -> dict[str, Any]:
-    schema = msgspec.json.schema(SCHEMAS[name])
+    schema: dict[str, Any] = _normalized(msgspec.json.schema(SCHEMAS[name]))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = name.removesuffix(".schema.json")
     return schema

@@ -1,13 +1,21 @@
-# Sourced by run-example and run-tests: make sure .venv exists and holds the
-# project as pyproject.toml describes it now. Re-installs when pyproject changes.
+# Sourced by run-example, run-tests and .ci/run: make sure .venv exists and holds
+# exactly what requirements.lock pins (every package with its hash), then the
+# project itself. Re-installs when the lock or pyproject.toml changes.
+#
+# The lock is refreshed on purpose with scripts/lock.sh; scripts/try-latest.sh
+# tries the newest releases the pyproject ranges allow, without touching .venv.
 set -euo pipefail
 PYTHON="${PYTHON:-python3}"
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ]; then
-    echo "setting up .venv (first run, or pyproject.toml changed) ..." >&2
+    echo "setting up .venv from requirements.lock (first run, or the lock changed) ..." >&2
+    rm -rf .venv
     "$PYTHON" -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
-    rm -f .venv/.installed-*
+    # --no-deps: the lock is complete; --require-hashes: every file is the one locked.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        --require-hashes --no-deps -r requirements.lock
+    # The project itself, built with the locked setuptools (no download).
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        --no-deps --no-build-isolation -e .
     touch "$stamp"
 fi

@@ -126,3 +126,13 @@ def test_manifest_decoding_only_raises_validation_errors(raw: dict[str, object])
     except msgspec.ValidationError:
         return
     assert msgspec.convert(msgspec.to_builtins(manifest), Manifest) == manifest
+
+
+def test_schema_descriptions_do_not_depend_on_the_docstring_rendering() -> None:
+    # msgspec releases differ in whether they dedent docstrings; the committed
+    # schemas must be the same whichever rendered them.
+    from contracts.schema import _normalized
+
+    dedented = {"description": "Title.\n\nBody line one\nline two", "x": [{"description": "a"}]}
+    indented = {"description": "Title.\n\n    Body line one\n    line two", "x": [{"description": "a"}]}
+    assert _normalized(indented) == _normalized(dedented) == dedented

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import engine
-from contracts.events import Event, PluginFinished, RunFinished, RunStarted
+from contracts.events import Event, PluginFinished, PluginStarted, RunFinished, RunStarted
 from engine import ConfigError, Engine, EngineError, ManifestError, read_log
 
 from .conftest import MakePlugin
@@ -50,20 +50,44 @@ def test_public_api_is_exactly_what_is_intended() -> None:
     assert public == set(engine.__all__) - {"__version__"}
 
 
+GATED = """
+import time
+from pathlib import Path
+from contracts import Finding, ok
+def run(ctx):
+    # Waits for the test to say it has seen the first plugin's result: the run
+    # cannot end (and write report.json) before the consumer saw that event.
+    gate = Path(ctx.settings["gate"])
+    for _ in range(60_000):
+        if gate.exists():
+            break
+        time.sleep(0.001)
+    return ok(findings=[Finding(kind="gated_kind", title="t", target="x", recommendation="r")])
+"""
+
+
 async def test_events_are_streamed_as_they_are_appended(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    for pid in ("one", "two", "three"):
-        make_plugin(pid, code=SLOW.format(pid=pid))
+    gate = tmp_path / "gate"
+    make_plugin("first", code=SLOW.format(pid="first"))
+    make_plugin(
+        "gated",
+        code=GATED,
+        depends_on=["first"],
+        settings={"gate": {"type": "str", "default": str(gate)}},
+    )
     seen: list[Event] = []
     async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", workers=2) as eng:
         async with eng.open_run(dataset, seed=1) as handle:
             async for event in handle:
                 seen.append(event)
-                if isinstance(event, PluginFinished):
+                if isinstance(event, PluginFinished) and event.plugin_id == "first":
                     # The run is still going when its first results arrive.
                     assert not (handle.run_dir / "report.json").exists()
+                    gate.touch()
         result = handle.result
+    assert gate.exists()
     assert isinstance(seen[0], RunStarted) and isinstance(seen[-1], RunFinished)
     assert [e.seq for e in seen] == list(range(len(seen)))
     assert seen == read_log(result.run_dir / "events.jsonl")
@@ -112,10 +136,12 @@ async def test_cancelling_a_run_leaves_an_unfinished_log(
 ) -> None:
     make_plugin("sleepy", code="import time\ndef run(ctx):\n    time.sleep(30)\n")
     async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", workers=1) as eng:
-        with anyio.move_on_after(1.5):
+        with anyio.CancelScope() as scope:
             async with eng.open_run(dataset, run_id="cancelled") as handle:
-                async for _ in handle:
-                    pass
+                async for event in handle:
+                    if isinstance(event, PluginStarted):
+                        scope.cancel()  # cancelled while the plugin is running
+        assert scope.cancelled_caught
         events = read_log(tmp_path / "runs" / "cancelled" / "events.jsonl")
         assert not isinstance(events[-1], RunFinished)
         assert not (tmp_path / "runs" / "cancelled" / "report.json").exists()
