@@ -47,6 +47,12 @@ class RunStarted(_Event, frozen=True, tag="run_started"):
     large_dataset_rows: int = 1_000_000
     lanes: dict[str, str] = {}
     timeouts: dict[str, float] = {}
+    # Settings that decide outcomes (RESOURCE_LIMIT, STALLED, cache hits), recorded
+    # so the log proves them and a resume uses the same. None: not recorded (a log
+    # written before they were).
+    worker_memory_mb: int | None = None
+    stall_timeout_s: float | None = None
+    cache: bool | None = None
 
 
 class PlanBuilt(_Event, frozen=True, tag="plan_built"):
@@ -69,9 +75,14 @@ class PluginDispatched(_Event, frozen=True, tag="plugin_dispatched"):
 
 
 class PluginStarted(_Event, frozen=True, tag="plugin_started"):
+    """The plugin's job actually began on a worker. ``worker`` is the executor's
+    index of that worker, ``pid`` its process id, ``worker_id`` a name a person can
+    find it by (``process/1 pid 4242``; empty in logs written before it existed)."""
+
     plugin_id: str
     worker: int
     pid: int
+    worker_id: str = ""
 
 
 class DataAccessed(_Event, frozen=True, tag="data_accessed"):

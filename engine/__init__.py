@@ -25,7 +25,7 @@ from ._core.plan import MODES, build_plan, verify_plan_record
 from ._core.state import RunState, apply, fold
 from ._core.supervisor import ENGINE_VERSION as __version__
 from ._data.ingest import ingest
-from ._executors.process import Executor, InlineExecutor, ProcessPool
+from ._executors import Executor, InlineExecutor, ProcessPool
 from ._worker.reader import ALLOWED_CALLS, DataReader
 from .errors import (
     ConfigError,

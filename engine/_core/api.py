@@ -22,7 +22,7 @@ from contracts.events import Event
 from contracts.plan import Mode
 
 from .._data.ingest import ingest
-from .._executors.process import Executor, make_executor
+from .._executors import Executor, make_executor
 from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import ResultCache, RunCache
@@ -98,6 +98,19 @@ class RunHandle:
         return self._result
 
 
+def check_timeouts(plan: Plan, stall_timeout_s: float) -> None:
+    """A plugin allowed to run longer than the stall timeout would end ``STALLED``
+    instead of ``TIMEOUT``, by accident: refuse the run instead."""
+    long = [
+        f"{s.plugin_id} ({s.timeout_s:g}s)" for s in plan.steps if s.timeout_s >= stall_timeout_s
+    ]
+    if long:
+        raise ConfigError(
+            f"timeouts: {', '.join(long)} not below stall_timeout_s ({stall_timeout_s:g}s); "
+            "lower the plugin timeouts or raise stall_timeout_s"
+        )
+
+
 def prepare_plan(
     plugins_dir: str | Path,
     dataset: DatasetInfo | None = None,
@@ -141,8 +154,9 @@ class Engine:
         timeouts: per-plugin timeout overrides in seconds.
         cache: reuse results whose code, settings, data, policy, seed and
             upstream are unchanged (stored under ``<runs_dir>/_cache``).
-        memory_limit_mb: resident memory a worker may use while running a plugin
+        memory_limit_mb: resident memory a plugin's job may add to its worker's
             (``None``: no cap); above it the plugin ends ``RESOURCE_LIMIT``.
+            Recorded in ``run_started``; a resume uses the recorded value.
         stall_timeout_s: with plugins outstanding and no event for this long, the
             stall is recorded and the outstanding plugins end ``STALLED``.
         otlp_endpoint: export every run's spans live over OTLP/HTTP to this URL
@@ -193,11 +207,15 @@ class Engine:
                 raise ConfigError(f"otlp_endpoint: {exc}") from None
         self.otlp_endpoint = otlp_endpoint
         self.trace_file = trace_file
+        if memory_limit_mb is not None and memory_limit_mb < 1:
+            raise ConfigError(
+                f"memory_limit_mb: must be at least 1 (or None), got {memory_limit_mb}"
+            )
+        self.memory_limit_mb = memory_limit_mb
         self._executor = (
-            executor
-            if not isinstance(executor, str)
-            else make_executor(executor, workers, memory_limit_mb)
+            executor if not isinstance(executor, str) else make_executor(executor, workers)
         )
+        self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
         self._specs = SpecCache()
         self.use_cache = cache
@@ -232,7 +250,14 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self.use_cache:
             self._store = ResultCache(self.runs_dir / CACHE_DIR)
-        await self._executor.start()
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self._executor)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
         self._entered = True
         return self
 
@@ -243,8 +268,10 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
+        stack, self._stack = self._stack, None
         try:
-            await self._executor.aclose()
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
         finally:
             if self._store is not None:
                 self._store.close()
@@ -274,6 +301,7 @@ class Engine:
             lanes=self.lanes,
             timeouts=self.timeouts,
         )
+        check_timeouts(plan, self.stall_timeout_s)
         run_dir = self.runs_dir / run_id
         if run_dir.exists():
             raise ConfigError(f"{run_dir}: run directory already exists")
@@ -295,6 +323,7 @@ class Engine:
             if self._store is not None
             else None,
             stall_timeout_s=self.stall_timeout_s,
+            worker_memory_mb=self.memory_limit_mb,
         )
 
     async def run(
@@ -393,6 +422,18 @@ class Engine:
                 f"(plan {state.plan.plan_hash[:12]} is now {plan.plan_hash[:12]}); "
                 "start a new run"
             )
+        # What decides outcomes is what the run recorded, not this engine's settings
+        # (older logs recorded none of these: then this engine's apply).
+        stall_timeout_s = (
+            started.stall_timeout_s if started.stall_timeout_s is not None else self.stall_timeout_s
+        )
+        memory_mb = (  # None is a recorded value too (no cap): test a field it came with
+            started.worker_memory_mb
+            if started.stall_timeout_s is not None
+            else self.memory_limit_mb
+        )
+        use_cache = self._store is not None and started.cache is not False
+        check_timeouts(plan, stall_timeout_s)
         spec = RunSpec(
             run_id=started.run_id,
             run_dir=run_dir,
@@ -408,9 +449,10 @@ class Engine:
             lanes=dict(started.lanes),
             timeouts=dict(started.timeouts),
             cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
-            if self._store is not None
+            if self._store is not None and use_cache
             else None,
-            stall_timeout_s=self.stall_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            worker_memory_mb=memory_mb,
         )
         spec.resume_from = (len(events), last_hash(events, path))
         return spec, state
