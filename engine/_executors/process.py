@@ -278,7 +278,8 @@ class ProcessPool:
 
     def _place(self) -> None:
         """Hand queued jobs to workers: an idle worker first; else start a worker
-        that is down; else write ahead to the least loaded worker with room."""
+        that is down (or wait for one starting); else write ahead to the least loaded
+        worker with room."""
         backlog = self._backlog
         while backlog:
             task = backlog[0][2]
@@ -303,8 +304,8 @@ class ProcessPool:
         for slot in up:
             if not slot.tasks:
                 return slot
-        if any(s.state == "down" for s in self._slots):
-            return None  # better to start that worker than to queue behind a busy one
+        if any(s.state in ("down", "starting") for s in self._slots):
+            return None  # better to (wait for) a worker of its own than to queue behind one
         room = 1 + self.pipeline
         candidates = [s for s in up if len(s.tasks) < room]
         return min(candidates, key=lambda s: (len(s.tasks), s.index)) if candidates else None
@@ -514,10 +515,16 @@ class ProcessPool:
             if not isinstance(exc, EOFError | OSError | ValueError | TimeoutError):
                 raise  # cancelled while starting
             await anyio.to_thread.run_sync(process.join, 10.0)
+            why = (
+                f"no answer within {self._start_timeout_s:g}s"
+                if isinstance(exc, TimeoutError)
+                else f"it ended ({_exit_description(process.exitcode)}) before it was ready"
+            )
             raise EngineError(
-                f"worker {index} failed to start ({exc!r}). Workers are started with the "
-                "'spawn' method, which re-imports the main module: a script that uses the "
-                "engine must guard its entry point with `if __name__ == '__main__':`"
+                f"worker {index} failed to start: {why}. Workers are started with the "
+                "'spawn' method, which "
+                "re-imports the main module: a script that uses the engine must guard its "
+                "entry point with `if __name__ == '__main__':`"
             ) from exc
         sock = socket.socket(fileno=os.dup(parent.fileno()))
         sock.setblocking(False)
@@ -533,28 +540,32 @@ class ProcessPool:
                 await self._something_runs.wait()
                 self._something_runs = anyio.Event()
             await anyio.sleep(WATCH_INTERVAL_S)
-            now = anyio.current_time()
-            for slot in self._slots:
-                task = slot.running
-                if task is None or task.verdict is not None or task.state == "done":
-                    continue
-                assert task.started_at is not None
-                if now - task.started_at >= task.timeout_s:
+            self._check(anyio.current_time())
+
+    def _check(self, now: float) -> None:
+        """Give a verdict to every running job past its timeout or memory cap, and
+        kill its worker (the slot's task then settles the job with that verdict)."""
+        for slot in self._slots:
+            task = slot.running
+            if task is None or task.verdict is not None or task.state == "done":
+                continue
+            assert task.started_at is not None
+            if now - task.started_at >= task.timeout_s:
+                task.verdict = (
+                    "TIMEOUT",
+                    f"no result after {task.timeout_s:g}s; worker {slot.pid} killed",
+                )
+                self._kill(slot)
+            elif task.memory_mb:
+                used = rss_bytes(slot.pid) - task.start_rss
+                if used > task.memory_mb * 1_000_000:
                     task.verdict = (
-                        "TIMEOUT",
-                        f"no result after {task.timeout_s:g}s; worker {slot.pid} killed",
+                        "RESOURCE_LIMIT",
+                        f"the job used {used / 1e6:.0f} MB more than its worker had when "
+                        f"it started, above the {task.memory_mb} MB cap; worker "
+                        f"{slot.pid} killed",
                     )
                     self._kill(slot)
-                elif task.memory_mb:
-                    used = rss_bytes(slot.pid) - task.start_rss
-                    if used > task.memory_mb * 1_000_000:
-                        task.verdict = (
-                            "RESOURCE_LIMIT",
-                            f"the job used {used / 1e6:.0f} MB more than its worker had when "
-                            f"it started, above the {task.memory_mb} MB cap; worker "
-                            f"{slot.pid} killed",
-                        )
-                        self._kill(slot)
 
     def _observe(self, duration_s: float) -> None:
         self._recent_s = (

@@ -62,6 +62,8 @@ def run(ctx):
         if gate.exists():
             break
         time.sleep(0.001)
+    else:
+        raise TimeoutError("the test never opened the gate")
     return ok(findings=[Finding(kind="gated_kind", title="t", target="x", recommendation="r")])
 """
 
