@@ -6,6 +6,7 @@ private packages (``_core`` the kernel, ``_executors``, ``_worker``, ``_data``,
 are built on these names only.
 """
 
+from ._core import ENGINE_VERSION as __version__
 from ._core.api import CACHE_DIR, DATA_CACHE, Engine, RunHandle, RunResult, prepare_plan
 from ._core.artifacts import (
     MANIFEST_NAME,
@@ -23,7 +24,6 @@ from ._core.gates import evaluate_gates
 from ._core.manifests import PluginSpec, load_plugins
 from ._core.plan import MODES, build_plan, verify_plan_record
 from ._core.state import RunState, apply, fold
-from ._core.supervisor import ENGINE_VERSION as __version__
 from ._data.ingest import ingest
 from ._executors import Executor, InlineExecutor, ProcessPool
 from ._worker.reader import ALLOWED_CALLS, DataReader

@@ -70,14 +70,13 @@ from contracts.plan import Mode
 from .._executors.base import Completion, Executor, JobDone, JobStarted, Ticket
 from .._worker.job import Job, JobOutput
 from ..errors import EngineInternalError
+from . import ENGINE_VERSION
 from .cache import CacheKey, RunCache, cacheable, make_key
 from .eventlog import EventLog
 from .gates import evaluate_gates
 from .manifests import PluginSpec
 from .preflight import preflight
 from .state import RunState, apply
-
-ENGINE_VERSION = "0.1.0"
 
 
 def plugin_seed(seed: int, plugin_id: str) -> int:
@@ -409,7 +408,7 @@ class Supervisor:
         return make_key(
             step,
             mode=self.spec.mode,
-            dataset_fp=self.spec.dataset.fingerprint,
+            dataset=self.spec.dataset,
             seed=plugin_seed(self.spec.seed, step.plugin_id),
             upstream_keys=upstream,
         )
