@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._base import freeze
 from .dataset import DataAccess, DatasetInfo, SpanRecord
 from .plan import Mode, Plan, StepLane
 from .report import Offender, QualityGates
@@ -30,6 +31,12 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     prev: str
     wall: float
     mono: float
+
+    def __post_init__(self) -> None:
+        # Deep-immutable: every dict and list an event holds (the engine's own
+        # settings, a plugin's metrics) is copied into a container that refuses
+        # changes, so nothing can alter an event after it was appended.
+        freeze(self)
 
 
 class RunStarted(_Event, frozen=True, tag="run_started"):
@@ -134,8 +141,9 @@ class CacheHit(_Event, frozen=True, tag="cache_hit"):
 
 
 class CacheMiss(_Event, frozen=True, tag="cache_miss"):
-    """``reason``: absent, code_changed, settings_changed, dataset_changed,
-    policy_changed, seed_changed or upstream_changed."""
+    """``reason``: absent, code_changed, engine_changed, environment_changed,
+    settings_changed, dataset_changed, schema_changed, policy_changed, seed_changed
+    or upstream_changed (the first component of the key that differs)."""
 
     plugin_id: str
     key: str

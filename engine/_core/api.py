@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import re
 import secrets
@@ -27,7 +28,7 @@ from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import ResultCache, RunCache
 from .config import ProjectSettings
-from .eventlog import LOG_NAME, EventLog, last_hash, read_log
+from .eventlog import LOG_NAME, EventLog, read_log
 from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState, fold
@@ -96,6 +97,11 @@ class RunHandle:
         if self._result is None:
             raise EngineError(f"run {self.run_id} has not finished")
         return self._result
+
+
+def _new_log(run_dir: Path) -> EventLog:
+    run_dir.mkdir(parents=True)
+    return EventLog(run_dir / LOG_NAME)
 
 
 def check_timeouts(plan: Plan, stall_timeout_s: float) -> None:
@@ -249,7 +255,7 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         if self.use_cache:
-            self._store = ResultCache(self.runs_dir / CACHE_DIR)
+            self._store = await anyio.to_thread.run_sync(ResultCache, self.runs_dir / CACHE_DIR)
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -274,7 +280,8 @@ class Engine:
                 await stack.__aexit__(exc_type, exc, tb)
         finally:
             if self._store is not None:
-                self._store.close()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._store.close)
                 self._store = None
 
     def ingest(self, dataset: str | Path) -> DatasetInfo:
@@ -363,7 +370,7 @@ class Engine:
         spec = await anyio.to_thread.run_sync(
             self._prepare, dataset, seed, select, mode or self.mode, run_id
         )
-        async with self._drive(spec, None) as handle:
+        async with self._drive(spec, None, None) as handle:
             yield handle
 
     async def resume(self, run_dir: str | Path) -> RunResult:
@@ -382,17 +389,26 @@ class Engine:
     async def open_resume(self, run_dir: str | Path) -> AsyncIterator[RunHandle]:
         """Like :meth:`open_run`, for :meth:`resume`: iterate the new events live."""
         self._require_entered()
-        spec, state = await anyio.to_thread.run_sync(self._prepare_resume, Path(run_dir))
-        async with self._drive(spec, state) as handle:
+        spec, state, log = await anyio.to_thread.run_sync(self._prepare_resume, Path(run_dir))
+        async with self._drive(spec, state, log) as handle:
             yield handle
 
     def _require_entered(self) -> None:
         if not self._entered:
             raise EngineError("use the engine as `async with Engine(...) as engine:`")
 
-    def _prepare_resume(self, run_dir: Path) -> tuple[RunSpec, RunState]:
+    def _prepare_resume(self, run_dir: Path) -> tuple[RunSpec, RunState, EventLog]:
+        # Locked first: a torn tail is cut, and the run continued, by one engine only.
+        log, events = EventLog.reopen(run_dir / LOG_NAME)
+        try:
+            spec, state = self._resume_spec(run_dir, events)
+        except BaseException:
+            log.close()
+            raise
+        return spec, state, log
+
+    def _resume_spec(self, run_dir: Path, events: list[Event]) -> tuple[RunSpec, RunState]:
         path = run_dir / LOG_NAME
-        events = read_log(path, repair_tail=True)
         state = fold(events)
         started = state.started
         if started is None:
@@ -454,27 +470,31 @@ class Engine:
             stall_timeout_s=stall_timeout_s,
             worker_memory_mb=memory_mb,
         )
-        spec.resume_from = (len(events), last_hash(events, path))
         return spec, state
 
     @asynccontextmanager
-    async def _drive(self, spec: RunSpec, state: RunState | None) -> AsyncIterator[RunHandle]:
+    async def _drive(
+        self, spec: RunSpec, state: RunState | None, log: EventLog | None
+    ) -> AsyncIterator[RunHandle]:
         send, recv = anyio.create_memory_object_stream[Event](math.inf)
         handle = RunHandle(spec.run_id, spec.run_dir, recv)
         with recv:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._execute, spec, state, send, handle)
+                tg.start_soon(self._execute, spec, state, log, send, handle)
                 yield handle
 
     async def _execute(
         self,
         spec: RunSpec,
         state: RunState | None,
+        log: EventLog | None,
         send: MemoryObjectSendStream[Event],
         handle: RunHandle,
     ) -> None:
         # Imported here, not at the top: worker processes import ``engine`` and never
         # need the OTLP exporter.
+        # Its first import (OpenTelemetry, protobuf) takes a while: not on the loop.
+        await anyio.to_thread.run_sync(importlib.import_module, "telemetry.export")
         from telemetry.export import LiveTraceExporter, trace_json
         from telemetry.metrics import export_lane_metrics
 
@@ -494,19 +514,17 @@ class Engine:
                 send.send_nowait(event)
 
         with send:
-            if state is None:
-                spec.run_dir.mkdir(parents=True)
-                log = EventLog(spec.run_dir / LOG_NAME)
-            else:
-                seq, prev = spec.resume_from
-                log = EventLog(spec.run_dir / LOG_NAME, seq=seq, prev=prev)
+            if log is None:
+                log = await anyio.to_thread.run_sync(_new_log, spec.run_dir)
             try:
                 try:
                     supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
                     state = await (supervisor.run() if state is None else supervisor.resume(state))
                 finally:
-                    log.close()
-                report = write_artifacts(spec.run_dir, state, log.last_hash)
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(log.close)  # the final fsync
+                last = log.last_hash
+                report = await anyio.to_thread.run_sync(write_artifacts, spec.run_dir, state, last)
                 if self.trace_file:
                     spans = tracer.spans()
                     # Encoding and writing a whole trace (megabytes for large fleets):

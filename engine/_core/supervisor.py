@@ -106,7 +106,6 @@ class RunSpec:
     lanes: dict[str, str] = field(factory=dict)
     timeouts: dict[str, float] = field(factory=dict)
     cache: RunCache | None = None
-    resume_from: tuple[int, str] = (0, "")
     stall_timeout_s: float = 900.0
     worker_memory_mb: int | None = None
 

@@ -512,9 +512,10 @@ class ProcessPool:
         except BaseException as exc:
             process.kill()
             parent.close()
+            with anyio.CancelScope(shield=True):  # reaped even when cancelled
+                await anyio.to_thread.run_sync(process.join, 10.0)
             if not isinstance(exc, EOFError | OSError | ValueError | TimeoutError):
                 raise  # cancelled while starting
-            await anyio.to_thread.run_sync(process.join, 10.0)
             why = (
                 f"no answer within {self._start_timeout_s:g}s"
                 if isinstance(exc, TimeoutError)

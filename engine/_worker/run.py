@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from contracts import Failed, PluginResult
+from contracts._base import freeze
 from contracts.dataset import SpanRecord
 
 from .boundary import check_result, check_spans, failure
@@ -44,6 +45,9 @@ from .job import (
     JobOutput,
     RunJob,
 )
+
+WORKER_NICENESS = 5
+"""How much lower than the engine's process the workers' scheduling priority is."""
 
 _ENTRYPOINTS: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
@@ -108,7 +112,8 @@ def execute_job(job: Job) -> JobOutput:
                 data=reader,
                 settings=dict(job.settings),
                 seed=job.seed,
-                upstream=dict(job.upstream),
+                # Read-only in every executor (inline, they are the run's own).
+                upstream=freeze(dict(job.upstream)),
                 artifacts_dir=artifacts_dir,
                 spans=spans,
             )
@@ -189,6 +194,10 @@ def worker_main(conn: Connection) -> None:
     _die_with_parent()
     # Ctrl-C reaches the whole process group; the engine decides what to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the engine's own priority: the host's event loop (an async service, the
+    # supervisor) stays responsive while the workers keep every core busy.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     # Imports done once per worker, before the first job arrives.
     import duckdb  # noqa: F401
     import numpy  # noqa: F401
