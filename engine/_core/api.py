@@ -464,7 +464,11 @@ class Engine:
                     state = await (supervisor.run() if state is None else supervisor.resume(state))
                 finally:
                     log.close()
-                report = write_artifacts(spec.run_dir, state, log.last_hash)
+                # Drawing report.html's charts takes a moment: off the event loop.
+                done = state
+                report = await anyio.to_thread.run_sync(
+                    lambda: write_artifacts(spec.run_dir, done, log.last_hash)
+                )
                 if self.trace_file:
                     spans = tracer.spans()
                     # Encoding and writing a whole trace (megabytes for large fleets):

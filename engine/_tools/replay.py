@@ -1,8 +1,8 @@
 """``engine replay RUN_DIR``: prove a run's artifacts from its event log alone.
 
 Replay verifies the hash chain (:func:`~engine._core.eventlog.read_log`), folds the
-log with the current reducer, rebuilds ``report.json``, ``run_manifest.json`` and
-``report.md`` with the very function the run used to write them
+log with the current reducer, rebuilds ``report.json``, ``run_manifest.json``,
+``report.md`` and ``report.html`` with the very function the run used to write them
 (:func:`~engine._core.artifacts.write_artifacts`, into a scratch folder) and
 compares them with the stored files, byte for byte. Replay never runs a plugin and
 never touches the run directory.
@@ -29,6 +29,7 @@ from typing import Any, Final
 from attrs import define, field
 
 from engine import (
+    HTML_NAME,
     LOG_NAME,
     MANIFEST_NAME,
     MARKDOWN_NAME,
@@ -53,7 +54,7 @@ __all__ = [
     "show",
 ]
 
-ARTIFACTS: Final = (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME)
+ARTIFACTS: Final = (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME)
 """What replay rebuilds and compares, in this order."""
 
 
@@ -296,7 +297,7 @@ def _compare_text(
     name: str, stored: bytes, replayed: bytes, compat: bool, notes: list[str]
 ) -> Divergence | None:
     if compat:
-        # The Markdown rendering is for people and may change between versions.
+        # The Markdown and HTML renderings are for people and may change between versions.
         notes.append(f"{name}: differs from the current rendering (not compared in compat)")
         return None
     where, a_line, b_line = _first_line_difference(stored, replayed)

@@ -22,7 +22,17 @@ from typing import Any
 
 import msgspec
 
-from contracts import DataAccess, DatasetInfo, Failed, Finding, Na, Ok, PluginResult, is_registered
+from contracts import (
+    DataAccess,
+    DatasetInfo,
+    Failed,
+    Finding,
+    Na,
+    Ok,
+    PluginResult,
+    chart_problem,
+    is_registered,
+)
 from contracts._base import Wire
 from contracts.dataset import SpanRecord
 from contracts.manifest import DataAccessMode
@@ -169,6 +179,9 @@ def finding_problem(finding: Finding) -> str | None:
         return f"finding {finding.kind!r}: a modeled finding needs an impact with assumptions"
     if not finding.title.strip():
         return f"finding {finding.kind!r}: title must not be blank"
+    for index, chart in enumerate(finding.charts):
+        if problem := chart_problem(chart):
+            return f"finding {finding.kind!r}: charts[{index}] ({chart.title!r}): {problem}"
     return None
 
 
