@@ -14,6 +14,8 @@ run's Gantt chart and the live view of ``engine serve``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Literal, assert_never
 
@@ -246,3 +248,50 @@ class RunTimeline(Wire, frozen=True):
     workers: int
     executor: str
     entries: tuple[TimelineEntry, ...] = ()
+
+
+def first_digit_bars(title: str, counts: Sequence[int]) -> Bars:
+    """Observed first-significant-digit shares (``counts`` of digits 1..9) beside
+    Benford's law, ``log10(1 + 1/d)``."""
+    total = sum(counts) or 1
+    return Bars(
+        title=title,
+        y_label="share of values",
+        x_label="first significant digit",
+        categories=tuple(str(d) for d in range(1, 10)),
+        series=(
+            BarSeries(label="observed", values=tuple(c / total for c in counts)),
+            BarSeries(label="Benford", values=tuple(math.log10(1 + 1 / d) for d in range(1, 10))),
+        ),
+    )
+
+
+def histogram_from_rows(
+    title: str,
+    x_label: str,
+    rows: Sequence[Mapping[str, int]],
+    low: float,
+    high: float,
+    bins: int,
+    *,
+    log: bool = False,
+    markers: tuple[Marker, ...] = (),
+) -> Histogram:
+    """A :class:`Histogram` from the rows of :func:`contracts.sql.histogram_sql`."""
+    counts = [0] * bins
+    below = above = 0
+    for row in rows:
+        b, n = int(row["bin"]), int(row["n"])
+        if b < 0:
+            below += n
+        elif b >= bins:
+            above += n
+        else:
+            counts[b] += n
+    if log:
+        step = (math.log(high) - math.log(low)) / bins
+        edges = tuple(math.exp(math.log(low) + i * step) for i in range(bins + 1))
+    else:
+        edges = tuple(low + (high - low) * i / bins for i in range(bins + 1))
+    return Histogram(title=title, x_label=x_label, edges=edges, counts=tuple(counts),
+                     below=below, above=above, log_x=log, markers=markers)  # fmt: skip
