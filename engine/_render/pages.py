@@ -228,22 +228,32 @@ def lane_progress(timeline: RunTimeline) -> list[dict[str, Any]]:
     return out
 
 
-def render_run_list(runs: Sequence[tuple[RunTimeline, str | None]], runs_dir: str) -> str:
-    """The index of ``engine serve``: one row per run (``(timeline, dataset name)``)."""
+def render_run_list(runs: Sequence[tuple[str, RunTimeline, str | None]], runs_dir: str) -> str:
+    """The index of ``engine serve``: one row per run, ``(folder name, timeline, problem
+    folding its log or None)``; links go to the folder, which may differ from the run id."""
     rows = []
-    for t, _ in runs:
+    for folder, t, problem in runs:
         counts = {"ok": 0, "na": 0, "failed": 0}
         for e in t.entries:
             if e.status in counts:
                 counts[e.status] += 1
-        rows.append({"t": t, "counts": counts, "anchor": safe_id(t.run_id)})
+        rows.append(
+            {
+                "t": t,
+                "counts": counts,
+                "folder": folder,
+                "anchor": safe_id(folder),
+                "problem": problem,
+            }
+        )
     return _ENV.get_template("runs.html.j2").render(rows=rows, runs_dir=runs_dir)
 
 
-def render_live_page(timeline: RunTimeline) -> str:
-    """The live view of one run; its script follows the run's event stream."""
+def render_live_page(timeline: RunTimeline, folder: str) -> str:
+    """The live view of the run in ``folder``; its script follows the run's events."""
     return _ENV.get_template("live.html.j2").render(
         t=timeline,
+        folder=folder,
         rows=timeline_table(timeline),
         lanes=lane_progress(timeline),
         timeline_svg=Markup(timeline_svg(timeline)),

@@ -193,8 +193,8 @@ def create_app(runs_dir: str | Path) -> Any:
                 folder.refresh()
                 t = folder.timeline()
                 if t is not None:
-                    runs.append((t, folder.error))
-            runs.sort(key=lambda r: (-r[0].started_wall, r[0].run_id))
+                    runs.append((safe.name, t, folder.error))
+            runs.sort(key=lambda r: (-r[1].started_wall, r[0]))
             return render_run_list(runs, str(root))
 
         return HTMLResponse(await anyio.to_thread.run_sync(listing))
@@ -215,7 +215,7 @@ def create_app(runs_dir: str | Path) -> Any:
         def page() -> str | None:
             folder.refresh()
             t = folder.timeline()
-            return None if t is None else render_live_page(t)
+            return None if t is None else render_live_page(t, folder.path.name)
 
         html = await anyio.to_thread.run_sync(page)
         if html is None:
