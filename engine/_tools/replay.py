@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from attrs import define, field
 
+from contracts.events import Event
 from engine import (
     HTML_NAME,
     LOG_NAME,
@@ -47,6 +48,7 @@ __all__ = [
     "ARTIFACTS",
     "Divergence",
     "ReplayResult",
+    "finished_run",
     "first_difference",
     "json_path",
     "rebuild_artifacts",
@@ -238,6 +240,24 @@ def _compare_json(
     return None
 
 
+def finished_run(run_dir: Path) -> tuple[list[Event], RunState]:
+    """The verified log of a finished run and its fold.
+
+    Raises:
+        LogIntegrityError: the log is broken, or the run never finished.
+    """
+    log = run_dir / LOG_NAME
+    events = read_log(log)
+    state = fold(events)
+    if state.finished is None:
+        raise LogIntegrityError(
+            str(log),
+            len(events),
+            "the run never finished (no run_finished record): resume it first",
+        )
+    return events, state
+
+
 def replay(run_dir: str | Path, *, compat: bool = False) -> ReplayResult:
     """Replay ``run_dir`` from its event log and compare the stored artifacts.
 
@@ -257,16 +277,10 @@ def replay(run_dir: str | Path, *, compat: bool = False) -> ReplayResult:
     """
     folder = Path(run_dir)
     log = folder / LOG_NAME
-    events = read_log(log)
-    state = fold(events)
-    if state.finished is None:
-        raise LogIntegrityError(
-            str(log),
-            len(events),
-            "the run never finished (no run_finished record): resume it before replaying",
-        )
+    events, state = finished_run(folder)
     rebuilt = rebuild_artifacts(state, last_hash(events, log))
-    result = ReplayResult(run_dir=folder, events=len(events), status=state.finished.status)
+    status = state.finished.status if state.finished is not None else ""
+    result = ReplayResult(run_dir=folder, events=len(events), status=status)
     for name in ARTIFACTS:
         path = folder / name
         if not path.is_file():

@@ -11,16 +11,14 @@ from pathlib import Path
 
 from engine import (
     HTML_NAME,
-    LOG_NAME,
     MARKDOWN_NAME,
-    LogIntegrityError,
     atomic_write,
     build_report,
-    fold,
-    read_log,
     render_markdown,
     render_report_html,
 )
+
+from .replay import finished_run
 
 __all__ = ["rebuild_reports"]
 
@@ -46,13 +44,7 @@ def rebuild_reports(
         LogIntegrityError: the log is missing or broken, or the run never finished.
     """
     folder = Path(run_dir)
-    log = folder / LOG_NAME
-    events = read_log(log)
-    state = fold(events)
-    if state.finished is None:
-        raise LogIntegrityError(
-            str(log), len(events), "the run never finished (no run_finished record)"
-        )
+    _, state = finished_run(folder)
     report = build_report(state)
     target = Path(out_dir) if out_dir is not None else folder
     target.mkdir(parents=True, exist_ok=True)
