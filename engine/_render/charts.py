@@ -72,20 +72,35 @@ def _figure(height_in: float, salt: str) -> Iterator[Any]:
         yield Figure(figsize=(WIDTH_IN, height_in))
 
 
-_ID = re.compile(r'(\bid="|url\(#|href="#)([^"()]+)')
+_REF = re.compile(r'url\(#([^")]+)\)|href="#([^"]+)"')
+_ID = re.compile(r'(\bid="|url\(#|href="#)([^"()]+)("|\))')
+_GEOMETRY = re.compile(r'\b(d|x|y|transform|points)="([^"]*)"')
+_DIGITS = re.compile(r"\d+\.\d{3,}")
 
 
-def _scoped(svg: str, key: str) -> str:
-    """Every id of ``svg`` (and every reference to one) prefixed with ``key``:
-    matplotlib numbers its ids per figure (``axes_1``, ``patch_1``), and one page
-    holds many figures. Our own ``tl-`` ids stay as they are (tests and links use
-    them)."""
+def _round(m: re.Match[str]) -> str:
+    return f"{float(m.group(0)):.2f}".rstrip("0").rstrip(".")
+
+
+def _compact(svg: str, key: str) -> str:
+    """Smaller, page-safe SVG. matplotlib numbers its ids per figure (``axes_1``) and
+    one page holds many figures: ids that something refers to are prefixed with
+    ``key``, the others dropped (our own ``tl-`` ids stay: tests and links use them).
+    Coordinates are rounded to a hundredth of a point, and the indentation between
+    tags goes."""
+    used = {a or b for a, b in _REF.findall(svg)}
 
     def scope(m: re.Match[str]) -> str:
-        name = m.group(2)
-        return m.group(0) if name.startswith("tl-") else f"{m.group(1)}{key}-{name}"
+        head, name, tail = m.groups()
+        if name.startswith("tl-"):
+            return m.group(0)
+        if head == 'id="' and name not in used:
+            return "\x00"
+        return f"{head}{key}-{name}{tail}"
 
-    return _ID.sub(scope, svg)
+    svg = _ID.sub(scope, svg).replace(" \x00", "").replace("\x00", "")
+    svg = _GEOMETRY.sub(lambda m: f'{m.group(1)}="{_DIGITS.sub(_round, m.group(2))}"', svg)
+    return re.sub(r">\s+<", "><", svg)
 
 
 def _svg(fig: Any, label: str, key: str) -> str:
@@ -100,7 +115,7 @@ def _svg(fig: Any, label: str, key: str) -> str:
     # Scale with the page: keep the viewBox, drop the fixed size in points.
     head = re.sub(r' (width|height)="[^"]*"', "", head)
     label = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    body = _scoped(text[head_end:].rstrip(), safe_id(key))
+    body = _compact(text[head_end:].rstrip(), safe_id(key))
     return f'{head} role="img" aria-label="{label}"' + body + "\n"
 
 

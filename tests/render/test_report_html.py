@@ -322,4 +322,5 @@ def test_a_legacy_report_says_so_and_uses_manifest_lanes(mode: str) -> None:
     lanes |= {"broken": "explanation"}
     text, _ = page_text(render_html(legacy, timeline, lanes))
     assert "Legacy mode (pre-contract baseline)" in text
-    assert "Behind decide" in text and text.index("large hours") < text.index("Explanations")
+    assert "Behind decide" in text
+    assert text.index("large hours") < text.index("The diagnostics behind the decisions")
