@@ -10,6 +10,20 @@ A plugin imports only from here::
 """
 
 from ._base import CONTRACTS_VERSION, canonical_json, stable_hash
+from .charts import (
+    Bars,
+    BarSeries,
+    Chart,
+    HeatMap,
+    Histogram,
+    Line,
+    Marker,
+    QuantileGroup,
+    Quantiles,
+    Rule,
+    Series,
+    chart_problem,
+)
 from .dataset import ColumnInfo, DataAccess, DatasetInfo
 from .manifest import Manifest
 from .plan import Plan, PlanStep
@@ -32,25 +46,37 @@ from .results import (
 __all__ = [
     "CONTRACTS_VERSION",
     "REASON_CODES",
+    "BarSeries",
+    "Bars",
+    "Chart",
     "ColumnInfo",
     "DataAccess",
     "DatasetInfo",
     "Evidence",
     "Failed",
     "Finding",
+    "HeatMap",
+    "Histogram",
     "Impact",
+    "Line",
     "Manifest",
+    "Marker",
     "Na",
     "Ok",
     "Plan",
     "PlanStep",
     "PluginReport",
     "PluginResult",
+    "QuantileGroup",
+    "Quantiles",
     "ReasonCode",
     "Report",
+    "Rule",
     "RunManifest",
+    "Series",
     "Summary",
     "canonical_json",
+    "chart_problem",
     "failed",
     "finding_id",
     "is_registered",

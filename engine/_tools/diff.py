@@ -33,8 +33,9 @@ from typing import Any, Final, Literal
 import msgspec
 
 from contracts import Finding, PluginReport, Report
+from contracts.diff import Change, FindingDelta, RunDiff, RunInfo, StatusDelta
 from contracts.events import PlanBuilt
-from engine import LOG_NAME, EngineError, read_log
+from engine import LOG_NAME, EngineError, atomic_write, read_log, render_diff_html
 
 from .score import load_report
 
@@ -48,81 +49,17 @@ __all__ = [
     "render_markdown",
     "to_json",
     "write_diff",
+    "write_diff_html",
 ]
 
-Change = Literal["new", "gone", "changed"]
 ABSENT: Final = "absent"
 _SEVERITY: Final = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _CHANGE_ORDER: Final = {"new": 0, "changed": 1, "gone": 2}
 MD_NAME: Final = "diff.md"
 JSON_NAME: Final = "diff.json"
+HTML_NAME: Final = "diff.html"
 MAX_MD_EXPLANATIONS: Final = 40
 DASH: Final = "\u2013"
-
-
-class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One side of the diff."""
-
-    label: str
-    run_id: str
-    mode: str
-    pre_contract: bool
-    status: str
-    seed: int
-    plan_hash: str
-    dataset_fingerprint: str
-    plugins: int
-    decisions: int
-
-
-class FindingDelta(msgspec.Struct, frozen=True, kw_only=True):
-    """A finding that is new in B, gone from B, or changed between A and B.
-
-    The descriptive fields are B's for ``new`` and ``changed``, A's for ``gone``.
-    ``changes`` maps each changed field to ``[value in A, value in B]``.
-    """
-
-    change: Change
-    lane: Literal["decision", "explanation"]
-    plugin_id: str
-    finding_id: str
-    kind: str
-    target: str
-    title: str
-    severity: str
-    confidence: float
-    measurement: str
-    modeled_impact: float
-    impact_unit: str
-    confidence_flag: Literal["high", "medium", "low"]
-    evidence_flag: Literal["reproducible", "metrics", "none"]
-    recommendation: str = ""
-    changes: dict[str, list[Any]] = {}
-
-
-class StatusDelta(msgspec.Struct, frozen=True, kw_only=True):
-    """A plugin whose status or reason code differs (``absent``: not in that run)."""
-
-    plugin_id: str
-    lane: str
-    status_a: str
-    status_b: str
-    reason_a: str | None = None
-    reason_b: str | None = None
-    note: str = ""
-
-
-class RunDiff(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything ``engine diff`` reports (``diff.json``)."""
-
-    run_a: RunInfo
-    run_b: RunInfo
-    summary: str
-    notes: tuple[str, ...]
-    actionable: tuple[FindingDelta, ...]
-    status: tuple[StatusDelta, ...]
-    explanations: tuple[FindingDelta, ...]
-    counts: dict[str, int]
 
 
 def _confidence_flag(confidence: float) -> Literal["high", "medium", "low"]:
@@ -539,3 +476,12 @@ def write_diff(diff: RunDiff, out_dir: str | Path) -> tuple[Path, Path]:
     md.write_text(render_markdown(diff), encoding="utf-8")
     js.write_bytes(to_json(diff))
     return md, js
+
+
+def write_diff_html(diff: RunDiff, out_dir: str | Path) -> Path:
+    """Write ``diff.html`` (the same diff side by side) into ``out_dir``."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / HTML_NAME
+    atomic_write(path, render_diff_html(diff).encode())
+    return path

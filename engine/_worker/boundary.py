@@ -37,7 +37,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from contracts import Failed, Finding, Na, Ok, PluginResult, is_registered
+from contracts import Failed, Finding, Na, Ok, PluginResult, chart_problem, is_registered
 from contracts.dataset import SpanRecord
 from contracts.reasons import ENGINE_ONLY
 
@@ -245,6 +245,9 @@ def finding_problem(finding: Finding) -> str | None:
         return f"finding {finding.kind!r}: a modeled finding needs an impact with assumptions"
     if not finding.title.strip():
         return f"finding {finding.kind!r}: title must not be blank"
+    for index, chart in enumerate(finding.charts):
+        if problem := chart_problem(chart):
+            return f"finding {finding.kind!r}: charts[{index}] ({chart.title!r}): {problem}"
     return None
 
 

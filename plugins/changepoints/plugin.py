@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from datetime import date
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Line, Marker, Rule, Series, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -236,7 +237,9 @@ def run(ctx):
         checked.append(
             f"{process}: shift of {float(best['relative_shift']):+.0%} on {best['date']}"
         )
-        findings.append(_finding(ctx, roles, process, best, passed, n_days))
+        found = _finding(ctx, roles, process, best, passed, n_days)
+        chart = wait_chart(process, series[process], best)
+        findings.append(msgspec.structs.replace(found, charts=(chart,)))
 
     if long_enough == 0:
         return na(
@@ -261,6 +264,29 @@ def run(ctx):
             "processes_checked": long_enough,
             "flagged_processes": [f.target for f in findings],
         },
+    )
+
+
+def _positive(value) -> float | None:
+    return float(value) if value and value > 0 else None
+
+
+def wait_chart(process: str, points: list[dict], best: dict) -> Series:
+    """The daily medians analysed, the change date and the level on each side."""
+    when = best["date"].isoformat()
+    return Series(
+        title=f"Daily median queue wait of {process}",
+        y_label="median wait (s)",
+        x=tuple(p["day"].isoformat() for p in points),
+        lines=(
+            Line(label="daily median", values=tuple(float(p["median_wait_s"]) for p in points)),
+        ),
+        markers=(Marker(at=when, label=f"change on {when}"),),
+        rules=(
+            Rule(value=float(best["before"]), label="level before", end=when),
+            Rule(value=float(best["after"]), label="level after", start=when),
+        ),
+        log_y=True,
     )
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from datetime import date
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Line, Series, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -150,6 +151,7 @@ def chart(points: list[dict], cfg: dict[str, object]) -> dict[str, object]:
         "days": days,
         "raw": raw,
         "typical": typical,
+        "upper": typical * np.exp(np.maximum(limit, min_dev)),
         "flags": flags,
         "n": int(r.size),
         "count": count,
@@ -201,7 +203,8 @@ def run(ctx):
             f"({c['share']:.1%}), longest run {c['run_len']}"
         )
         if by_run or by_share:
-            findings.append(_finding(ctx, roles, process, c, cfg))
+            found = _finding(ctx, roles, process, c, cfg)
+            findings.append(msgspec.structs.replace(found, charts=(wait_chart(process, c),)))
 
     if charted == 0:
         return na(
@@ -225,6 +228,23 @@ def run(ctx):
     return ok(
         findings=findings,
         metrics={"processes_charted": charted, "flagged_processes": [f.target for f in findings]},
+    )
+
+
+def wait_chart(process: str, c: dict[str, object]) -> Series:
+    """The chart as judged: daily medians, centre, upper limit, the violating days."""
+    flags = c["flags"]
+    return Series(
+        title=f"Control chart of {process}'s daily median queue wait",
+        y_label="median wait (s)",
+        x=tuple(d.isoformat() for d in c["days"]),
+        lines=(
+            Line(label="daily median", values=tuple(float(v) if v > 0 else None for v in c["raw"])),
+            Line(label="centre", values=tuple(float(v) for v in c["typical"])),
+            Line(label="upper control limit", values=tuple(float(v) for v in c["upper"])),
+        ),
+        highlight=tuple(i for i in range(len(flags)) if flags[i]),
+        log_y=True,
     )
 
 

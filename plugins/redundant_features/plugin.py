@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import re
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, na, ok
+from contracts import Evidence, Finding, HeatMap, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -55,6 +56,23 @@ def _num(value) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def correlation_heatmap(cols: list[str], pairs: list[tuple[str, str]], row: dict) -> HeatMap:
+    """Pearson r over all rows of every compared pair (the SQL aggregate's result)."""
+    r = {(a, a): 1.0 for a in cols}
+    for i, (a, b) in enumerate(pairs):
+        r[(a, b)] = r[(b, a)] = _num(row[f"r{i}"])
+    return HeatMap(
+        title="Pearson correlation of the numeric columns compared",
+        x_labels=tuple(cols),
+        y_labels=tuple(cols),
+        values=tuple(tuple(r[(a, b)] for b in cols) for a in cols),
+        value_label="Pearson r",
+        vmin=-1.0,
+        vmax=1.0,
+        diverging=True,
+    )
 
 
 def run(ctx):
@@ -224,6 +242,8 @@ def run(ctx):
             "over all rows were not confirmed on the sample (rank correlation or test).",
             checked=checked,
         )
+    heat = correlation_heatmap(cols, pairs, row)
+    findings = [msgspec.structs.replace(f, charts=(heat,)) for f in findings]
     return ok(
         findings=findings,
         metrics={

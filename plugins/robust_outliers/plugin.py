@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from contracts import Evidence, Finding, Ok, na, ok
+from contracts.charts import Marker, histogram_from_rows
+from contracts.sql import histogram_sql
 from contracts.sql import quote_ident as _q
 
 UPSTREAM = "numeric_summary"
@@ -39,6 +41,31 @@ def wide_positive(summary: dict) -> bool:
     is ordinary and only values far off in ratio terms stand out."""
     low, p01, p99 = _num(summary.get("min")), _num(summary.get("p01")), _num(summary.get("p99"))
     return bool(low is not None and low > 0 and p01 and p99 and p99 / p01 >= 100)
+
+
+def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log: bool):
+    """The column's histogram around the bounds (one SQL aggregate); what lies beyond
+    the plotted range is counted, not dropped."""
+    vmin, vmax = _num(summary.get("min")), _num(summary.get("max"))
+    if log:
+        pad = (upper / lower) ** 0.5
+        low, high = max(vmin or lower, lower / pad), min(vmax or upper, upper * pad)
+    else:
+        pad = (upper - lower) * 0.5
+        low, high = max(vmin or lower, lower - pad), min(vmax or upper, upper + pad)
+    if not high > low:
+        low, high = lower, upper
+    rows = ctx.data.sql(histogram_sql(f"CAST({_q(name)} AS DOUBLE)", low, high, 40, log))
+    return histogram_from_rows(
+        f"Distribution of {name} and the outlier bounds",
+        f"{name}{' (log scale)' if log else ''}",
+        rows.to_pylist(),
+        low,
+        high,
+        40,
+        log=log,
+        markers=(Marker(at=lower, label="lower bound"), Marker(at=upper, label="upper bound")),
+    )
 
 
 def run(ctx):
@@ -134,6 +161,7 @@ def run(ctx):
             if mean_all is not None and mean_in is not None
             else ""
         )
+        chart = outlier_chart(ctx, name, s, lower, upper, log)
         findings.append(
             Finding(
                 kind="robust_outliers",
@@ -180,6 +208,7 @@ def run(ctx):
                     query=f"SELECT * FROM data WHERE {cond} ORDER BY {x} DESC",
                     rows=outliers,
                 ),
+                charts=(chart,),
             )
         )
 

@@ -207,7 +207,13 @@ def check_run(
     actual = {p.id: (p.status, p.reason_code) for p in result.report.plugins}
     allowed = implied(fleet, actual, on_killed)
     for pid, outcome in actual.items():
-        assert outcome in allowed[pid], (pid, fleet[pid], outcome, allowed[pid])
+        assert outcome in allowed[pid], (
+            pid,
+            fleet[pid],
+            outcome,
+            allowed[pid],
+            result.report.plugins,
+        )
         outcomes[f"{outcome[0]}/{outcome[1] or '-'}"] += 1
     if any(o[0] == "failed" for o in actual.values()):
         assert result.status == "failed"
