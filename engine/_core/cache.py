@@ -30,6 +30,7 @@ transaction, so looking up a plugin costs no I/O. Failed results are never store
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -186,12 +187,17 @@ class ResultCache:
         # Used from the event loop and from the thread that prepares a run: one
         # connection, serialized by a lock.
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.executescript(_SCHEMA)
+        # Switching to WAL and creating the schema do not wait on SQLite's busy
+        # timeout when another process does the same at that moment ("database is
+        # locked"): engines opening one store at once take turns here.
+        with open(directory / ".cache.lock", "a+b") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            self._con = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            self._con.executescript(_SCHEMA)
         self._pending: list[tuple[CacheKey, bytes]] = []
 
     def close(self) -> None:

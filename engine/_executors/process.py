@@ -409,7 +409,17 @@ class ProcessPool:
             return
         slot.running = None
         if task.state != "done":
-            if task.verdict is not None:  # the kill is under way: the verdict stands
+            if task.verdict is None and task.memory_mb:
+                # The cap holds however briefly the job broke it (between two looks
+                # of the watchdog, say): judged on the job's own high-water mark.
+                peak = message.peak_rss_bytes - task.start_rss
+                if peak > task.memory_mb * 1_000_000:
+                    task.verdict = (
+                        "RESOURCE_LIMIT",
+                        f"the job's memory peaked {peak / 1e6:.0f} MB above what its worker "
+                        f"had when it started, above the {task.memory_mb} MB cap",
+                    )
+            if task.verdict is not None:  # a kill under way, or the peak: it stands
                 self._complete(task, *task.verdict, pid=slot.pid)
             else:
                 task.state = "done"
@@ -577,17 +587,30 @@ class ProcessPool:
 _ENV_LOCK = threading.Lock()
 
 
+WORKER_ENVIRONMENT = {
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
+"""Set for the moment a worker is spawned (so it inherits them, and nothing else does):
+string hashing, and with it the iteration order of sets of strings, is the same in
+every worker and run; the math libraries use one thread, so a worker's floating-point
+reductions do not depend on a thread count and workers do not fight over the cores
+(the pool is the parallelism)."""
+
+
 def _start_with_fixed_hash_seed(process: BaseProcess) -> None:
-    """Start a spawned worker with PYTHONHASHSEED=0: string hashing (and so the
-    iteration order of sets of strings in plugins) is then the same in every worker
-    and every run. The variable is set only for the moment of the spawn."""
+    """Start a spawned worker with :data:`WORKER_ENVIRONMENT`."""
     with _ENV_LOCK:
-        previous = os.environ.get("PYTHONHASHSEED")
-        os.environ["PYTHONHASHSEED"] = "0"
+        previous = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+        os.environ.update(WORKER_ENVIRONMENT)
         try:
             process.start()
         finally:
-            if previous is None:
-                del os.environ["PYTHONHASHSEED"]
-            else:
-                os.environ["PYTHONHASHSEED"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value

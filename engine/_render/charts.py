@@ -67,9 +67,23 @@ def _figure(height_in: float, salt: str) -> Iterator[Any]:
 
     rc: Any = {**_RC, "svg.hashsalt": salt}
     with _LOCK, mpl.rc_context(rc):
-        # Margins are set from the labels (``_place``): a layout engine would measure
-        # every text, and costs more than the drawing itself.
-        yield Figure(figsize=(WIDTH_IN, height_in))
+        try:
+            # Margins are set from the labels (``_place``): a layout engine would
+            # measure every text, and costs more than the drawing itself.
+            yield Figure(figsize=(WIDTH_IN, height_in))
+        finally:
+            _release_fonts()
+
+
+def _release_fonts() -> None:
+    """matplotlib keeps each font file open per drawing thread; reports are drawn in
+    short-lived worker threads, so the open files would pile up in a long-lived
+    service. Let them go after each figure."""
+    from matplotlib import font_manager
+
+    cached = getattr(font_manager, "_get_font", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
 
 
 _REF = re.compile(r'url\(#([^")]+)\)|href="#([^"]+)"')

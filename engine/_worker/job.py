@@ -71,9 +71,14 @@ class JobBegan(Wire, frozen=True, tag="began"):
 
 
 class JobEnded(Wire, frozen=True, tag="ended"):
+    """``peak_rss_bytes``: the worker's resident-memory high-water mark during the
+    job (0 when the system cannot tell), so a cap holds however briefly it was
+    broken."""
+
     seq: int
     output: JobOutput
     rss_bytes: int = 0
+    peak_rss_bytes: int = 0
 
 
 ToWorker = RunJob | CancelJob

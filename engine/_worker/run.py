@@ -163,6 +163,24 @@ def rss_bytes(pid: int | str = "self") -> int:
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def reset_peak() -> None:
+    """Start a new resident-memory high-water mark for this process (Linux)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def peak_bytes() -> int:
+    """The high-water mark since :func:`reset_peak` (0 when it cannot be read)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _die_with_parent() -> None:
     """Ask the kernel to SIGKILL this worker when its parent dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -172,12 +190,14 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _encoded_end(seq: int, output: JobOutput) -> bytes:
+def _encoded_end(seq: int, output: JobOutput, peak: int) -> bytes:
     """The ``JobEnded`` frame; if it cannot be encoded the plugin's result is replaced
     by a failure saying so (the boundary makes this unreachable, but a worker must
     never die on an output)."""
     try:
-        return FROM_WORKER_ENCODER.encode(JobEnded(seq=seq, output=output, rss_bytes=rss_bytes()))
+        return FROM_WORKER_ENCODER.encode(
+            JobEnded(seq=seq, output=output, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+        )
     except Exception as exc:
         safe = JobOutput(
             plugin_id=output.plugin_id,
@@ -186,7 +206,9 @@ def _encoded_end(seq: int, output: JobOutput) -> bytes:
             duration_s=output.duration_s,
             pid=output.pid,
         )
-        return FROM_WORKER_ENCODER.encode(JobEnded(seq=seq, output=safe, rss_bytes=rss_bytes()))
+        return FROM_WORKER_ENCODER.encode(
+            JobEnded(seq=seq, output=safe, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+        )
 
 
 def worker_main(conn: Connection) -> None:
@@ -228,6 +250,7 @@ def worker_main(conn: Connection) -> None:
         if not pending:
             continue
         work = pending.popleft()
+        reset_peak()
         conn.send_bytes(FROM_WORKER_ENCODER.encode(JobBegan(seq=work.seq, rss_bytes=rss_bytes())))
         try:
             output = execute_job(work.job)
@@ -237,6 +260,6 @@ def worker_main(conn: Connection) -> None:
                 result=failure("PLUGIN_ERROR", exc),
                 pid=os.getpid(),
             )
-        conn.send_bytes(_encoded_end(work.seq, output))
+        conn.send_bytes(_encoded_end(work.seq, output, peak_bytes()))
         if work.recycle_mb and rss_bytes() > work.recycle_mb * 1_000_000:
             return  # too big to keep: the pool starts a fresh worker in its place

@@ -196,3 +196,54 @@ async def test_runs_sharing_an_engine_do_not_touch_each_others_jobs(
     assert outcome(results["b"], "gated") == ("ok", None)
     log_a = read_log(tmp_path / "r" / "a" / "events.jsonl")
     assert not isinstance(log_a[-1], RunFinished), [type(e).__name__ for e in log_a]
+
+
+ENVIRONMENT = """
+import os
+from contracts import Finding, ok
+def run(ctx):
+    names = ("PYTHONHASHSEED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    return ok(findings=[Finding(kind="env_kind", title="t", target="x", recommendation="r")],
+              metrics={n: os.environ.get(n, "") for n in names})
+"""
+
+
+async def test_workers_hash_strings_alike_and_use_one_math_thread(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    import os
+
+    make_plugin("env", code=ENVIRONMENT, finding_kinds=["env_kind"])
+    before = dict(os.environ)
+    async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "r", workers=1) as engine:
+        result = await engine.run(dataset)
+    assert result.report.plugins[0].metrics == {
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    assert dict(os.environ) == before  # set only for the moment of the spawn
+
+
+SPIKES = """
+from contracts import ok
+def run(ctx):
+    spike = bytearray(400 * 1024 * 1024)
+    spike[::4096] = b"x" * len(spike[::4096])
+    del spike  # gone before any watchdog look: the high-water mark still tells
+    return ok(metrics={"spiked": True})
+"""
+
+
+async def test_a_brief_spike_above_the_cap_is_caught(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    make_plugin("spikes", code=SPIKES)
+    async with Engine(
+        plugins_dir=plugins_dir, runs_dir=tmp_path / "r", workers=1, memory_limit_mb=250
+    ) as engine:
+        result = await engine.run(dataset)
+    spikes = result.report.plugins[0]
+    assert (spikes.status, spikes.reason_code) == ("failed", "RESOURCE_LIMIT")
+    assert "above the 250 MB cap" in spikes.explanation

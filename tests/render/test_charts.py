@@ -26,7 +26,7 @@ from contracts.charts import (
     chart_problem,
 )
 from engine._render.charts import chart_svg, charts_svg
-from engine._worker.run import validate_result
+from engine._worker.boundary import check_result
 
 DAYS = tuple(f"2024-03-{d:02d}" for d in range(1, 29))
 
@@ -171,7 +171,7 @@ BAD = [
 def test_a_malformed_chart_fails_the_plugin_naming_the_chart(chart: Chart, words: str) -> None:
     problem = chart_problem(chart)
     assert problem is not None and words in problem
-    result = validate_result("p", ok(findings=[Finding(kind="k", title="t", charts=(chart,))]))
+    result = check_result("p", ok(findings=[Finding(kind="k", title="t", charts=(chart,))]))
     assert not isinstance(result, Ok | Na)
     assert result.reason_code == "INVALID_FINDING"
     assert "charts[0]" in result.message and words in result.message
