@@ -253,7 +253,7 @@ def _settings(ctx) -> dict[str, float]:
         "grid_s": int(s.get("grid_s", 60)),
         "min_jobs": int(s.get("min_jobs", 200)),
         "little_tolerance": float(s.get("little_tolerance", 0.1)),
-        "fit_tolerance": float(s.get("fit_tolerance", 1.5)),
+        "fit_tolerance": float(s.get("fit_tolerance", 2.0)),
         "max_added_workers": int(s.get("max_added_workers", 5)),
         "target_p95_fraction": float(s.get("target_p95_fraction", 0.25)),
         "min_saved_hours_per_month": float(s.get("min_saved_hours_per_month", 10.0)),

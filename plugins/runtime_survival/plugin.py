@@ -41,7 +41,7 @@ def _settings(ctx) -> dict[str, object]:
         "timeout_quantile": float(s.get("timeout_quantile", 0.995)),
         "min_cut_share": float(s.get("min_cut_share", 0.01)),
         "cluster_share": float(s.get("cluster_share", 0.8)),
-        "min_killed": int(s.get("min_killed", 20)),
+        "min_killed": int(s.get("min_killed", 10)),
         "max_sample": int(s.get("max_sample", 20000)),
         "min_jobs": int(s.get("min_jobs", 100)),
     }
