@@ -1,13 +1,13 @@
 """capacity_whatif: how many workers a process needs, from a fitted G/G/c queueing model.
 
 Per process, one SQL aggregate each gives the arrivals per hour (so the arrival rate of
-every hour of the week, and the variability of arrivals from the spread of counts
+every hour of a weekday and of a weekend day, and the arrival variability from the counts
 across weeks), the run times (mean, squared coefficient of variation), the observed
 waits, and -- on a grid of ``grid_s`` seconds, exact from grouped counts of queue, start
 and end steps -- the jobs running and in the system at every instant. The worker count
 ``c`` is the most jobs of the process ever running at once.
 
-The model: for each hour of the week, Erlang C gives the probability that a job waits
+The model: for each hour of a weekday and of a weekend day, Erlang C gives the probability that a job waits
 with ``c`` workers and offered load ``a = lambda * E[S]``; the Allen-Cunneen
 approximation scales the M/M/c wait by ``(ca^2 + cs^2) / 2``, and the wait beyond zero
 is taken as exponential with that mean. Jobs are weighted by the hour they arrive in.
@@ -33,7 +33,7 @@ from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
 DAYS_PER_MONTH = 365.25 / 12
-HOURS_PER_WEEK = 168
+BUCKETS = 48  # hours of the day, weekdays and weekends apart
 US = 1_000_000
 
 
@@ -48,7 +48,7 @@ def erlang_c(c: int, a: np.ndarray) -> np.ndarray:
 
 
 def wait_model(c: int, lam: np.ndarray, weights: np.ndarray, mean_s: float, scv: float):
-    """(probability of waiting, rate of the exponential wait) per hour of the week, and
+    """(probability of waiting, rate of the exponential wait) per hour bucket, and
     the job-weighted mean wait, for ``c`` workers; None when an hour is overloaded."""
     a = lam * mean_s
     if np.any(a[weights > 0] >= c):
@@ -89,7 +89,7 @@ def _queries(ctx, roles: dict[str, str], grid_us: int) -> dict[str, str]:
         f"FROM data WHERE {_q(roles['process'])} IS NOT NULL"
     )
     span = (
-        f"WITH ev AS ({ev}) SELECT min(q) AS t0, "
+        f"WITH ev AS ({ev}) SELECT min(q) AS t0, max(q) AS q1, "
         "greatest(max(q), max(s), max(e)) AS t1 FROM ev WHERE q IS NOT NULL"
     )
     hourly = (
@@ -138,24 +138,27 @@ def _grid_query(ev: str, t0: int, grid_us: int) -> str:
     )
 
 
-def _hour_of_week(hour_index: np.ndarray) -> np.ndarray:
-    """Hour of the week (0 = Monday 00:00 UTC) of hours since the epoch (a Thursday)."""
-    return (hour_index + 72) % HOURS_PER_WEEK
+def _bucket(hour_index: np.ndarray) -> np.ndarray:
+    """Hour of the day, on weekdays (0-23) or at weekends (24-47), of hours since the
+    epoch (a Thursday): each bucket pools five (or two) days a week, so its arrival
+    rate is estimated from many hours even in a log of a few weeks."""
+    day = (hour_index // 24 + 3) % 7  # 0 = Monday
+    return (day >= 5) * 24 + hour_index % 24
 
 
 def arrival_profile(hours: np.ndarray, counts: np.ndarray, h0: int, h1: int):
-    """Arrival rate (per second) of each hour of the week, jobs per hour of the week,
-    and the arrivals' squared coefficient of variation estimated by the dispersion of
-    the hourly counts across weeks (1 for Poisson arrivals)."""
+    """Arrival rate (per second) of each bucket (:func:`_bucket`), jobs per bucket, and
+    the arrivals' squared coefficient of variation estimated by the dispersion of the
+    hourly counts within the buckets (1 for Poisson arrivals)."""
     n_hours = h1 - h0 + 1
     series = np.zeros(n_hours)
     series[hours - h0] = counts
-    how = _hour_of_week(np.arange(h0, h1 + 1))
-    occurrences = np.bincount(how, minlength=HOURS_PER_WEEK).astype(float)
-    jobs = np.bincount(how, weights=series, minlength=HOURS_PER_WEEK)
+    how = _bucket(np.arange(h0, h1 + 1))
+    occurrences = np.bincount(how, minlength=BUCKETS).astype(float)
+    jobs = np.bincount(how, weights=series, minlength=BUCKETS)
     lam = np.where(occurrences > 0, jobs / np.maximum(occurrences, 1) / 3600.0, 0.0)
-    # within each hour of the week, the variance of counts over the mean (pooled)
-    sq = np.bincount(how, weights=series**2, minlength=HOURS_PER_WEEK)
+    # within each bucket, the variance of counts over the mean (pooled)
+    sq = np.bincount(how, weights=series**2, minlength=BUCKETS)
     ok_h = occurrences >= 2
     mean_h = jobs[ok_h] / occurrences[ok_h]
     var_h = (sq[ok_h] - occurrences[ok_h] * mean_h**2) / (occurrences[ok_h] - 1)
@@ -279,7 +282,8 @@ def model_processes(ctx, roles: dict[str, str], cfg) -> tuple[list[dict], dict[s
     hp = np.asarray(hourly.column("p").to_pylist(), dtype=object)
     hh = np.asarray(hourly.column("hour").to_numpy(), dtype=np.int64)
     hn = np.asarray(hourly.column("n").to_numpy(), dtype=float)
-    h0, h1 = t0 // (3600 * US), t1 // (3600 * US)
+    # arrival rates over the hours in which jobs arrive (not the drain after the last)
+    h0, h1 = t0 // (3600 * US), int(span["q1"]) // (3600 * US)
     fits = []
     for name in sorted(jobs):
         sel = hp == name
@@ -414,7 +418,7 @@ def _finding(ctx, roles, f, plan, cut, qs) -> Finding:
             unit="hours/month",
             description=f"queue wait saved a month by {k} more worker(s) on {name} (modeled)",
             assumptions=(
-                "arrivals per hour of the week, run times and their variability stay as "
+                "arrivals per hour of weekdays and weekends, run times and their variability stay as "
                 "observed; jobs are served first come, first served",
                 f"today's worker count is the most jobs ever running at once ({c})",
                 "G/G/c with the Allen-Cunneen correction, hour by hour in steady state; the "

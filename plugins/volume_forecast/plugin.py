@@ -29,7 +29,7 @@ def _settings(ctx) -> dict[str, float]:
         "horizon_days": int(s.get("horizon_days", 7)),
         "backtest_days": int(s.get("backtest_days", 14)),
         "interval": float(s.get("interval", 0.8)),
-        "coverage_alpha": float(s.get("coverage_alpha", 0.01)),
+        "coverage_alpha": float(s.get("coverage_alpha", 0.001)),
         "min_growth": float(s.get("min_growth", 0.1)),
         "min_weeks": int(s.get("min_weeks", 6)),
         "min_jobs_per_day": float(s.get("min_jobs_per_day", 5.0)),
@@ -38,10 +38,8 @@ def _settings(ctx) -> dict[str, float]:
 
 
 def forecast(y: np.ndarray, horizon: int, interval: float) -> pd.DataFrame:
-    """Median and prediction interval of the next ``horizon`` values of ``y``. The model
-    runs on log(1 + y), so the weekly season and the trend scale with the level (busy
-    weekdays grow with the volume) and counts stay positive; quantiles map back exactly."""
-    series = pd.Series(np.log1p(y), dtype=float)
+    """Mean and prediction interval of the next ``horizon`` values of ``y``."""
+    series = pd.Series(y, dtype=float)
     with warnings.catch_warnings():  # optimizer convergence chatter
         warnings.simplefilter("ignore")
         fit = ETSModel(
@@ -55,7 +53,7 @@ def forecast(y: np.ndarray, horizon: int, interval: float) -> pd.DataFrame:
         frame = fit.get_prediction(start=y.size, end=y.size + horizon - 1).summary_frame(
             alpha=1.0 - interval
         )
-    return np.expm1(frame[["mean", "pi_lower", "pi_upper"]])
+    return frame
 
 
 def backtest(y: np.ndarray, days: int, interval: float) -> dict[str, float]:
