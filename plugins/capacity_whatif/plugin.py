@@ -7,8 +7,8 @@ waits, and -- on a grid of ``grid_s`` seconds, exact from grouped counts of queu
 and end steps -- the jobs running and in the system at every instant. The worker count
 ``c`` is the most jobs of the process ever running at once.
 
-The model: for each hour of a weekday and of a weekend day, Erlang C gives the probability that a job waits
-with ``c`` workers and offered load ``a = lambda * E[S]``; the Allen-Cunneen
+The model: for each hour of a weekday and of a weekend day, Erlang C gives the
+probability that a job waits with ``c`` workers and offered load ``a = lambda * E[S]``; the Allen-Cunneen
 approximation scales the M/M/c wait by ``(ca^2 + cs^2) / 2``, and the wait beyond zero
 is taken as exponential with that mean. Jobs are weighted by the hour they arrive in.
 
@@ -418,8 +418,8 @@ def _finding(ctx, roles, f, plan, cut, qs) -> Finding:
             unit="hours/month",
             description=f"queue wait saved a month by {k} more worker(s) on {name} (modeled)",
             assumptions=(
-                "arrivals per hour of weekdays and weekends, run times and their variability stay as "
-                "observed; jobs are served first come, first served",
+                "arrivals per hour of weekdays and weekends, run times and their "
+                "variability stay as observed; jobs are served first come, first served",
                 f"today's worker count is the most jobs ever running at once ({c})",
                 "G/G/c with the Allen-Cunneen correction, hour by hour in steady state; the "
                 "model's relative cut in mean wait is applied to the observed total wait",

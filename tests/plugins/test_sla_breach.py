@@ -31,7 +31,7 @@ def _log(stalled: str | None = None, share: float = 0.2, seed: int = 3, open_job
         q += np.sort(rng.uniform(0, 30 * 86400, n)).round().tolist()
         t += turn.tolist()
     ended = [T0 + timedelta(seconds=a + b) for a, b in zip(q, t, strict=True)]
-    for i in range(open_jobs):  # never finished, queued long before the end
+    for _ in range(open_jobs):  # never finished, queued long before the end
         names.append(stalled or "alpha")
         q.append(0.0)
         ended.append(None)
