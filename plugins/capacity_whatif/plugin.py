@@ -10,7 +10,8 @@ and end steps -- the jobs running and in the system at every instant. The worker
 The model: for each hour of a weekday and of a weekend day, Erlang C gives the
 probability that a job waits with ``c`` workers and offered load ``a = lambda * E[S]``;
 the Allen-Cunneen approximation scales the M/M/c wait by ``(ca^2 + cs^2) / 2``, and the
-wait beyond zero is taken as exponential with that mean. Jobs are weighted by the hour they arrive in.
+wait beyond zero is taken as exponential with that mean. Jobs are weighted by the hour
+they arrive in.
 
 The model is only used where it fits: Little's law must hold between the grid's mean
 number of jobs in the system and ``lambda * W``; no hour may be overloaded
