@@ -17,12 +17,12 @@ T0 = datetime(2024, 1, 1)  # a Monday
 FACTORS = (3.0, 2.0, 1.0, 1.0, 1.0, 0.5, 0.5)  # wait factor Monday .. Sunday
 
 
-def _log(days: int = 84, rhythm: str | None = "rhythm", seed: int = 4, step=None):
+def _log(days: int = 84, rhythm: str | None = "rhythm", seed: int = 4, step=None, weekend_jobs=40):
     rng = np.random.default_rng(seed)
     names, q, w, r = [], [], [], []
     for name, wait_med in (("rhythm", 120.0), ("flat", 300.0), ("other", 60.0)):
         for d in range(days):
-            n = 40
+            n = weekend_jobs if d % 7 >= 5 else 40
             f = FACTORS[d % 7] if name == rhythm else 1.0
             f *= step(name, d) if step else 1.0
             names += [name] * n
@@ -87,3 +87,13 @@ def test_a_step_under_a_weekly_rhythm_is_still_found(tmp_path):
 def test_too_short_is_insufficient(tmp_path):
     result = run_plugin("seasonality", _log(days=10), tmp_path)
     assert isinstance(result, Na) and result.reason_code == "INSUFFICIENT_DATA"
+
+
+def test_drift_compares_whole_weeks_under_a_weekly_rhythm(tmp_path):
+    data = _log(days=81, weekend_jobs=8)  # 25% of 80 days is 20 days: 3 whole weeks
+    result = run_chain("drift", data, tmp_path)
+    checked = list(getattr(result, "checked", ())) or result.metrics.get("checked", [])
+    assert "seasonality: strong weekly rhythm, windows cut to whole weeks" in checked
+    window = next(c for c in checked if c.startswith("windows on"))
+    first = data["queued_at"].min()
+    assert f".. {(first + np.timedelta64(21, 'D')).astype(datetime).isoformat()})" in window
