@@ -31,7 +31,15 @@ ERP modules, run by 60 users on eight hosts. Columns, in order::
 * ``amount`` is lognormal over five orders of magnitude and so follows Benford's
   law. ``cost_center`` is the user's home cost centre (occasionally another).
 
-Scenarios (:data:`SCENARIOS`) add plants to this; see :func:`scenario_plants`.
+Scenarios (:data:`SCENARIOS`) add plants to this; see :func:`scenario_plants`. The
+operations scenarios (``ops_capacity``, ``ops_calendar``) also change how some jobs are
+served: a process may be a simulated first-come, first-served pool of workers (its
+waits come from the queue, carried from chunk to chunk; the pool is sized from the
+busiest hour's load, so it scales with ``rows``), grow in volume, be killed at a run-time
+limit (status ``killed``), stall in the queue, follow a weekly rhythm or have a heavy
+run-time tail; and the log ends at the last queue time, so jobs still running have no
+``ended_at`` (status ``running``, or ``queued`` without ``started_at``).
+:func:`scenario_confounders` lists what must not be reported.
 
 Determinism and scale
 =====================
