@@ -26,6 +26,7 @@ MANIFEST_NAME = "run_manifest.json"
 MARKDOWN_NAME = "report.md"
 TRACE_NAME = "trace.json"
 HTML_NAME = "report.html"
+TOP_ACTIONS = "top_actions"  # the recommendation layer's plugin id (report.md opens with it)
 
 
 def _plugin_report(record: PluginRecord, legacy: bool = False) -> PluginReport:
@@ -189,8 +190,24 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _top_actions(report: Report) -> list[str]:
+    """The recommendation layer's ranked actions (in the order it ranked them), or why
+    there are none; nothing when the run has no ``top_actions`` step."""
+    p = next((p for p in report.plugins if p.id == TOP_ACTIONS), None)
+    if p is None:
+        return []
+    out = ["## Top actions", ""]
+    if p.status != "ok":
+        return [*out, f"None: {TOP_ACTIONS} is {p.status} `{p.reason_code}`: {p.explanation}", ""]
+    for f in p.findings:
+        size = f"{_fmt(f.impact.value)} {f.impact.unit}" if f.impact else "no modeled impact"
+        plugins = f.evidence.metrics.get("plugins") or f.plugin_id
+        out.append(f"- **{f.title}** ({size}; from {plugins}): {f.recommendation}")
+    return [*out, ""]
+
+
 def render_markdown(report: Report) -> str:
-    """For people: decisions first, then explanations, then NA and failures."""
+    """For people: top actions first, then decisions, explanations, NA and failures."""
     s = report.summary
     out = [
         f"# Run `{report.run_id}`: {report.status.upper()}",
@@ -203,7 +220,12 @@ def render_markdown(report: Report) -> str:
     ]
     if report.mode == "legacy":
         out += ["> Legacy mode (pre-contract baseline): failures do not fail the run.", ""]
-    decision = [p for p in report.plugins if p.status == "ok" and p.lane in {"decision", "legacy"}]
+    out += _top_actions(report)
+    decision = [
+        p
+        for p in report.plugins
+        if p.status == "ok" and p.lane in {"decision", "legacy"} and p.id != TOP_ACTIONS
+    ]
     explanation = [p for p in report.plugins if p.status == "ok" and p.lane == "explanation"]
     out += ["## Decisions", ""]
     findings = [(f, p) for p in decision for f in p.findings]

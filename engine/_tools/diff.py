@@ -14,7 +14,10 @@ Three kinds of delta, each computed from the two runs' ``report.json``:
   explanation plugins.
 
 Actionable deltas are ranked by modeled impact (``impact.value`` when the finding's
-``measurement`` is ``modeled``, else 0), then confidence, then severity. Each carries
+``measurement`` is ``modeled``, else 0), then confidence, then severity, and impacts
+are only compared within one unit: findings in hours a month come first, then those in
+any other unit (rows, events, jobs/hour), grouped by unit, then those without a
+modeled impact. "3,284 events" is never ranked above "2,856 hours/month". Each carries
 a confidence flag (``high`` >= 0.8, ``medium`` >= 0.5, else ``low``) and an evidence
 flag (``reproducible``: a query reproduces it; ``metrics``: figures or columns but no
 query; ``none``). A plain-English summary for stakeholders comes first.
@@ -59,6 +62,7 @@ MD_NAME: Final = "diff.md"
 JSON_NAME: Final = "diff.json"
 HTML_NAME: Final = "diff.html"
 MAX_MD_EXPLANATIONS: Final = 40
+HOURS_PER_MONTH: Final = frozenset({"hours/month", "h/month", "hours per month"})
 DASH: Final = "\u2013"
 
 
@@ -126,8 +130,19 @@ def _delta(
     )
 
 
+def _impact_group(d: FindingDelta) -> tuple[int, str]:
+    """Impacts are ranked only against impacts of the same unit: hours a month first,
+    then each other unit on its own, then findings without a modeled impact."""
+    if not d.modeled_impact:
+        return 2, ""
+    if d.impact_unit.strip().lower() in HOURS_PER_MONTH:
+        return 0, ""
+    return 1, d.impact_unit
+
+
 def _rank(d: FindingDelta) -> tuple[Any, ...]:
     return (
+        *_impact_group(d),
         -d.modeled_impact,
         -d.confidence,
         _SEVERITY.get(d.severity, 9),

@@ -15,8 +15,8 @@ second recomputes every plugin and the determinism it shows is real. Then:
   ``legacy`` runs (the pre-contract baseline) gate breaches are reported, not
   failed, but a missing ``report.md`` or a ``report.json`` that does not validate
   still fails;
-* **quality**: each strict run's decision findings score recall >= 0.9 and
-  precision >= 0.9 against the planted truth (:func:`~engine._core.score.score_run`);
+* **quality**: each strict run's decision findings score recall >= 0.95 and
+  precision >= 0.95 against the planted truth (:func:`~engine._core.score.score_run`);
   legacy scores are reported.
 
 It writes, into the output folder: ``runs/<dataset>__<mode>__<n>.json`` (one small
@@ -65,8 +65,8 @@ __all__ = [
 DEFAULT_ROWS: Final = 200_000
 SMALL_ROWS: Final = 20_000
 DEFAULT_SEED: Final = 7
-MIN_RECALL: Final = 0.9
-MIN_PRECISION: Final = 0.9
+MIN_RECALL: Final = 0.95
+MIN_PRECISION: Final = 0.95
 MODES: Final[tuple[Mode, ...]] = ("two_lane_strict", "legacy")
 BASELINE: Final = "baseline"
 
