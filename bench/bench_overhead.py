@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -28,6 +29,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import Engine
+from engine._worker.run import WORKER_NICENESS
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,7 +70,11 @@ async def interleaved(
     bare_times: list[tuple[float, float]] = []
     engine_times: list[tuple[float, float]] = []
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    # The engine's workers run below the parent's priority (WORKER_NICENESS); the bare
+    # pool's do too, so both compete alike with whatever else the machine runs.
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=os.nice, initargs=(WORKER_NICENESS,)
+    ) as pool:
         list(pool.map(bare_task, range(workers * 4)))  # warm: workers up, module imported
         # No result cache: this measures running plugins, not reusing results.
         async with Engine(

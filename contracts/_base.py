@@ -66,6 +66,8 @@ def freeze(value: Any) -> Any:
     """``value`` with every dict and list inside it (Structs included) made
     immutable, and copied: the result shares no mutable container with ``value``."""
     kind = type(value)
+    if kind in _ATOMIC:
+        return value
     if kind is dict or kind is FrozenDict:
         return FrozenDict({k: freeze(v) for k, v in value.items()})
     if kind is list or kind is FrozenList:
@@ -75,10 +77,16 @@ def freeze(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
             item = getattr(value, name)
-            if not isinstance(item, str | int | float | bool | None):
+            if type(item) not in _ATOMIC:
                 msgspec.structs.force_setattr(value, name, freeze(item))
         return value
     return value
+
+
+# Values freeze() returns as they are (checked by exact type: it runs for every
+# field of every event, so this is the hot path). Subclasses such as an IntEnum
+# take the slower path and come back unchanged too.
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 
 _ENCODER = msgspec.json.Encoder(order="deterministic")

@@ -127,25 +127,48 @@ def _frame_header(size: int) -> bytes:
     return struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
 
 
-async def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        try:
-            chunk = sock.recv(size - len(buf))
-        except BlockingIOError:
-            await anyio.wait_readable(sock)
-            continue
-        if not chunk:
-            raise EOFError("worker pipe closed")
-        buf += chunk
-    return bytes(buf)
+class FrameReader:
+    """Frames (multiprocessing.connection's framing) from a non-blocking socket,
+    read in large chunks: one ``recv`` usually brings several frames (a worker's
+    ``JobEnded`` and its next ``JobBegan``), so a frame costs no system call."""
 
+    CHUNK = 1 << 16
 
-async def recv_frame(sock: socket.socket) -> bytes:
-    (size,) = struct.unpack("!i", await _recv_exactly(sock, 4))
-    if size == -1:
-        (size,) = struct.unpack("!Q", await _recv_exactly(sock, 8))
-    return await _recv_exactly(sock, size)
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def _frame(self) -> bytes | None:
+        """The next whole frame in the buffer, taken out of it; None if incomplete."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (size,) = struct.unpack_from("!i", buf)
+        start = 4
+        if size == -1:
+            if len(buf) < 12:
+                return None
+            (size,) = struct.unpack_from("!Q", buf, 4)
+            start = 12
+        end = start + size
+        if len(buf) < end:
+            return None
+        frame = bytes(buf[start:end])
+        del buf[:end]
+        return frame
+
+    async def next(self) -> bytes:
+        """Raises EOFError when the worker closed its end."""
+        while (frame := self._frame()) is None:
+            try:
+                chunk = self._sock.recv(self.CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(self._sock)
+                continue
+            if not chunk:
+                raise EOFError("worker pipe closed")
+            self._buf += chunk
+        return frame
 
 
 def _exit_description(code: int | None) -> str:
@@ -375,9 +398,10 @@ class ProcessPool:
 
     async def _read_loop(self, slot: _Slot) -> None:
         assert slot.sock is not None
+        frames = FrameReader(slot.sock)
         while True:
             try:
-                frame = await recv_frame(slot.sock)
+                frame = await frames.next()
             except (EOFError, OSError, anyio.ClosedResourceError):
                 return
             try:

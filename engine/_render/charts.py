@@ -1,4 +1,4 @@
-"""Chart specs and the run timeline drawn as inline SVG with matplotlib.
+"""Chart specs drawn as inline SVG with matplotlib (the run timeline: timeline.py).
 
 matplotlib's SVG backend, through its object-oriented API only (no pyplot, no GUI
 backend, no global figure registry). The output is a pure function of the spec:
@@ -26,9 +26,7 @@ from contracts.charts import (
     HeatMap,
     Histogram,
     Quantiles,
-    RunTimeline,
     Series,
-    TimelineEntry,
 )
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -346,89 +344,6 @@ def chart_svg(chart: Chart, key: str) -> str:
     with _figure(_height(chart), key) as fig:
         draw(fig, chart)
         return _svg(fig, chart.title, key)
-
-
-def _row_label(e: TimelineEntry) -> str:
-    where = f"w{e.worker}" if e.worker is not None else "—"
-    return f"{e.plugin_id}  [{where}]"
-
-
-def _outcome(e: TimelineEntry) -> str:
-    """The status word drawn beside a bar (the colour is never the only cue)."""
-    if e.preflight:
-        return f"na (preflight) {e.reason_code or ''}".rstrip()
-    if e.cached:
-        return f"{e.status} (cache hit)"
-    if e.status in ("ok", "na", "failed") and not e.ran:
-        return f"{e.status} (not run) {e.reason_code or ''}".rstrip()
-    if e.status == "failed":
-        return f"FAILED {e.reason_code or ''}".rstrip()
-    return e.status
-
-
-def timeline_rows(timeline: RunTimeline) -> list[TimelineEntry]:
-    """Entries in drawing order: by worker, then start; those never started last."""
-
-    def key(e: TimelineEntry) -> tuple[Any, ...]:
-        started = e.started_s if e.started_s is not None else math.inf
-        return (e.worker is None, e.worker or 0, started, e.finished_s or 0.0, e.order)
-
-    return sorted(timeline.entries, key=key)
-
-
-def timeline_svg(timeline: RunTimeline) -> str:
-    """The run's Gantt chart: a row per plugin, grouped by worker, coloured by lane;
-    hatching and a status word give the outcome. Cache hits, preflight ``na`` and
-    plugins resolved without running are diamonds at the time they were decided."""
-    from matplotlib.patches import Patch
-
-    rows = timeline_rows(timeline)
-    end = max(timeline.elapsed_s, 1e-3)
-    with _figure(1.2 + 0.2 * max(len(rows), 1), f"timeline-{timeline.run_id}") as fig:
-        ax = fig.add_subplot()
-        n = len(rows)
-        for i, e in enumerate(rows):
-            y = n - 1 - i
-            colour = LANE_COLOURS.get(e.lane, GREY)
-            if e.dispatched_s is not None:
-                waited = e.started_s if e.started_s is not None else e.finished_s
-                ax.hlines(y, e.dispatched_s, end if waited is None else waited,
-                          colors=GREY, lw=1, linestyles=":")  # fmt: skip
-            if e.started_s is not None:
-                stop = e.finished_s if e.finished_s is not None else end
-                hatch = {"na": "////", "failed": "xxxx", "running": "...."}.get(e.status)
-                (bar,) = ax.barh(y, max(stop - e.started_s, end / 2000), left=e.started_s,
-                                 height=0.62, color=colour, alpha=0.45 if hatch else 0.95,
-                                 hatch=hatch, edgecolor=VERMILION if e.status == "failed"
-                                 else colour, linewidth=0.8)  # fmt: skip
-                bar.set_gid(f"tl-bar-{safe_id(e.plugin_id)}")
-                at = stop
-            else:
-                at = e.finished_s if e.finished_s is not None else 0.0
-                if e.finished_s is not None:
-                    (mark,) = ax.plot([at], [y], marker="D", ms=5, color=colour,
-                                      markeredgecolor="black", markeredgewidth=0.5)  # fmt: skip
-                    mark.set_gid(f"tl-mark-{safe_id(e.plugin_id)}")
-            ax.text(at + end * 0.006, y, _outcome(e), va="center", fontsize=6.5,
-                    color=VERMILION if e.status == "failed" else "#333333")  # fmt: skip
-        ax.set_yticks(range(n), [_row_label(e) for e in rows][::-1], fontsize=6.5)
-        ax.set_ylim(-0.8, n - 0.2)
-        ax.set_xlim(0, end * 1.18)
-        ax.set_xlabel("seconds since the run started")
-        ax.grid(axis="x", color="#dddddd", lw=0.5)
-        ax.set_axisbelow(True)
-        lanes = sorted({e.lane for e in rows})
-        handles = [
-            Patch(color=LANE_COLOURS.get(lane, GREY), label=f"{lane} lane") for lane in lanes
-        ]
-        handles += [
-            Patch(facecolor="white", edgecolor=GREY, hatch="////", label="na"),
-            Patch(facecolor="white", edgecolor=VERMILION, hatch="xxxx", label="failed"),
-        ]
-        _legend(ax, handles=handles, fontsize=7)
-        _title(fig, f"Run timeline: {n} plugins on {timeline.workers} worker(s)")
-        _place(fig, 0.2 + 0.05 * _chars([_row_label(e) for e in rows]), 0.45)
-        return _svg(fig, f"Run timeline of {timeline.run_id}", f"timeline-{timeline.run_id}")
 
 
 def charts_svg(charts: Sequence[Chart], key: str) -> list[str]:

@@ -22,7 +22,8 @@ from contracts.charts import RunTimeline, TimelineEntry
 from contracts.diff import FindingDelta, RunDiff
 from contracts.report import GATE_NAMES
 
-from .charts import charts_svg, safe_id, timeline_svg
+from .charts import charts_svg, safe_id
+from .timeline import timeline_svg
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
