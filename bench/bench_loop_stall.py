@@ -9,7 +9,9 @@ in the same process just before.
 
     python bench/bench_loop_stall.py [--rows 200000] [--workers 2] [--backend asyncio|trio]
 
-Prints the lateness percentiles of both and, as the last line,
+Prints the lateness percentiles of both, what the process was doing during the
+worst wait (its event loop's thread running, other threads holding the CPU, or
+neither: the machine busy with other work), and, as the last line,
 ``worst_stall_ms <worst lateness during the run>`` (target: <= 20).
 """
 
@@ -30,22 +32,32 @@ ROOT = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.005
 
 
-async def heartbeat(late: list[float], stop: anyio.Event) -> None:
+class Beats(list[float]):
+    """Lateness of each beat; for the worst, what this process did meanwhile."""
+
+    worst_cpu: tuple[float, float] = (0.0, 0.0)  # (event loop thread, other threads)
+
+
+async def heartbeat(late: Beats, stop: anyio.Event) -> None:
     wake = anyio.current_time()
     while not stop.is_set():
         wake += PERIOD_S
+        main_cpu, all_cpu = time.thread_time(), time.process_time()
         await anyio.sleep_until(wake)
         now = anyio.current_time()
+        if not late or now - wake > max(late):
+            # A late beat whose time the loop's thread spent running is the engine
+            # blocking the loop; time spent in other threads of this process is a
+            # thread holding the GIL; neither is the machine giving us no core.
+            main = time.thread_time() - main_cpu
+            late.worst_cpu = (main, time.process_time() - all_cpu - main)
         late.append(now - wake)
         if now - wake > PERIOD_S:  # do not count one stall as many missed beats
             wake = now
 
 
-async def measure(
-    dataset: Path, runs: Path, workers: int
-) -> tuple[list[float], list[float], float]:
-    idle: list[float] = []
-    busy: list[float] = []
+async def measure(dataset: Path, runs: Path, workers: int) -> tuple[Beats, Beats, float]:
+    idle, busy = Beats(), Beats()
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat, idle, stop)
@@ -92,6 +104,11 @@ def main() -> None:
     print(f"rows {args.rows}, workers {args.workers}, backend {args.backend}")
     print(f"heartbeat alone ({len(idle)} beats): {percentiles(idle)}")
     print(f"heartbeat beside a first run of {wall:.2f} s ({len(busy)} beats): {percentiles(busy)}")
+    loop_ms, others_ms = (x * 1000 for x in busy.worst_cpu)
+    print(
+        f"during the worst beat's wait this process ran {loop_ms:.1f} ms on the event loop's "
+        f"thread and {others_ms:.1f} ms in its other threads (the rest: no core was free)"
+    )
     print(f"worst_stall_ms {max(busy) * 1000:.1f}")
 
 
