@@ -1,0 +1,87 @@
+"""The decision lane is served first at run time, not only in the plan.
+
+Two workers; six independent explanation plugins, each of which cannot finish
+before the decision chain d1 -> d2 -> d3 has ended (d3 opens a gate they wait on,
+with a long bound so a wrong scheduler fails the test instead of hanging it). A
+scheduler that queued explanation jobs ahead of the chain would start four of them
+before d3 ran; with the admission rule (beyond the workers' number, only jobs of
+the best unfinished priority may be queued) the chain takes one worker and at most
+one explanation plugin the other. Asserted on the recorded event order alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contracts.events import PluginFinished, PluginStarted
+from engine import Engine, read_log
+
+from .conftest import MakePlugin
+
+pytestmark = pytest.mark.anyio
+
+WAITS_FOR_GATE = """
+import time
+from pathlib import Path
+from contracts import na
+
+def run(ctx):
+    gate = Path(ctx.settings["gate"])
+    bound = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < bound:
+        time.sleep(0.01)
+    said = "explained nothing" if gate.exists() else "gate never opened"
+    return na("NO_SIGNIFICANT_EFFECT", said)
+"""
+
+CHAIN = """
+from pathlib import Path
+from contracts import na
+
+def run(ctx):
+    if ctx.settings["opens_gate"]:
+        Path(ctx.settings["gate"]).write_text("open")
+    return na("NO_SIGNIFICANT_EFFECT", "decided nothing")
+"""
+
+
+def fleet(make_plugin: MakePlugin, gate: Path) -> None:
+    setting = {"gate": {"type": "str", "default": str(gate)}}
+    for i in range(1, 7):
+        make_plugin(f"e{i}", lane="explanation", code=WAITS_FOR_GATE, settings=setting)
+    for i in range(1, 4):
+        make_plugin(
+            f"d{i}",
+            code=CHAIN,
+            depends_on=[f"d{i - 1}"] if i > 1 else [],
+            settings={**setting, "opens_gate": {"type": "bool", "default": i == 3}},
+        )
+
+
+async def test_the_decision_chain_ends_before_a_fourth_explanation_starts(
+    tmp_path: Path, plugins_dir: Path, make_plugin: MakePlugin, dataset: Path
+) -> None:
+    gate = tmp_path / "gate"
+    fleet(make_plugin, gate)
+    async with Engine(
+        plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", workers=2, cache=False
+    ) as engine:
+        result = await engine.run(dataset, mode="two_lane_strict")
+    events = read_log(Path(result.run_dir) / "events.jsonl")
+    order = [
+        (type(e).__name__, e.plugin_id)
+        for e in events
+        if isinstance(e, PluginStarted | PluginFinished)
+    ]
+    d3_done = order.index(("PluginFinished", "d3"))
+    explanations_started = [
+        i for i, (kind, pid) in enumerate(order) if kind == "PluginStarted" and pid[0] == "e"
+    ]
+    assert len(explanations_started) == 6
+    # At most one explanation plugin ran beside the chain (on the other worker).
+    assert sum(i < d3_done for i in explanations_started) <= 1, order
+    assert {p.id: p.explanation for p in result.report.plugins if p.id[0] == "e"} == {
+        f"e{i}": "explained nothing" for i in range(1, 7)
+    }
