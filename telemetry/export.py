@@ -312,17 +312,19 @@ def trace_json(spans: Sequence[ReadableSpan]) -> bytes:
 
 # -- live ----------------------------------------------------------------------------
 
+_DUE: Any = object()  # the export thread's linger ran out
+
 
 class LiveTraceExporter:
-    """Folds a run's events as they are appended and exports spans as they complete.
+    """Exports a run's spans as they complete, while the run goes on.
 
-    ``on_event`` runs in the caller's thread (the event loop) and only folds and
-    enqueues; a daemon thread does the HTTP, sending what completed within
-    ``linger_s`` (50 ms) of the first waiting span in one request. :meth:`close`
-    flushes what is queued and stops the thread; call it off the event loop (it may
-    wait on the network). Without an endpoint or exporter it only folds:
-    :meth:`spans` still gives the whole trace (the engine writes ``trace.json``
-    from it).
+    ``on_event`` runs in the caller's thread (the event loop) and only enqueues the
+    event; a daemon thread folds the events into spans and does the HTTP, sending
+    what completed within ``linger_s`` (50 ms) of the first waiting span in one
+    request. :meth:`close` flushes what is queued and stops the thread; call it off
+    the event loop (it may wait on the network). Without an endpoint or exporter
+    there is no thread and ``on_event`` folds in the caller's thread. :meth:`spans`
+    gives the whole trace folded (after :meth:`close`, when there is a thread).
 
     Telemetry never fails a run: an error in the fold stops the fold and an export
     error is counted; both are recorded in :attr:`stats`, and the run goes on.
@@ -342,7 +344,7 @@ class LiveTraceExporter:
         self._exporter: SpanExporter | None = exporter
         if exporter is None and endpoint is not None:
             self._exporter = span_exporter(endpoint, timeout_s=timeout_s)
-        self._queue: queue.SimpleQueue[list[ReadableSpan] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._broken = False
         self._gave_up = False
@@ -359,15 +361,16 @@ class LiveTraceExporter:
 
     def prime(self, events: Iterable[Event]) -> None:
         """Fold events appended before this exporter was attached (a resumed run's
-        earlier part) without exporting them again."""
+        earlier part) without exporting them again. Call it before :meth:`on_event`."""
         for event in events:
             self._fold(event)
 
     def on_event(self, event: Event) -> None:
-        """Fold ``event``; queue the spans it completed for export."""
-        spans = self._fold(event)
-        if spans and self._thread is not None and not self._closed:
-            self._queue.put(spans)
+        """Hand ``event`` to the export thread (or, without one, fold it here)."""
+        if self._thread is None:
+            self._fold(event)
+        elif not self._closed:
+            self._queue.put(event)
 
     def _fold(self, event: Event) -> list[ReadableSpan]:
         if self._broken:
@@ -387,37 +390,41 @@ class LiveTraceExporter:
     def _work(self) -> None:
         exporter = self._exporter
         assert exporter is not None
+        batch: list[ReadableSpan] = []
+        deadline = math.inf
         while True:
-            item = self._queue.get()
-            stop = item is None
-            batch = list(item or ())
-            # Like the SDK's BatchSpanProcessor: gather what arrives within a short
+            # Like the SDK's BatchSpanProcessor: gather what completes within a short
             # delay into one request (one plugin per request would cost a round trip
             # each), but never hold spans back longer than ``linger_s``.
-            deadline = time.monotonic() + self._linger_s
-            while not stop and len(batch) < MAX_BATCH:
-                try:
-                    more = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                else:
-                    batch += more
-            if batch and self._gave_up:
-                self.stats.failed += len(batch)
-            elif batch:
-                failed = self.stats.failed
-                _send(exporter, batch, self.stats)
-                if self.stats.failed > failed:
-                    # The exporter already retried until its timeout: a collector that
-                    # is down would make every later batch wait as long again.
-                    self._gave_up = True
-                    self.stats.errors.append(
-                        "an export failed; the run's remaining spans were not sent"
-                    )
+            wait = None if not batch else max(deadline - time.monotonic(), 0.0)
+            try:
+                event: Event | None = self._queue.get(timeout=wait)
+            except queue.Empty:
+                event = _DUE
+            stop = event is None
+            if event is not None and event is not _DUE:
+                completed = self._fold(event)
+                if completed and not batch:
+                    deadline = time.monotonic() + self._linger_s
+                batch += completed
+            due = stop or event is _DUE or time.monotonic() >= deadline
+            if batch and (due or len(batch) >= MAX_BATCH):
+                self._export(exporter, batch)
+                batch = []
             if stop:
                 return
+
+    def _export(self, exporter: SpanExporter, batch: list[ReadableSpan]) -> None:
+        if self._gave_up:
+            self.stats.failed += len(batch)
+            return
+        failed = self.stats.failed
+        _send(exporter, batch, self.stats)
+        if self.stats.failed > failed:
+            # The exporter already retried until its timeout: a collector that is
+            # down would make every later batch wait as long again.
+            self._gave_up = True
+            self.stats.errors.append("an export failed; the run's remaining spans were not sent")
 
     def close(self, timeout_s: float = 30.0) -> ExportStats:
         """Flush the queue, stop the export thread and shut the exporter down.

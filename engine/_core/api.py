@@ -99,6 +99,15 @@ class RunHandle:
         return self._result
 
 
+def _write_trace(run_dir: Path) -> None:
+    """``trace.json`` from the run's log (blocking: call it off the loop)."""
+    from telemetry.export import trace_json
+    from telemetry.spans import spans_from_events
+
+    spans = spans_from_events(read_log(run_dir / LOG_NAME))
+    atomic_write(run_dir / TRACE_NAME, trace_json(spans))
+
+
 def _new_log(run_dir: Path) -> EventLog:
     run_dir.mkdir(parents=True)
     return EventLog(run_dir / LOG_NAME)
@@ -495,19 +504,18 @@ class Engine:
         # need the OTLP exporter.
         # Its first import (OpenTelemetry, protobuf) takes a while: not on the loop.
         await anyio.to_thread.run_sync(importlib.import_module, "telemetry.export")
-        from telemetry.export import LiveTraceExporter, trace_json
+        from telemetry.export import LiveTraceExporter
         from telemetry.metrics import export_lane_metrics
 
-        # Folds every event into spans (for trace.json) and, with an endpoint,
-        # exports each plugin's span as it ends, off the event loop.
-        # Without an endpoint or a trace file there is nothing to fold spans for.
-        tracing = self.trace_file or self.otlp_endpoint is not None
-        tracer = LiveTraceExporter(self.otlp_endpoint)
-        if state is not None and tracing:
+        # With an endpoint, each plugin's span is exported as it ends: the loop only
+        # hands each event to the exporter's thread, which folds and sends. trace.json
+        # is a pure function of the log, built once at the end, off the loop.
+        tracer = LiveTraceExporter(self.otlp_endpoint) if self.otlp_endpoint else None
+        if state is not None and tracer is not None:
             tracer.prime(await anyio.to_thread.run_sync(read_log, spec.run_dir / LOG_NAME))
 
         def publish(event: Event) -> None:
-            if tracing:
+            if tracer is not None:
                 tracer.on_event(event)
             # If the caller stopped listening, the log still has everything.
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -526,18 +534,15 @@ class Engine:
                 last = log.last_hash
                 report = await anyio.to_thread.run_sync(write_artifacts, spec.run_dir, state, last)
                 if self.trace_file:
-                    spans = tracer.spans()
-                    # Encoding and writing a whole trace (megabytes for large fleets):
-                    # off the loop.
-                    await anyio.to_thread.run_sync(
-                        lambda: atomic_write(spec.run_dir / TRACE_NAME, trace_json(spans))
-                    )
+                    # Reading the log back and encoding a whole trace (megabytes for
+                    # large fleets): off the loop.
+                    await anyio.to_thread.run_sync(_write_trace, spec.run_dir)
             finally:
-                if tracer.exporting:
+                if tracer is not None:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(tracer.close)
             stats = None
-            if self.otlp_endpoint is not None:
+            if tracer is not None:
                 stats = tracer.stats
                 if not stats.ok:
                     stats.errors.append("lane metrics not sent (the span export failed)")
