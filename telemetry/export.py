@@ -23,14 +23,11 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from attrs import define, field
-from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -38,6 +35,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
 from contracts.events import Event
+
+if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+# The OTLP exporter and the protobuf encoders are imported where they are used: a run
+# that writes only trace.json (the default) never needs them, and they cost a
+# noticeable part of a cached rerun's start-up.
 
 from .spans import TraceBuilder, spans_from_events
 
@@ -80,6 +84,8 @@ def signal_endpoint(url: str, signal: str = "traces") -> str:
 
 def span_exporter(endpoint: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> OTLPSpanExporter:
     """An OTLP/HTTP span exporter for ``endpoint`` (a base URL or the traces URL)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     return OTLPSpanExporter(endpoint=signal_endpoint(endpoint, "traces"), timeout=timeout_s)
 
 
@@ -181,6 +187,9 @@ def _hex_ids(data: dict[str, Any]) -> None:
 
 def trace_dict_reference(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """``spans`` as OTLP JSON, by the exporter's protobuf encoder and ``MessageToDict``."""
+    from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     message = encode_spans(spans)
     data: dict[str, Any] = MessageToDict(message, use_integers_for_enums=True)
     _hex_ids(data)

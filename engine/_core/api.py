@@ -532,7 +532,11 @@ class Engine:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(log.close)  # the final fsync
                 last = log.last_hash
-                report = await anyio.to_thread.run_sync(write_artifacts, spec.run_dir, state, last)
+                # Drawn charts are reused like results: not when the cache is off.
+                charts = self.runs_dir / CACHE_DIR / "charts" if spec.cache else None
+                report = await anyio.to_thread.run_sync(
+                    write_artifacts, spec.run_dir, state, last, charts
+                )
                 if self.trace_file:
                     # Reading the log back and encoding a whole trace (megabytes for
                     # large fleets): off the loop.

@@ -16,7 +16,7 @@ from contracts.charts import RunTimeline, TimelineEntry, TimelineStatus
 from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, PreflightEntry, Summary
 from telemetry.metrics import lane_metrics
 
-from .._render import render_html
+from .._render import ChartCache, render_html
 from ..errors import EngineInternalError
 from .gates import legacy_skipped
 from .state import PluginRecord, RunState
@@ -368,20 +368,26 @@ def manifest_lanes(state: RunState) -> dict[str, str]:
     return {r.step.plugin_id: r.step.manifest_lane for r in state.ordered()}
 
 
-def render_report_html(state: RunState, report: Report | None = None) -> str:
-    """``report.html`` of a finished run (``report``: its :func:`build_report`, if built)."""
+def render_report_html(
+    state: RunState, report: Report | None = None, chart_cache: Path | None = None
+) -> str:
+    """``report.html`` of a finished run (``report``: its :func:`build_report`, if
+    built; ``chart_cache``: a folder keeping drawn charts between runs)."""
     return render_html(
         report if report is not None else build_report(state),
         build_timeline(state),
         manifest_lanes(state),
+        ChartCache(chart_cache) if chart_cache is not None else None,
     )
 
 
-def write_artifacts(run_dir: Path, state: RunState, last_hash: str) -> Report:
+def write_artifacts(
+    run_dir: Path, state: RunState, last_hash: str, chart_cache: Path | None = None
+) -> Report:
     report = build_report(state)
     manifest = build_run_manifest(state, report, last_hash)
     atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))
     atomic_write(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
     atomic_write(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
-    atomic_write(run_dir / HTML_NAME, render_report_html(state, report).encode())
+    atomic_write(run_dir / HTML_NAME, render_report_html(state, report, chart_cache).encode())
     return report

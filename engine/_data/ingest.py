@@ -14,6 +14,17 @@ two processes racing to build the same fingerprint both end with a valid file (t
 second replace swaps in an identical database; readers holding the old file keep a
 valid inode).
 
+When the content is hashed: a file's fingerprint is remembered in
+``<cache_dir>/stat/`` under its absolute path, with its size, ``mtime_ns``,
+``ctime_ns``, inode and device (:func:`remembered_fingerprint`). A later run whose
+file shows exactly those five values reuses the fingerprint without reading the
+file; any difference (the file rewritten, touched, replaced, copied, moved to
+another file system, or its metadata changed: ``ctime`` moves with every write and
+cannot be set back) rehashes the whole content, and the new fingerprint decides as
+always whether the normalized database can be reused. A changed file whose five
+values all stayed the same would need a write that restores the ctime, which only
+the kernel's clock going backwards can do.
+
 CSV rules: the first line is always the header (``header=true``, ``skip=0``; the
 sniffer is not allowed to guess that leading lines are junk and drop them), the
 dialect and column types are auto-detected by DuckDB (timestamps included) from its
@@ -98,6 +109,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -441,6 +453,35 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def remembered_fingerprint(path: Path, memo_dir: Path) -> str:
+    """:func:`fingerprint_file`, hashing the content only when the file's size,
+    mtime, ctime, inode or device differ from the last time (module docstring).
+    A memo that cannot be read or written is ignored: the content is hashed."""
+    absolute = path.absolute()
+    memo = memo_dir / f"{hashlib.sha256(str(absolute).encode()).hexdigest()}.json"
+    before = _stat_key(absolute.stat())
+    try:
+        known = msgspec.json.decode(memo.read_bytes())
+        if known["stat"] == before and known["ingest"] == INGEST_VERSION:
+            return str(known["fingerprint"])
+    except (OSError, msgspec.DecodeError, KeyError, TypeError):
+        pass
+    fingerprint = fingerprint_file(absolute)
+    if _stat_key(absolute.stat()) == before:  # not changed while it was read
+        record = {"path": str(absolute), "stat": before, "ingest": INGEST_VERSION,
+                  "fingerprint": fingerprint}  # fmt: skip
+        with contextlib.suppress(OSError):
+            memo_dir.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(msgspec.json.encode(record))
+            os.replace(tmp, memo)
+    return fingerprint
+
+
 def ingest(source: str | Path, cache_dir: Path) -> DatasetInfo:
     """Normalize a CSV/Parquet file into ``<cache_dir>/<fingerprint>.duckdb``.
 
@@ -470,13 +511,12 @@ def ingest(source: str | Path, cache_dir: Path) -> DatasetInfo:
         raise DatasetError(label, "unsupported file type; expected .csv, .csv.gz, .parquet or .pq")
     if path.stat().st_size == 0:
         raise DatasetError(label, "empty file")
-    try:
-        fingerprint = fingerprint_file(path)
-    except OSError as exc:
-        raise DatasetError(label, f"cannot read file: {exc.strerror or exc}") from exc
-
     cache_dir = Path(cache_dir).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fingerprint = remembered_fingerprint(path, cache_dir / "stat")
+    except OSError as exc:
+        raise DatasetError(label, f"cannot read file: {exc.strerror or exc}") from exc
     db_path = cache_dir / f"{fingerprint}.duckdb"
     info_path = cache_dir / f"{fingerprint}.json"
 

@@ -8,7 +8,7 @@ kernel, so the same inputs give the same bytes wherever they come from (a live r
 a replayed log).
 """
 
-from .charts import chart_svg, safe_id
+from .charts import ChartCache, chart_svg, safe_id
 from .pages import (
     action_key,
     lane_progress,
@@ -22,6 +22,7 @@ from .pages import (
 )
 
 __all__ = [
+    "ChartCache",
     "action_key",
     "chart_svg",
     "lane_progress",

@@ -22,7 +22,7 @@ from contracts.charts import RunTimeline, TimelineEntry
 from contracts.diff import FindingDelta, RunDiff
 from contracts.report import GATE_NAMES
 
-from .charts import charts_svg, safe_id
+from .charts import ChartCache, charts_svg, safe_id
 from .timeline import timeline_svg
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -39,6 +39,9 @@ HOURS_A_MONTH = {
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    # Compiling the templates costs a fifth of a second per process (a CLI run); the
+    # compiled form is kept in a private per-user folder, keyed by template checksum.
+    bytecode_cache=jinja2.FileSystemBytecodeCache(),
     autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
@@ -99,11 +102,12 @@ def is_decision(p: PluginReport, manifest_lanes: Mapping[str, str]) -> bool:
 class _Charts:
     """Draws each finding's charts once, keyed by its place in the page."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: ChartCache | None) -> None:
         self.count = 0
+        self.cache = cache
 
     def __call__(self, f: Finding, where: str) -> list[Markup]:
-        drawn = charts_svg(f.charts, safe_id(f"{where}-{f.id or f.kind}"))
+        drawn = charts_svg(f.charts, safe_id(f"{where}-{f.id or f.kind}"), self.cache)
         self.count += len(drawn)
         return [Markup(svg) for svg in drawn]
 
@@ -112,7 +116,12 @@ def _entries(timeline: RunTimeline | None) -> dict[str, TimelineEntry]:
     return {e.plugin_id: e for e in timeline.entries} if timeline is not None else {}
 
 
-def render_html(report: Report, timeline: RunTimeline, manifest_lanes: Mapping[str, str]) -> str:
+def render_html(
+    report: Report,
+    timeline: RunTimeline,
+    manifest_lanes: Mapping[str, str],
+    chart_cache: ChartCache | None = None,
+) -> str:
     """``report.html`` of a finished run.
 
     Args:
@@ -120,8 +129,10 @@ def render_html(report: Report, timeline: RunTimeline, manifest_lanes: Mapping[s
         timeline: the run's timeline folded from its log.
         manifest_lanes: ``{plugin id: lane in its manifest}``, to tell decision from
             explanation plugins in a legacy run (which puts all on one lane).
+        chart_cache: where drawn charts are kept between runs (the same page either
+            way; see :class:`ChartCache`).
     """
-    charts = _Charts()
+    charts = _Charts(chart_cache)
     plugins = report.plugins
     decisions = [p for p in plugins if is_decision(p, manifest_lanes)]
     explanations = [p for p in plugins if not is_decision(p, manifest_lanes)]

@@ -68,7 +68,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -834,6 +833,8 @@ def _chunk(
         copies = np.sort(plant.choice(n, size=n_dup, replace=False))
         source = np.concatenate([source, copies])
     take = source[np.argsort(queued[source], kind="stable")]
+
+    import pyarrow.compute as pc  # here: a third of a second to import, for one call
 
     ids = pc.utf8_lpad(pa.array(job_no[take]).cast(pa.string()), width=9, padding="0")
     statuses = ("ok", "failed", "retried", KILLED, RUNNING, "queued")

@@ -93,8 +93,14 @@ def ops_log(path: Path, n: int = 60) -> Path:
 
 
 def final_files(cache_dir: Path) -> list[str]:
-    """Every entry of the cache dir (final names and leftovers alike)."""
-    return sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
+    """Every entry of the cache dir (final names and leftovers alike), apart from the
+    fingerprint memo folder ``stat``, which may hold only finished ``.json`` records."""
+    if not cache_dir.exists():
+        return []
+    memo = cache_dir / "stat"
+    if memo.exists():
+        assert all(p.suffix == ".json" and not p.name.startswith(".") for p in memo.iterdir())
+    return sorted(p.name for p in cache_dir.iterdir() if p != memo)
 
 
 # ------------------------------------------------------------------------ ingestion
