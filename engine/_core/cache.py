@@ -290,6 +290,15 @@ class RunCache:
         closest = min((key.differing(c) for c, _ in entries), key=len)
         return None, closest[0] if closest else "upstream_changed"
 
+    def expected_durations(self) -> dict[str, float]:
+        """Each plugin's run time in its newest cached result (plugins never cached
+        are left out): what the scheduler expects a plugin to take."""
+        found = {}
+        for plugin_id, entries in sorted(self._entries.items()):
+            if entries:
+                found[plugin_id] = _DECODER.decode(entries[0][1]).duration_s
+        return found
+
     def store(
         self,
         key: CacheKey,

@@ -18,6 +18,14 @@ The scheduling rule, all of it (:meth:`Supervisor._advance`, ``_admissible``):
    never queued ahead of higher-priority work: while any decision-lane work is
    unfinished, explanation jobs only take workers that are free right now.
 
+4. Among ready steps of one priority, the one heading the longest remaining chain
+   of expected run times goes first (the critical path: its own expected time plus
+   the longest such chain among its dependents), then plan order. Expected times
+   are those of each plugin's newest cached result (:meth:`RunCache.expected_durations`);
+   a plugin never run before counts 0, and with the cache off all count 0 (plan
+   order alone). This orders dispatch only: the plan, its hash and every result
+   are the same whatever the history.
+
 The lanes are the plan's: each step carries its lane, and the lane windows of
 DESIGN.md are these admission rules rather than tasks of their own.
 """
@@ -130,7 +138,9 @@ class Supervisor:
         self._on_event = on_event
         self._waiting_on: dict[str, int] = {}
         self._ready: list[tuple[int, str]] = []  # (plan order, id): deps done
-        self._admit: list[tuple[int, str]] = []  # ready, needing a worker
+        # Ready, needing a worker: (priority, -critical path, plan order, id).
+        self._admit: list[tuple[int, float, int, str]] = []
+        self._critical: dict[str, float] = {}
         self._tickets: dict[str, Ticket] = {}  # in flight, by plugin id
         self._abandoned: set[Ticket] = set()  # ended by the stall guard
         self._unfinished: Counter[int] = Counter()  # steps not done, by priority
@@ -220,6 +230,9 @@ class Supervisor:
             if not step.depends_on and self.state.plugins[step.plugin_id].phase == "pending":
                 heapq.heappush(self._ready, (step.order, step.plugin_id))
 
+        self._critical = critical_paths(
+            plan, self._cache.expected_durations() if self._cache is not None else {}
+        )
         send, recv = anyio.create_memory_object_stream[Completion | _Stall](math.inf)
         reply = _reply_to(send)
         async with anyio.create_task_group() as tg, recv, send:
@@ -382,9 +395,9 @@ class Supervisor:
                 )
                 self._finished(step)
             elif self._cache is None or not self._from_cache(step):
-                heapq.heappush(admit, (order, pid))
+                heapq.heappush(admit, (step.priority, -self._critical[pid], order, pid))
         while admit:
-            step = self.state.plugins[admit[0][1]].step
+            step = self.state.plugins[admit[0][3]].step
             if not self._admissible(step.priority):
                 return
             heapq.heappop(admit)
@@ -491,6 +504,19 @@ def _reply_to(
             send.send_nowait(completion)
 
     return reply
+
+
+def critical_paths(plan: Plan, expected: Mapping[str, float]) -> dict[str, float]:
+    """For each step, its expected run time plus the longest such chain among its
+    dependents (rule 4 of the module docstring)."""
+    steps = {s.plugin_id: s for s in plan.steps}
+    found: dict[str, float] = {}
+    # Plan order is topological (dependencies first): reversed, each step's
+    # dependents are done before it.
+    for step in reversed(plan.steps):
+        below = (found[d] for d in step.dependents if d in steps)
+        found[step.plugin_id] = expected.get(step.plugin_id, 0.0) + max(below, default=0.0)
+    return found
 
 
 def _affected(step: PlanStep) -> tuple[str, ...]:

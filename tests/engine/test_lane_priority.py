@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.events import PluginFinished, PluginStarted
-from engine import Engine, read_log
+from contracts.events import PluginDispatched, PluginFinished, PluginStarted
+from engine import Engine, RunResult, read_log
 
 from .conftest import MakePlugin
 
@@ -85,3 +85,56 @@ async def test_the_decision_chain_ends_before_a_fourth_explanation_starts(
     assert {p.id: p.explanation for p in result.report.plugins if p.id[0] == "e"} == {
         f"e{i}": "explained nothing" for i in range(1, 7)
     }
+
+
+QUICK = """
+from contracts import na
+
+def run(ctx):
+    return na("NO_SIGNIFICANT_EFFECT", "quick")
+"""
+
+
+def remember_durations(runs_dir: Path, durations: dict[str, float]) -> None:
+    """Results from earlier runs, as the cache holds them (only their run time matters
+    here: their keys match nothing, so every plugin runs again)."""
+    from contracts import Na
+    from engine._core.api import CACHE_DIR
+    from engine._core.cache import CachedResult, CacheKey, ResultCache
+
+    store = ResultCache(runs_dir / CACHE_DIR)
+    result = Na(reason_code="NO_SIGNIFICANT_EFFECT", explanation="earlier")
+    for pid, seconds in durations.items():
+        key = CacheKey(plugin_id=pid, parts={"code": "earlier"}, key=f"earlier-{pid}")
+        store.put(key, CachedResult(result=result, duration_s=seconds))
+    store.close()
+
+
+async def test_ties_in_priority_go_to_the_longest_expected_chain(
+    tmp_path: Path, plugins_dir: Path, make_plugin: MakePlugin, dataset: Path
+) -> None:
+    # Same lane, same priority, no dependencies between the chains: plan order
+    # alone would be fixed by the seeded tie-break. History says "slow" heads the
+    # longest chain (3 s + its dependent's 2 s), then "mid" (4 s), then "quick".
+    make_plugin("quick", code=QUICK)
+    make_plugin("mid", code=QUICK)
+    make_plugin("slow", code=QUICK)
+    make_plugin("after_slow", code=QUICK, depends_on=["slow"])
+    runs = tmp_path / "runs"
+    remember_durations(runs, {"quick": 0.1, "mid": 4.0, "slow": 3.0, "after_slow": 2.0})
+    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, workers=1) as engine:
+        informed = await engine.run(dataset)
+    async with Engine(plugins_dir=plugins_dir, runs_dir=tmp_path / "fresh", workers=1) as engine:
+        plain = await engine.run(dataset)
+
+    def dispatched(result: RunResult) -> list[str]:
+        events = read_log(Path(result.run_dir) / "events.jsonl")
+        return [e.plugin_id for e in events if isinstance(e, PluginDispatched)]
+
+    # One worker, one job written ahead: "slow" and "mid" go out; when "slow" ends,
+    # "after_slow" (a 2 s chain) is ready and goes before "quick" (0.1 s).
+    assert dispatched(informed) == ["slow", "mid", "after_slow", "quick"]
+    assert informed.state.plan is not None and plain.state.plan is not None
+    # Without history: plan order. The plan itself never depends on history.
+    assert dispatched(plain) == [s.plugin_id for s in plain.state.plan.steps]
+    assert informed.report.plan_hash == plain.report.plan_hash
