@@ -99,12 +99,13 @@ class RunHandle:
         return self._result
 
 
-def _write_trace(run_dir: Path) -> None:
-    """``trace.json`` from the run's log (blocking: call it off the loop)."""
+def _write_trace(run_dir: Path, events: list[Event] | None) -> None:
+    """``trace.json`` from the run's events (``None``: read back from its log);
+    blocking: call it off the loop."""
     from telemetry.export import trace_json
     from telemetry.spans import spans_from_events
 
-    spans = spans_from_events(read_log(run_dir / LOG_NAME))
+    spans = spans_from_events(events if events is not None else read_log(run_dir / LOG_NAME))
     atomic_write(run_dir / TRACE_NAME, trace_json(spans))
 
 
@@ -514,7 +515,13 @@ class Engine:
         if state is not None and tracer is not None:
             tracer.prime(await anyio.to_thread.run_sync(read_log, spec.run_dir / LOG_NAME))
 
+        # trace.json is folded after the run from the run's events: kept here as they
+        # are appended (a resumed run reads its log back instead, for the part before).
+        events: list[Event] | None = [] if self.trace_file and state is None else None
+
         def publish(event: Event) -> None:
+            if events is not None:
+                events.append(event)
             if tracer is not None:
                 tracer.on_event(event)
             # If the caller stopped listening, the log still has everything.
@@ -540,7 +547,7 @@ class Engine:
                 if self.trace_file:
                     # Reading the log back and encoding a whole trace (megabytes for
                     # large fleets): off the loop.
-                    await anyio.to_thread.run_sync(_write_trace, spec.run_dir)
+                    await anyio.to_thread.run_sync(_write_trace, spec.run_dir, events)
             finally:
                 if tracer is not None:
                     with anyio.CancelScope(shield=True):
