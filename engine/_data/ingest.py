@@ -111,7 +111,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, get_args
 
@@ -457,21 +457,29 @@ def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def remembered_fingerprint(path: Path, memo_dir: Path) -> str:
+def remembered_fingerprint(path: Path, memo_dir: Path) -> tuple[str, Callable[[], None]]:
     """:func:`fingerprint_file`, hashing the content only when the file's size,
     mtime, ctime, inode or device differ from the last time (module docstring).
-    A memo that cannot be read or written is ignored: the content is hashed."""
+
+    Returns the fingerprint and a function that remembers it (call it once the file
+    was ingested: a file that fails to ingest leaves nothing behind). A memo that
+    cannot be read or written is ignored: the content is hashed.
+    """
     absolute = path.absolute()
     memo = memo_dir / f"{hashlib.sha256(str(absolute).encode()).hexdigest()}.json"
     before = _stat_key(absolute.stat())
     try:
         known = msgspec.json.decode(memo.read_bytes())
         if known["stat"] == before and known["ingest"] == INGEST_VERSION:
-            return str(known["fingerprint"])
+            return str(known["fingerprint"]), lambda: None
     except (OSError, msgspec.DecodeError, KeyError, TypeError):
         pass
     fingerprint = fingerprint_file(absolute)
-    if _stat_key(absolute.stat()) == before:  # not changed while it was read
+    changed_while_read = _stat_key(absolute.stat()) != before
+
+    def remember() -> None:
+        if changed_while_read:
+            return
         record = {"path": str(absolute), "stat": before, "ingest": INGEST_VERSION,
                   "fingerprint": fingerprint}  # fmt: skip
         with contextlib.suppress(OSError):
@@ -479,7 +487,8 @@ def remembered_fingerprint(path: Path, memo_dir: Path) -> str:
             tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
             tmp.write_bytes(msgspec.json.encode(record))
             os.replace(tmp, memo)
-    return fingerprint
+
+    return fingerprint, remember
 
 
 def ingest(source: str | Path, cache_dir: Path) -> DatasetInfo:
@@ -514,7 +523,7 @@ def ingest(source: str | Path, cache_dir: Path) -> DatasetInfo:
     cache_dir = Path(cache_dir).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fingerprint = remembered_fingerprint(path, cache_dir / "stat")
+        fingerprint, remember = remembered_fingerprint(path, cache_dir / "stat")
     except OSError as exc:
         raise DatasetError(label, f"cannot read file: {exc.strerror or exc}") from exc
     db_path = cache_dir / f"{fingerprint}.duckdb"
@@ -523,6 +532,7 @@ def ingest(source: str | Path, cache_dir: Path) -> DatasetInfo:
     stored = _load_info(db_path, info_path)
     if stored is None:
         stored = _build(label, path, kind, fingerprint, db_path, info_path)
+    remember()
     return msgspec.structs.replace(stored, source=label, db_path=str(db_path))
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from engine._data import ingest as ingest_module
-from engine._data.ingest import INGEST_VERSION, remembered_fingerprint
+from engine._data.ingest import INGEST_VERSION
+from engine._data.ingest import remembered_fingerprint as remembered_and_saver
+
+
+def remembered_fingerprint(path: Path, memo: Path) -> str:
+    """As ingest uses it: the fingerprint, remembered once the file was ingested."""
+    fingerprint, remember = remembered_and_saver(path, memo)
+    remember()
+    return fingerprint
 
 
 def expected(path: Path) -> str:
@@ -70,9 +78,7 @@ def test_a_touched_file_is_rehashed_and_keeps_its_fingerprint(
     assert len(hashed) == 2
 
 
-def test_a_replaced_file_and_a_broken_memo_are_rehashed(
-    tmp_path: Path, hashed: list[Path]
-) -> None:
+def test_a_replaced_file_and_a_broken_memo_are_rehashed(tmp_path: Path, hashed: list[Path]) -> None:
     data = tmp_path / "data.csv"
     data.write_text("a,b\n1,2\n")
     memo = tmp_path / "stat"
@@ -85,3 +91,19 @@ def test_a_replaced_file_and_a_broken_memo_are_rehashed(
     entry.write_bytes(b"{not json")
     assert remembered_fingerprint(data, memo) == expected(data)
     assert len(hashed) == 3
+
+
+def test_a_file_that_fails_to_ingest_is_not_remembered(tmp_path: Path) -> None:
+    from engine import DatasetError, ingest
+
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError):
+        ingest(bad, cache)
+    assert not (cache / "stat").exists()
+    good = tmp_path / "good.csv"
+    good.write_text("a,b\n1,2\n")
+    info = ingest(good, cache)
+    (entry,) = (cache / "stat").iterdir()
+    assert info.fingerprint == expected(good) and info.fingerprint in entry.read_text()
