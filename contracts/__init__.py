@@ -11,7 +11,7 @@ A plugin imports only from here::
 
 from ._base import CONTRACTS_VERSION, canonical_json, stable_hash
 from .dataset import ColumnInfo, DataAccess, DatasetInfo
-from .manifest import Manifest
+from .manifest import QUANTITY_SEMANTICS, ColumnSemantic, Manifest
 from .plan import Plan, PlanStep
 from .reasons import REASON_CODES, ReasonCode, is_registered
 from .report import PluginReport, Report, RunManifest, Summary
@@ -31,8 +31,10 @@ from .results import (
 
 __all__ = [
     "CONTRACTS_VERSION",
+    "QUANTITY_SEMANTICS",
     "REASON_CODES",
     "ColumnInfo",
+    "ColumnSemantic",
     "DataAccess",
     "DatasetInfo",
     "Evidence",
