@@ -235,7 +235,8 @@ def run(ctx):
         )
 
     # --- a retry-count column
-    retry = next((n for n in ctx.data.names(role="numeric") if RETRY_WORDS & set(_words(n))), None)
+    counts = ctx.data.names(role="numeric", semantic=("count", "quantity"))
+    retry = next((n for n in counts if RETRY_WORDS & set(_words(n))), None)
     metrics["retry_column"] = retry
     if retry is not None:
         r_query = (
