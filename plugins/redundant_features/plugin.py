@@ -176,6 +176,7 @@ def run(ctx):
         "quantity_columns": total_quantities,
         "quantity_columns_correlated": len(quantities),
         "redundant_columns": [f.target for f in findings],
+        "notes": checked[len(ORDER) + 1 :],
     }
     if not findings:
         return na(
