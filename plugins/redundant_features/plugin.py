@@ -5,9 +5,11 @@ only screens candidates or confirms a rank correlation), looked for in this orde
 column is recommended for removal once, for the first relationship that names it:
 
 1. ``near_duplicate``: two columns of one family (numbers, text, times), each with
-   three or more values, that hold the same value on at least ``min_agreement`` of
-   the rows where either has one (over all rows). Two-valued flags agree by chance
-   on most rows; they are left to the correlation.
+   three or more values and the same most frequent value, that hold the same value
+   on at least ``min_agreement`` of the informative rows: rows where either has a
+   value, other than those where both sit at that most frequent value (two mostly-zero
+   pixel columns agree on their zeros by chance). Over all rows. Two-valued flags are
+   left to the correlation.
 2. ``function``: one encoding of time that is an exact function of another, a
    coarser one (``hour`` of the HHMM clock ``sched_dep_time``, ``month`` of the
    timestamp ``time_hour``, ``year`` of a decimal-year ``date``): in every group of rows
@@ -201,34 +203,51 @@ def _near_duplicates(ctx, pick, numeric, timestamps, categorical, cfg) -> str:
         [(n, timestamp_expr(n, pick.info[n].dtype)) for n in timestamps],
         [(n, f"CAST({_q(n)} AS VARCHAR)") for n in categorical],
     ]
-    # Columns with two values (flags) agree by chance on most rows; they are compared
-    # by correlation instead.
+    # Columns with two values (flags) are compared by correlation instead.
     families = [[(n, e) for n, e in fam if pick.info[n].distinct_count >= 3] for fam in families]
     pairs = [(a, b) for fam in families for a, b in combinations(fam, 2)]
     if not pairs:
         return "no pair of one family with three or more values each"
     found = []
-    for chunk in _chunks(pairs):
-        select = ", ".join(
-            f"count_if({ea} IS NOT NULL OR {eb} IS NOT NULL) AS i{k}, "
-            f"count_if({ea} IS NOT DISTINCT FROM {eb} AND {ea} IS NOT NULL) AS e{k}"
-            for k, ((_, ea), (_, eb)) in enumerate(chunk)
-        )
-        row = ctx.data.sql(f"SELECT {select} FROM data").to_pylist()[0]
+    for chunk in _chunks(pairs, CHUNK // 4):
+        names = sorted({n for pair in chunk for n, _ in pair}, key=pick.order.get)
+        expr = {n: e for pair in chunk for n, e in pair}
+        idx = {n: i for i, n in enumerate(names)}
+        modes = ", ".join(f"mode({expr[n]}) AS m{idx[n]}" for n in names)
+        select = []
+        for k, ((a, ea), (b, eb)) in enumerate(chunk):
+            ma, mb = f"m.m{idx[a]}", f"m.m{idx[b]}"
+            select.append(
+                f"count_if({ea} IS NOT NULL OR {eb} IS NOT NULL) AS i{k}, "
+                f"count_if({ea} IS NOT DISTINCT FROM {eb} AND {ea} IS NOT NULL) AS e{k}, "
+                f"count_if({ea} IS NOT DISTINCT FROM {ma} AND {eb} IS NOT DISTINCT FROM {mb} "
+                f"AND {ea} IS NOT NULL) AS c{k}, bool_and({ma} IS NOT DISTINCT FROM {mb}) AS s{k}"
+            )
+        row = ctx.data.sql(
+            f"WITH m AS (SELECT {modes} FROM data) SELECT {', '.join(select)} FROM data, m"
+        ).to_pylist()[0]
         for k, ((a, _), (b, _)) in enumerate(chunk):
-            present, equal = int(row[f"i{k}"]), int(row[f"e{k}"])
-            if present < cfg["min_rows"] or equal < cfg["min_agreement"] * present:
+            # rows where both sit at their (common) most frequent value agree trivially
+            common = int(row[f"c{k}"]) if row[f"s{k}"] else 0
+            present, equal = int(row[f"i{k}"]) - common, int(row[f"e{k}"]) - common
+            if (
+                not row[f"s{k}"]
+                or present < cfg["min_rows"]
+                or equal < cfg["min_agreement"] * present
+            ):
                 continue
             keep, drop = pick.keeper_of_pair(a, b)
             found.append((keep, drop, {
                 "relation": "near_duplicate", "agreement": equal / present, "pairs": present,
+                "modal_rows_left_out": common,
             }))  # fmt: skip
     found.sort(key=lambda f: (pick.rank(f[0]), pick.order[f[1]]))
     for keep, drop, relation in found:
         pick.offer(keep, drop, relation)
     return (
         f"{len(pairs)} pairs over all rows, {len(found)} equal on >= "
-        f"{cfg['min_agreement']:.0%} of the rows holding either"
+        f"{cfg['min_agreement']:.0%} of the rows where either has a value off their "
+        "common most frequent one"
     )
 
 
@@ -484,7 +503,8 @@ def _finding(target: str, rel: dict, info) -> Finding:
     if relation == "near_duplicate":
         what = (
             f"{target} holds the same value as {keep} on {rel['agreement']:.2%} of the "
-            f"{rel['pairs']} rows where either has a value."
+            f"{rel['pairs']} informative rows (either has a value, and not both the most "
+            f"frequent one; {rel['modal_rows_left_out']} such rows left out)."
         )
         title = f"{target} duplicates {keep}"
         query = f"SELECT count_if({_q(keep)} IS DISTINCT FROM {_q(target)}) AS differing FROM data"

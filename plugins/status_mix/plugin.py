@@ -246,6 +246,13 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"mixes for {len(processes)} process(es) and {len(hosts)} host(s)"
+        + (
+            f" (the {max_groups} of each with the most jobs; more exist)"
+            if processes_capped or hosts_capped
+            else ""
+        )
+        + f"; {min(len(values), max_statuses)} of {len(values)} status values by name",
         "failure_pattern": fail_re,
         "failure_values": sorted(failing),
         "host_column": host,

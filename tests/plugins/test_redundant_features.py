@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 
 import msgspec
@@ -186,9 +187,22 @@ def test_near_duplicate_text_columns_keep_the_more_complete_one(tmp_path):
     (f,) = result.findings
     # town is earlier but has 4 missing values: town is dropped, city kept
     assert f.target == "town" and f.evidence.columns == ("city", "town")
-    equal = sum(1 for a, b in zip(with_gaps, copy, strict=True) if a == b)
-    assert f.evidence.metrics["agreement"] == pytest.approx(equal / N)
+    # rows where both hold the common most frequent value agree trivially: left out
+    mode = Counter(city).most_common(1)[0][0]
+    pairs = [(a, b) for a, b in zip(with_gaps, copy, strict=True) if not a == b == mode]
+    equal = sum(1 for a, b in pairs if a == b)
+    assert f.evidence.metrics["agreement"] == pytest.approx(equal / len(pairs))
+    assert f.evidence.metrics["modal_rows_left_out"] == N - len(pairs)
     assert "more missing values" in f.recommendation
+
+
+def test_mostly_zero_columns_are_not_near_duplicates(tmp_path):
+    g = np.random.default_rng(16)
+    a = np.where(g.random(N) < 0.003, g.integers(1, 16, N), 0)  # like edge pixels of digits
+    b = np.where(g.random(N) < 0.003, g.integers(1, 16, N), 0)
+    assert np.mean(a == b) > 0.99  # agree on the zeros only
+    result = run_plugin("redundant_features", {"a": a.tolist(), "b": b.tolist()}, tmp_path)
+    assert isinstance(result, Na)
 
 
 def test_a_shared_trend_is_not_redundancy(tmp_path):
