@@ -77,9 +77,7 @@ def _packaged_file(package: str, *parts: str) -> Callable[[Path], Path]:
         import duckdb  # a JSON array of records: hand it over as Parquet
 
         target = out / f"{path.stem}.parquet"
-        duckdb.sql(
-            f"COPY (SELECT * FROM read_json_auto('{path}')) TO '{target}' (FORMAT parquet)"
-        )
+        duckdb.sql(f"COPY (SELECT * FROM read_json_auto('{path}')) TO '{target}' (FORMAT parquet)")
         return target
 
     return locate
@@ -218,6 +216,9 @@ class Score:
     def precision(self) -> float:
         return self.justified / self.total if self.total else 1.0
 
+    def decisions_list(self) -> list[Decision]:
+        return [d for found in self.decisions.values() for d in found]
+
 
 def score(decisions: Mapping[str, list[Decision]], labels: Mapping[str, Mapping]) -> Score:
     justified = total = 0
@@ -247,6 +248,7 @@ def score(decisions: Mapping[str, list[Decision]], labels: Mapping[str, Mapping]
 @dataclass(frozen=True)
 class TableRun:
     rows: int
+    semantics: dict[str, str | None]
     result: RunResult
 
 
@@ -255,10 +257,12 @@ async def _run(tables: Iterable[Table], work: Path, workers: int) -> dict[str, T
     async with Engine(
         plugins_dir=ROOT / "plugins", runs_dir=work / "runs", workers=workers, cache=False
     ) as engine:
-        return {
-            name: TableRun(engine.ingest(path).rows, await engine.run(path, run_id=name))
-            for name, path in paths.items()
-        }
+        runs = {}
+        for name, path in paths.items():
+            info = engine.ingest(path)
+            semantics = {c.name: c.semantic for c in info.columns}
+            runs[name] = TableRun(info.rows, semantics, await engine.run(path, run_id=name))
+        return runs
 
 
 def run_tables(
@@ -278,8 +282,10 @@ def report(s: Score, rows: Mapping[str, int], labels: Mapping[str, Mapping]) -> 
         lines.append(f"{table:<16} {rows[table]:>8} {len(found):>9} {good:>9}")
         for d in found:
             label = known.get(d.key)
-            mark = "?" if label is None or label.get("justified") is None else (
-                "+" if label["justified"] else "-"
+            mark = (
+                "?"
+                if label is None or label.get("justified") is None
+                else ("+" if label["justified"] else "-")
             )
             lines.append(f"    {mark} {d.key}  ({d.title})")
     lines += [f"unlabelled: {d.table} {d.key}" for d in s.unlabelled]
@@ -299,9 +305,10 @@ def write_labels(s: Score, path: Path = LABELS) -> None:
         t: dict(sorted(labels[t].items()))
         for t in sorted(labels, key=lambda t: (order.index(t) if t in order else len(order), t))
     }
-    path.write_text(
-        yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=200), encoding="utf-8"
-    )
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    body = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=200)
+    path.write_text(header + body, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

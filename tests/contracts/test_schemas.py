@@ -134,5 +134,8 @@ def test_schema_descriptions_do_not_depend_on_the_docstring_rendering() -> None:
     from contracts.schema import _normalized
 
     dedented = {"description": "Title.\n\nBody line one\nline two", "x": [{"description": "a"}]}
-    indented = {"description": "Title.\n\n    Body line one\n    line two", "x": [{"description": "a"}]}
+    indented = {
+        "description": "Title.\n\n    Body line one\n    line two",
+        "x": [{"description": "a"}],
+    }
     assert _normalized(indented) == _normalized(dedented) == dedented
