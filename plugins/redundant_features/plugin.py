@@ -55,6 +55,7 @@ from contracts.sql import timestamp_expr
 NEVER_DROPPED = frozenset({"identifier", "clock_time"})
 TIME_SEMANTICS = frozenset({"clock_time", "calendar_part", "timestamp"})
 CHUNK = 400  # aggregates per query: bounds the hash tables DuckDB holds at once
+MODE_MAX_DISTINCT = 100_000  # columns with more values are not given a most frequent one
 ORDER = ("near_duplicate", "function", "linear", "category")
 
 
@@ -205,15 +206,29 @@ def _near_duplicates(ctx, pick, numeric, timestamps, categorical, cfg) -> str:
     ]
     # Columns with two values (flags) are compared by correlation instead.
     families = [[(n, e) for n, e in fam if pick.info[n].distinct_count >= 3] for fam in families]
-    pairs = [(a, b) for fam in families for a, b in combinations(fam, 2)]
+    distinct = {n: pick.info[n].distinct_count for fam in families for n, _ in fam}
+    # near-duplicates have about as many values as each other
+    pairs = [
+        (a, b)
+        for fam in families
+        for a, b in combinations(fam, 2)
+        if min(distinct[a[0]], distinct[b[0]]) >= 0.5 * max(distinct[a[0]], distinct[b[0]])
+    ]
     if not pairs:
-        return "no pair of one family with three or more values each"
+        return "no pair of one family with three or more, and comparably many, values each"
     found = []
     for chunk in _chunks(pairs, CHUNK // 4):
         names = sorted({n for pair in chunk for n, _ in pair}, key=pick.order.get)
         expr = {n: e for pair in chunk for n, e in pair}
         idx = {n: i for i, n in enumerate(names)}
-        modes = ", ".join(f"mode({expr[n]}) AS m{idx[n]}" for n in names)
+        # The most frequent value matters only where it is frequent; a near-unique
+        # column gets none (NULL), which keeps mode()'s hash tables small.
+        modes = ", ".join(
+            f"mode({expr[n]}) AS m{idx[n]}"
+            if distinct[n] <= MODE_MAX_DISTINCT
+            else f"any_value(CASE WHEN false THEN {expr[n]} END) AS m{idx[n]}"
+            for n in names
+        )
         select = []
         for k, ((a, ea), (b, eb)) in enumerate(chunk):
             ma, mb = f"m.m{idx[a]}", f"m.m{idx[b]}"

@@ -9,7 +9,7 @@ import pytest
 
 from contracts import Na, Ok
 
-from .conftest import run_plugin
+from .conftest import load_plugin, run_plugin
 
 T0 = datetime(2024, 1, 1)
 N = 2000
@@ -239,3 +239,18 @@ def test_every_pair_is_correlated_however_many_columns(tmp_path):
         capped.checked[0]
         == "correlations: 60 of 70 quantity columns (the first 60 in dataset order)"
     )
+
+
+def test_near_unique_columns_are_compared_without_a_mode(tmp_path, monkeypatch):
+    module = load_plugin("redundant_features")
+    monkeypatch.setattr(module, "MODE_MAX_DISTINCT", 10)  # as if 10M distinct values
+    g = np.random.default_rng(17)
+    x = g.normal(100, 20, N)
+    copy = x.copy()
+    copy[:3] += 1.0  # 3 of 2000 rows differ: 99.85% agreement
+    result = run_plugin("redundant_features", {"x": x.tolist(), "x2": copy.tolist()}, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.evidence.metrics["relation"] == "near_duplicate"
+    assert f.evidence.metrics["agreement"] == pytest.approx((N - 3) / N)
+    assert f.evidence.metrics["modal_rows_left_out"] == 0
