@@ -48,24 +48,25 @@ def make_fleet(root: Path, n: int) -> Path:
     return dataset
 
 
-def bare_run(pool: concurrent.futures.ProcessPoolExecutor, n: int) -> float:
+def bare_run(pool: concurrent.futures.ProcessPoolExecutor, n: int) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of this (the parent) process."""
     from trivial_plugin import bare_task
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     futures = [pool.submit(bare_task, i) for i in range(n)]
     for f in futures:
         f.result()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def interleaved(
     root: Path, dataset: Path, n: int, workers: int, repeat: int, trace_file: bool
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """Alternate bare and engine runs so both see the same machine conditions."""
     from trivial_plugin import bare_task
 
-    bare_times: list[float] = []
-    engine_times: list[float] = []
+    bare_times: list[tuple[float, float]] = []
+    engine_times: list[tuple[float, float]] = []
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         list(pool.map(bare_task, range(workers * 4)))  # warm: workers up, module imported
@@ -80,9 +81,9 @@ async def interleaved(
             await eng.run(dataset)  # warm: plugins imported in every worker, data ingested
             for _ in range(repeat):
                 bare_times.append(bare_run(pool, n))
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 result = await eng.run(dataset)
-                engine_times.append(time.perf_counter() - start)
+                engine_times.append((time.perf_counter() - start, time.process_time() - cpu))
                 assert result.report.summary.na == result.report.summary.plugins == n
     return bare_times, engine_times
 
@@ -101,6 +102,7 @@ def main() -> None:
     try:
         dataset = make_fleet(root, n)
         figures = {}
+        cpu = {}
         for trace_file in (True, False):
             bare_times, engine_times = anyio.run(
                 interleaved,
@@ -113,8 +115,12 @@ def main() -> None:
                 backend=args.backend,
             )
             figures[trace_file] = (
-                statistics.median(bare_times) / n * 1e3,
-                statistics.median(engine_times) / n * 1e3,
+                statistics.median(t for t, _ in bare_times) / n * 1e3,
+                statistics.median(t for t, _ in engine_times) / n * 1e3,
+            )
+            cpu[trace_file] = (
+                statistics.median(c for _, c in bare_times) / n * 1e3,
+                statistics.median(c for _, c in engine_times) / n * 1e3,
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -125,6 +131,14 @@ def main() -> None:
         f"engine with trace.json (spans folded, OTLP JSON written): {traced_ms:.3f} ms/plugin, "
         f"ratio {traced_ms / bare_ms:.2f}"
     )
+    # CPU of the parent (the orchestrator) per plugin: what the engine itself costs,
+    # and less sensitive than wall time to other work on the machine.
+    for trace_file, label in ((True, "with trace.json"), (False, "trace file off")):
+        bare_cpu, engine_cpu = cpu[trace_file]
+        print(
+            f"parent CPU per plugin, {label}: engine {engine_cpu:.3f} ms, "
+            f"bare pool {bare_cpu:.3f} ms"
+        )
     bare_ms, engine_ms = figures[False]
     print(f"bare ProcessPoolExecutor: {bare_ms:.3f} ms/plugin")
     print(f"engine (event log, lanes, report artifacts): {engine_ms:.3f} ms/plugin")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._base import freeze
 from .dataset import DataAccess, DatasetInfo, SpanRecord
 from .plan import Mode, Plan, StepLane
 from .report import Offender, QualityGates
@@ -30,6 +31,12 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     prev: str
     wall: float
     mono: float
+
+    def __post_init__(self) -> None:
+        # Deep-immutable: every dict and list an event holds (the engine's own
+        # settings, a plugin's metrics) is copied into a container that refuses
+        # changes, so nothing can alter an event after it was appended.
+        freeze(self)
 
 
 class RunStarted(_Event, frozen=True, tag="run_started"):
@@ -47,6 +54,12 @@ class RunStarted(_Event, frozen=True, tag="run_started"):
     large_dataset_rows: int = 1_000_000
     lanes: dict[str, str] = {}
     timeouts: dict[str, float] = {}
+    # Settings that decide outcomes (RESOURCE_LIMIT, STALLED, cache hits), recorded
+    # so the log proves them and a resume uses the same. None: not recorded (a log
+    # written before they were).
+    worker_memory_mb: int | None = None
+    stall_timeout_s: float | None = None
+    cache: bool | None = None
 
 
 class PlanBuilt(_Event, frozen=True, tag="plan_built"):
@@ -69,9 +82,14 @@ class PluginDispatched(_Event, frozen=True, tag="plugin_dispatched"):
 
 
 class PluginStarted(_Event, frozen=True, tag="plugin_started"):
+    """The plugin's job actually began on a worker. ``worker`` is the executor's
+    index of that worker, ``pid`` its process id, ``worker_id`` a name a person can
+    find it by (``process/1 pid 4242``; empty in logs written before it existed)."""
+
     plugin_id: str
     worker: int
     pid: int
+    worker_id: str = ""
 
 
 class DataAccessed(_Event, frozen=True, tag="data_accessed"):
@@ -123,8 +141,9 @@ class CacheHit(_Event, frozen=True, tag="cache_hit"):
 
 
 class CacheMiss(_Event, frozen=True, tag="cache_miss"):
-    """``reason``: absent, code_changed, settings_changed, dataset_changed,
-    policy_changed, seed_changed or upstream_changed."""
+    """``reason``: absent, code_changed, engine_changed, environment_changed,
+    settings_changed, dataset_changed, schema_changed, policy_changed, seed_changed
+    or upstream_changed (the first component of the key that differs)."""
 
     plugin_id: str
     key: str

@@ -93,8 +93,15 @@ _REGISTRY: tuple[ReasonCode, ...] = (
     ReasonCode(
         code="RESOURCE_LIMIT",
         kind="failed",
-        meaning="The plugin's worker went above the per-worker memory cap; it was killed "
+        meaning="The plugin used more resident memory than the memory cap allows a job "
+        "(counted from its worker's memory when the job started); the worker was killed "
         "and replaced.",
+    ),
+    ReasonCode(
+        code="EXECUTOR_UNAVAILABLE",
+        kind="failed",
+        meaning="No worker could be started to run the plugin; the message carries the "
+        "executor's error. The run goes on and ends failed.",
     ),
     ReasonCode(
         code="STALLED",

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._base import Wire, sha256_hex
+from .charts import Chart
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Measurement = Literal["measured", "modeled"]
@@ -39,6 +40,8 @@ class Finding(Wire, frozen=True):
     """One observation. ``id`` is stable: a hash of plugin id, kind and target.
 
     Plugins leave ``plugin_id`` and ``id`` empty; the engine fills them in.
+    ``charts`` are the plots of the evidence (``contracts.charts``), drawn by the
+    engine in ``report.html``.
     """
 
     kind: str
@@ -52,6 +55,7 @@ class Finding(Wire, frozen=True):
     evidence: Evidence = Evidence()
     measurement: Measurement = "measured"
     impact: Impact | None = None
+    charts: tuple[Chart, ...] = ()
     plugin_id: str = ""
     id: str = ""
 

@@ -6,6 +6,8 @@ literals safe and make every plugin read timestamps the same way.
 
 from __future__ import annotations
 
+import math
+
 
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier (column names may hold spaces or quotes)."""
@@ -28,3 +30,20 @@ def timestamp_expr(name: str, dtype: str) -> str:
     if "TIMESTAMP" in kind and ("TZ" in kind or "TIME ZONE" in kind):
         return quote_ident(name)
     return f"TRY_CAST({quote_ident(name)} AS TIMESTAMP)"
+
+
+def histogram_sql(expr: str, low: float, high: float, bins: int, log: bool = False) -> str:
+    """Counts of the numeric ``expr`` over ``data`` in ``bins`` equal bins from ``low``
+    to ``high`` (equal in ``ln`` when ``log``): one row ``(bin, n)`` per non-empty
+    bin, ``bin`` -1 for values below ``low`` and ``bins`` for values above ``high``.
+    Feed the rows to :func:`contracts.charts.histogram_from_rows`."""
+    value = f"ln({expr})" if log else expr
+    lo, hi = (math.log(low), math.log(high)) if log else (low, high)
+    width = (hi - lo) / bins
+    positive = f" AND {expr} > 0" if log else ""
+    return (
+        f"SELECT CASE WHEN v < {lo!r} THEN -1 WHEN v > {hi!r} THEN {bins} "
+        f"ELSE least(CAST(floor((v - {lo!r}) / {width!r}) AS BIGINT), {bins - 1}) END AS bin, "
+        f"count(*) AS n FROM (SELECT {value} AS v FROM data WHERE {expr} IS NOT NULL"
+        f"{positive}) GROUP BY bin ORDER BY bin"
+    )

@@ -19,3 +19,10 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ]; then
         --no-deps --no-build-isolation -e .
     touch "$stamp"
 fi
+# The browser tests need Debian's chromium and chromedriver: install them when we
+# can (root with apt-get); otherwise those tests fail saying how to install them.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        scripts/install-browser.sh
+    fi
+fi

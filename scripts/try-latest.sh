@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
+trap 'rm -rf "$scratch" build' EXIT
 python3 -m venv "$scratch/venv"
 py="$scratch/venv/bin/python"
 "$py" -m pip install --quiet --disable-pip-version-check --upgrade pip

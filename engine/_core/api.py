@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import re
 import secrets
@@ -22,12 +23,12 @@ from contracts.events import Event
 from contracts.plan import Mode
 
 from .._data.ingest import ingest
-from .._executors.process import Executor, make_executor
+from .._executors import Executor, make_executor
 from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import ResultCache, RunCache
 from .config import ProjectSettings
-from .eventlog import LOG_NAME, EventLog, last_hash, read_log
+from .eventlog import LOG_NAME, EventLog, read_log
 from .manifests import SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState, fold
@@ -98,6 +99,24 @@ class RunHandle:
         return self._result
 
 
+def _new_log(run_dir: Path) -> EventLog:
+    run_dir.mkdir(parents=True)
+    return EventLog(run_dir / LOG_NAME)
+
+
+def check_timeouts(plan: Plan, stall_timeout_s: float) -> None:
+    """A plugin allowed to run longer than the stall timeout would end ``STALLED``
+    instead of ``TIMEOUT``, by accident: refuse the run instead."""
+    long = [
+        f"{s.plugin_id} ({s.timeout_s:g}s)" for s in plan.steps if s.timeout_s >= stall_timeout_s
+    ]
+    if long:
+        raise ConfigError(
+            f"timeouts: {', '.join(long)} not below stall_timeout_s ({stall_timeout_s:g}s); "
+            "lower the plugin timeouts or raise stall_timeout_s"
+        )
+
+
 def prepare_plan(
     plugins_dir: str | Path,
     dataset: DatasetInfo | None = None,
@@ -141,8 +160,9 @@ class Engine:
         timeouts: per-plugin timeout overrides in seconds.
         cache: reuse results whose code, settings, data, policy, seed and
             upstream are unchanged (stored under ``<runs_dir>/_cache``).
-        memory_limit_mb: resident memory a worker may use while running a plugin
+        memory_limit_mb: resident memory a plugin's job may add to its worker's
             (``None``: no cap); above it the plugin ends ``RESOURCE_LIMIT``.
+            Recorded in ``run_started``; a resume uses the recorded value.
         stall_timeout_s: with plugins outstanding and no event for this long, the
             stall is recorded and the outstanding plugins end ``STALLED``.
         otlp_endpoint: export every run's spans live over OTLP/HTTP to this URL
@@ -193,11 +213,15 @@ class Engine:
                 raise ConfigError(f"otlp_endpoint: {exc}") from None
         self.otlp_endpoint = otlp_endpoint
         self.trace_file = trace_file
+        if memory_limit_mb is not None and memory_limit_mb < 1:
+            raise ConfigError(
+                f"memory_limit_mb: must be at least 1 (or None), got {memory_limit_mb}"
+            )
+        self.memory_limit_mb = memory_limit_mb
         self._executor = (
-            executor
-            if not isinstance(executor, str)
-            else make_executor(executor, workers, memory_limit_mb)
+            executor if not isinstance(executor, str) else make_executor(executor, workers)
         )
+        self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
         self._specs = SpecCache()
         self.use_cache = cache
@@ -231,8 +255,15 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         if self.use_cache:
-            self._store = ResultCache(self.runs_dir / CACHE_DIR)
-        await self._executor.start()
+            self._store = await anyio.to_thread.run_sync(ResultCache, self.runs_dir / CACHE_DIR)
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self._executor)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
         self._entered = True
         return self
 
@@ -243,11 +274,14 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
+        stack, self._stack = self._stack, None
         try:
-            await self._executor.aclose()
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
         finally:
             if self._store is not None:
-                self._store.close()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._store.close)
                 self._store = None
 
     def ingest(self, dataset: str | Path) -> DatasetInfo:
@@ -274,6 +308,7 @@ class Engine:
             lanes=self.lanes,
             timeouts=self.timeouts,
         )
+        check_timeouts(plan, self.stall_timeout_s)
         run_dir = self.runs_dir / run_id
         if run_dir.exists():
             raise ConfigError(f"{run_dir}: run directory already exists")
@@ -295,6 +330,7 @@ class Engine:
             if self._store is not None
             else None,
             stall_timeout_s=self.stall_timeout_s,
+            worker_memory_mb=self.memory_limit_mb,
         )
 
     async def run(
@@ -334,7 +370,7 @@ class Engine:
         spec = await anyio.to_thread.run_sync(
             self._prepare, dataset, seed, select, mode or self.mode, run_id
         )
-        async with self._drive(spec, None) as handle:
+        async with self._drive(spec, None, None) as handle:
             yield handle
 
     async def resume(self, run_dir: str | Path) -> RunResult:
@@ -353,17 +389,26 @@ class Engine:
     async def open_resume(self, run_dir: str | Path) -> AsyncIterator[RunHandle]:
         """Like :meth:`open_run`, for :meth:`resume`: iterate the new events live."""
         self._require_entered()
-        spec, state = await anyio.to_thread.run_sync(self._prepare_resume, Path(run_dir))
-        async with self._drive(spec, state) as handle:
+        spec, state, log = await anyio.to_thread.run_sync(self._prepare_resume, Path(run_dir))
+        async with self._drive(spec, state, log) as handle:
             yield handle
 
     def _require_entered(self) -> None:
         if not self._entered:
             raise EngineError("use the engine as `async with Engine(...) as engine:`")
 
-    def _prepare_resume(self, run_dir: Path) -> tuple[RunSpec, RunState]:
+    def _prepare_resume(self, run_dir: Path) -> tuple[RunSpec, RunState, EventLog]:
+        # Locked first: a torn tail is cut, and the run continued, by one engine only.
+        log, events = EventLog.reopen(run_dir / LOG_NAME)
+        try:
+            spec, state = self._resume_spec(run_dir, events)
+        except BaseException:
+            log.close()
+            raise
+        return spec, state, log
+
+    def _resume_spec(self, run_dir: Path, events: list[Event]) -> tuple[RunSpec, RunState]:
         path = run_dir / LOG_NAME
-        events = read_log(path, repair_tail=True)
         state = fold(events)
         started = state.started
         if started is None:
@@ -393,6 +438,18 @@ class Engine:
                 f"(plan {state.plan.plan_hash[:12]} is now {plan.plan_hash[:12]}); "
                 "start a new run"
             )
+        # What decides outcomes is what the run recorded, not this engine's settings
+        # (older logs recorded none of these: then this engine's apply).
+        stall_timeout_s = (
+            started.stall_timeout_s if started.stall_timeout_s is not None else self.stall_timeout_s
+        )
+        memory_mb = (  # None is a recorded value too (no cap): test a field it came with
+            started.worker_memory_mb
+            if started.stall_timeout_s is not None
+            else self.memory_limit_mb
+        )
+        use_cache = self._store is not None and started.cache is not False
+        check_timeouts(plan, stall_timeout_s)
         spec = RunSpec(
             run_id=started.run_id,
             run_dir=run_dir,
@@ -408,31 +465,36 @@ class Engine:
             lanes=dict(started.lanes),
             timeouts=dict(started.timeouts),
             cache=RunCache(self._store, [s.plugin_id for s in plan.steps])
-            if self._store is not None
+            if self._store is not None and use_cache
             else None,
-            stall_timeout_s=self.stall_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            worker_memory_mb=memory_mb,
         )
-        spec.resume_from = (len(events), last_hash(events, path))
         return spec, state
 
     @asynccontextmanager
-    async def _drive(self, spec: RunSpec, state: RunState | None) -> AsyncIterator[RunHandle]:
+    async def _drive(
+        self, spec: RunSpec, state: RunState | None, log: EventLog | None
+    ) -> AsyncIterator[RunHandle]:
         send, recv = anyio.create_memory_object_stream[Event](math.inf)
         handle = RunHandle(spec.run_id, spec.run_dir, recv)
         with recv:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._execute, spec, state, send, handle)
+                tg.start_soon(self._execute, spec, state, log, send, handle)
                 yield handle
 
     async def _execute(
         self,
         spec: RunSpec,
         state: RunState | None,
+        log: EventLog | None,
         send: MemoryObjectSendStream[Event],
         handle: RunHandle,
     ) -> None:
         # Imported here, not at the top: worker processes import ``engine`` and never
         # need the OTLP exporter.
+        # Its first import (OpenTelemetry, protobuf) takes a while: not on the loop.
+        await anyio.to_thread.run_sync(importlib.import_module, "telemetry.export")
         from telemetry.export import LiveTraceExporter, trace_json
         from telemetry.metrics import export_lane_metrics
 
@@ -452,19 +514,17 @@ class Engine:
                 send.send_nowait(event)
 
         with send:
-            if state is None:
-                spec.run_dir.mkdir(parents=True)
-                log = EventLog(spec.run_dir / LOG_NAME)
-            else:
-                seq, prev = spec.resume_from
-                log = EventLog(spec.run_dir / LOG_NAME, seq=seq, prev=prev)
+            if log is None:
+                log = await anyio.to_thread.run_sync(_new_log, spec.run_dir)
             try:
                 try:
                     supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
                     state = await (supervisor.run() if state is None else supervisor.resume(state))
                 finally:
-                    log.close()
-                report = write_artifacts(spec.run_dir, state, log.last_hash)
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(log.close)  # the final fsync
+                last = log.last_hash
+                report = await anyio.to_thread.run_sync(write_artifacts, spec.run_dir, state, last)
                 if self.trace_file:
                     spans = tracer.spans()
                     # Encoding and writing a whole trace (megabytes for large fleets):

@@ -1,6 +1,7 @@
 """Artifacts folded from the run state: ``report.json``, ``run_manifest.json``,
-``report.md``. Written atomically (temp file + rename), so a crash never leaves a
-half-written artifact under its final name."""
+``report.md``, ``report.html``. Written atomically (temp file + rename), so a crash
+never leaves a half-written artifact under its final name. The HTML is drawn by
+``engine._render`` from the report and the timeline folded here."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import msgspec
 
 from contracts import Failed, Na, Ok, PluginReport, Report, RunManifest
+from contracts.charts import RunTimeline, TimelineEntry, TimelineStatus
 from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, PreflightEntry, Summary
 from telemetry.metrics import lane_metrics
 
+from .._render import render_html
 from ..errors import EngineInternalError
 from .gates import legacy_skipped
 from .state import PluginRecord, RunState
@@ -22,6 +25,8 @@ REPORT_NAME = "report.json"
 MANIFEST_NAME = "run_manifest.json"
 MARKDOWN_NAME = "report.md"
 TRACE_NAME = "trace.json"
+HTML_NAME = "report.html"
+TOP_ACTIONS = "top_actions"  # the recommendation layer's plugin id (report.md opens with it)
 
 
 def _plugin_report(record: PluginRecord, legacy: bool = False) -> PluginReport:
@@ -185,8 +190,24 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _top_actions(report: Report) -> list[str]:
+    """The recommendation layer's ranked actions (in the order it ranked them), or why
+    there are none; nothing when the run has no ``top_actions`` step."""
+    p = next((p for p in report.plugins if p.id == TOP_ACTIONS), None)
+    if p is None:
+        return []
+    out = ["## Top actions", ""]
+    if p.status != "ok":
+        return [*out, f"None: {TOP_ACTIONS} is {p.status} `{p.reason_code}`: {p.explanation}", ""]
+    for f in p.findings:
+        size = f"{_fmt(f.impact.value)} {f.impact.unit}" if f.impact else "no modeled impact"
+        plugins = f.evidence.metrics.get("plugins") or f.plugin_id
+        out.append(f"- **{f.title}** ({size}; from {plugins}): {f.recommendation}")
+    return [*out, ""]
+
+
 def render_markdown(report: Report) -> str:
-    """For people: decisions first, then explanations, then NA and failures."""
+    """For people: top actions first, then decisions, explanations, NA and failures."""
     s = report.summary
     out = [
         f"# Run `{report.run_id}`: {report.status.upper()}",
@@ -199,7 +220,12 @@ def render_markdown(report: Report) -> str:
     ]
     if report.mode == "legacy":
         out += ["> Legacy mode (pre-contract baseline): failures do not fail the run.", ""]
-    decision = [p for p in report.plugins if p.status == "ok" and p.lane in {"decision", "legacy"}]
+    out += _top_actions(report)
+    decision = [
+        p
+        for p in report.plugins
+        if p.status == "ok" and p.lane in {"decision", "legacy"} and p.id != TOP_ACTIONS
+    ]
     explanation = [p for p in report.plugins if p.status == "ok" and p.lane == "explanation"]
     out += ["## Decisions", ""]
     findings = [(f, p) for p in decision for f in p.findings]
@@ -289,10 +315,73 @@ def to_pretty_json(obj: object) -> bytes:
     return msgspec.json.format(msgspec.json.encode(obj, order="deterministic"), indent=2) + b"\n"
 
 
+def _since(wall: float | None, origin: float) -> float | None:
+    return None if wall is None else round(wall - origin, 6)
+
+
+def _entry(record: PluginRecord, origin: float) -> TimelineEntry:
+    result = record.result
+    status: TimelineStatus = (
+        record.phase if result is None else result.__struct_config__.tag  # type: ignore[assignment]
+    )
+    return TimelineEntry(
+        plugin_id=record.step.plugin_id,
+        lane=record.step.lane,
+        order=record.step.order,
+        status=status,
+        reason_code=getattr(result, "reason_code", None),
+        worker=record.worker,
+        dispatched_s=_since(record.dispatched_wall, origin),
+        started_s=_since(record.started_wall, origin),
+        finished_s=_since(record.finished_wall, origin),
+        duration_s=record.duration_s,
+        cached=record.cached,
+        preflight=record.preflight,
+        ran=record.ran,
+        findings=len(result.findings) if isinstance(result, Ok) else 0,
+    )
+
+
+def build_timeline(state: RunState) -> RunTimeline:
+    """Where the run is, from the fold alone: finished or still going (a pure function)."""
+    started = state.started
+    if started is None:
+        raise EngineInternalError("timeline requested before run_started")
+    return RunTimeline(
+        run_id=started.run_id,
+        status="running" if state.finished is None else state.finished.status,
+        mode=started.mode,
+        seed=started.seed,
+        dataset=started.dataset.source,
+        rows=started.dataset.rows,
+        started_wall=started.wall,
+        elapsed_s=round(state.last_wall - started.wall, 6),
+        events=state.events,
+        workers=started.workers,
+        executor=started.executor,
+        entries=tuple(_entry(r, started.wall) for r in state.ordered()),
+    )
+
+
+def manifest_lanes(state: RunState) -> dict[str, str]:
+    """``{plugin id: lane in its manifest}`` (a legacy plan puts every step on one lane)."""
+    return {r.step.plugin_id: r.step.manifest_lane for r in state.ordered()}
+
+
+def render_report_html(state: RunState, report: Report | None = None) -> str:
+    """``report.html`` of a finished run (``report``: its :func:`build_report`, if built)."""
+    return render_html(
+        report if report is not None else build_report(state),
+        build_timeline(state),
+        manifest_lanes(state),
+    )
+
+
 def write_artifacts(run_dir: Path, state: RunState, last_hash: str) -> Report:
     report = build_report(state)
     manifest = build_run_manifest(state, report, last_hash)
     atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))
     atomic_write(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
     atomic_write(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
+    atomic_write(run_dir / HTML_NAME, render_report_html(state, report).encode())
     return report

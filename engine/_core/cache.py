@@ -1,21 +1,41 @@
 """The fingerprint cache: plugin results reused only when nothing they depend on
 changed.
 
-A result's key hashes the plugin's code hash (every file in its folder plus the
-contracts version), its resolved settings, the dataset fingerprint, the lane
-policy (version, mode and lane), the plugin's seed and the keys of the plugins it
-depends on, so a change upstream invalidates everything downstream. On a miss the
-reason is the first component that differs from the newest entry for that plugin
-(``code_changed``, ``settings_changed``, ``dataset_changed``, ``policy_changed``,
-``seed_changed``, ``upstream_changed``) or ``absent``.
+A result's key hashes every input that could change it; each component has its
+miss reason (the table with what each covers is in docs/architecture.md, "Result
+cache"):
 
-The store is SQLite in WAL mode (two concurrent runs can share it). A run loads
-the entries of its plan in one query and writes its new results in one
+- ``code`` (``code_changed``): every file in the plugin folder, the contracts
+  version and the contracts package's sources;
+- ``engine`` (``engine_changed``): the engine version and the sources of what runs
+  in a worker (``engine/_worker``: job execution, output boundary, context, reader);
+- ``environment`` (``environment_changed``): Python, the machine type and the
+  versions of the libraries that compute results (:data:`RESULT_LIBRARIES`);
+- ``settings`` (``settings_changed``): the plugin's resolved settings;
+- ``dataset`` (``dataset_changed``): the content fingerprint (bytes + ingest version);
+- ``schema`` (``schema_changed``): column names, types, roles and event roles;
+- ``policy`` (``policy_changed``): lane-policy version, mode and the step's lane
+  (a lane override changes it);
+- ``seed`` (``seed_changed``): the plugin's seed;
+- ``upstream`` (``upstream_changed``): the keys of its dependencies (or the outcome
+  of a dependency decided without running).
+
+On a miss the reason is the first component (in that order) in which the closest
+stored entry for the plugin differs, or ``absent``. The store is SQLite in WAL mode
+(two concurrent runs can share it); components are stored as one JSON object, so a
+component added later needs no migration (older entries simply differ in it). A
+run loads the entries of its plan in one query and writes its new results in one
 transaction, so looking up a plugin costs no I/O. Failed results are never stored.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import json
+import platform
 import sqlite3
 import threading
 import time
@@ -25,37 +45,52 @@ from pathlib import Path
 import msgspec
 from attrs import define
 
-from contracts import PlanStep, stable_hash
+import engine._worker as _worker_package
+from contracts import DatasetInfo, PlanStep, stable_hash
 from contracts._base import Wire
 from contracts.dataset import DataAccess
 from contracts.results import Failed, PluginResult
 
+from . import ENGINE_VERSION
 from .plan import LANE_POLICY_VERSION
 
-CACHE_FILE = "cache.sqlite"
+CACHE_FILE = "cache-v2.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY,
     plugin_id TEXT NOT NULL,
-    code_hash TEXT NOT NULL,
-    settings_hash TEXT NOT NULL,
-    dataset_fp TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    seed TEXT NOT NULL,
-    upstream TEXT NOT NULL,
+    parts TEXT NOT NULL,
     payload BLOB NOT NULL,
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_plugin ON entries (plugin_id, created);
 """
-_COMPONENTS = (
-    ("code_hash", "code_changed"),
-    ("settings_hash", "settings_changed"),
-    ("dataset_fp", "dataset_changed"),
+COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("code", "code_changed"),
+    ("engine", "engine_changed"),
+    ("environment", "environment_changed"),
+    ("settings", "settings_changed"),
+    ("dataset", "dataset_changed"),
+    ("schema", "schema_changed"),
     ("policy", "policy_changed"),
     ("seed", "seed_changed"),
     ("upstream", "upstream_changed"),
 )
+"""Key components in the order miss reasons are chosen, with their reasons."""
+
+RESULT_LIBRARIES = (
+    "numpy",
+    "scipy",
+    "duckdb",
+    "pyarrow",
+    "msgspec",
+    "pandas",
+    "statsmodels",
+    "scikit-learn",
+    "lifelines",
+    "ruptures",
+)
+"""Distributions whose version can change a plugin's result (absent ones count too)."""
 
 
 class CachedResult(Wire, frozen=True):
@@ -68,33 +103,74 @@ _ENCODER = msgspec.json.Encoder(order="deterministic")
 _DECODER = msgspec.json.Decoder(CachedResult)
 
 
+WORKER_DIR = Path(_worker_package.__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=4)
+def engine_code_hash(root: Path = WORKER_DIR) -> str:
+    """The engine version and every source file of what runs inside a worker."""
+    h = hashlib.sha256(f"engine={ENGINE_VERSION}\n".encode())
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, str]:
+    """Python and the versions of :data:`RESULT_LIBRARIES` (``absent`` if missing)."""
+    found = {"python": f"{platform.python_implementation()} {platform.python_version()}"}
+    found["machine"] = platform.machine()
+    for name in RESULT_LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def schema_hash(dataset: DatasetInfo) -> str:
+    """The normalized schema a plugin sees (not the counts, not the paths)."""
+    return stable_hash({"columns": dataset.schema_view(), "event_roles": dataset.event_roles})
+
+
 @define(frozen=True, kw_only=True)
 class CacheKey:
-    """The components of a key; ``key`` hashes them all."""
+    """The components of a key (:data:`COMPONENTS`); ``key`` hashes them all."""
 
     plugin_id: str
-    code_hash: str
-    settings_hash: str
-    dataset_fp: str
-    policy: str
-    seed: str
-    upstream: str
+    parts: dict[str, str]
     key: str
+
+    def differing(self, other: CacheKey) -> list[str]:
+        """Miss reasons of the components in which ``other`` differs, in order."""
+        return [r for name, r in COMPONENTS if self.parts.get(name) != other.parts.get(name)]
 
 
 def make_key(
-    step: PlanStep, *, mode: str, dataset_fp: str, seed: int, upstream_keys: Iterable[str]
+    step: PlanStep,
+    *,
+    mode: str,
+    dataset: DatasetInfo,
+    seed: int,
+    upstream_keys: Iterable[str],
 ) -> CacheKey:
     parts = {
-        "plugin_id": step.plugin_id,
-        "code_hash": step.code_hash,
-        "settings_hash": stable_hash(step.settings),
-        "dataset_fp": dataset_fp,
+        "code": step.code_hash,
+        "engine": engine_code_hash(),
+        "environment": stable_hash(environment()),
+        "settings": stable_hash(step.settings),
+        "dataset": dataset.fingerprint,
+        "schema": schema_hash(dataset),
         "policy": f"{LANE_POLICY_VERSION}:{mode}:{step.lane}",
         "seed": str(seed),
         "upstream": stable_hash(sorted(upstream_keys)),
     }
-    return CacheKey(key=stable_hash(parts), **parts)
+    return CacheKey(
+        plugin_id=step.plugin_id,
+        parts=parts,
+        key=stable_hash({"plugin_id": step.plugin_id, **parts}),
+    )
 
 
 def cacheable(result: PluginResult, ran: bool) -> bool:
@@ -111,12 +187,17 @@ class ResultCache:
         # Used from the event loop and from the thread that prepares a run: one
         # connection, serialized by a lock.
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.executescript(_SCHEMA)
+        # Switching to WAL and creating the schema do not wait on SQLite's busy
+        # timeout when another process does the same at that moment ("database is
+        # locked"): engines opening one store at once take turns here.
+        with open(directory / ".cache.lock", "a+b") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            self._con = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            self._con.executescript(_SCHEMA)
         self._pending: list[tuple[CacheKey, bytes]] = []
 
     def close(self) -> None:
@@ -136,23 +217,13 @@ class ResultCache:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._con.execute(
-                "SELECT key, plugin_id, code_hash, settings_hash, dataset_fp, policy, seed, "
-                f"upstream, payload FROM entries WHERE plugin_id IN ({','.join('?' * len(chunk))}) "
-                "ORDER BY created DESC, key",
+                "SELECT key, plugin_id, parts, payload FROM entries "
+                f"WHERE plugin_id IN ({','.join('?' * len(chunk))}) ORDER BY created DESC, key",
                 chunk,
             ).fetchall()
-            for row in rows:
-                key = CacheKey(
-                    key=row[0],
-                    plugin_id=row[1],
-                    code_hash=row[2],
-                    settings_hash=row[3],
-                    dataset_fp=row[4],
-                    policy=row[5],
-                    seed=row[6],
-                    upstream=row[7],
-                )
-                found[row[1]].append((key, row[8]))
+            for key, plugin_id, parts, payload in rows:
+                entry = CacheKey(key=key, plugin_id=plugin_id, parts=json.loads(parts))
+                found[plugin_id].append((entry, payload))
 
     def put(self, key: CacheKey, entry: CachedResult) -> None:
         self._pending.append((key, _ENCODER.encode(entry)))
@@ -165,20 +236,9 @@ class ResultCache:
         with self._lock, self._con:
             self._con.execute("BEGIN IMMEDIATE")
             self._con.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
                 [
-                    (
-                        k.key,
-                        k.plugin_id,
-                        k.code_hash,
-                        k.settings_hash,
-                        k.dataset_fp,
-                        k.policy,
-                        k.seed,
-                        k.upstream,
-                        payload,
-                        now,
-                    )
+                    (k.key, k.plugin_id, json.dumps(k.parts, sort_keys=True), payload, now)
                     for k, payload in self._pending
                 ],
             )
@@ -225,12 +285,9 @@ class RunCache:
         if not entries:
             return None, "absent"
 
-        def differing(candidate: CacheKey) -> list[str]:
-            return [r for f, r in _COMPONENTS if getattr(candidate, f) != getattr(key, f)]
-
         # The closest earlier entry (fewest differing components; newest on a tie)
         # names the reason: the first component in which it differs.
-        closest = min((differing(c) for c, _ in entries), key=len)
+        closest = min((key.differing(c) for c, _ in entries), key=len)
         return None, closest[0] if closest else "upstream_changed"
 
     def store(

@@ -2,45 +2,169 @@
 
 One JSON record per line. Each record's ``prev`` is the SHA-256 of the previous
 record's bytes (without the newline), so an edited, removed or reordered record
-breaks the chain at a known sequence number. Each record is written with a single
-``os.write`` on an ``O_APPEND`` descriptor, so a crash of the process loses at most
-the record being written; ``close`` fsyncs.
+breaks the chain at a known sequence number. Each record is written with one
+``os.write`` loop on an ``O_APPEND`` descriptor, so a crash of the process loses at
+most the record being written (a torn tail, which resume cuts).
+
+Durability (the fsync policy): a crash of the *machine* loses only what the kernel
+had not written. The log is synced (``fdatasync``) by a background thread as soon
+as possible after every record that settles something: ``plan_built``, each
+``plugin_finished`` and ``preflight_failed``, ``run_resumed``, ``gate_evaluated``
+and ``run_finished``; syncs requested while one is under way are merged into the
+next (group commit), so the event loop never waits for the disk and a power loss
+loses at most the records of about one sync's duration. ``close`` syncs everything.
+A new log's directory entry is synced at creation.
+
+One writer: the log's file is locked (``flock``, exclusive) for as long as it is
+open, so a second engine process resuming or running the same run directory is
+refused instead of interleaving sequence numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
-from contracts.events import DECODER, ENCODER, GENESIS, Event
+from contracts.events import (
+    DECODER,
+    ENCODER,
+    GENESIS,
+    Event,
+    GateEvaluated,
+    PlanBuilt,
+    PluginFinished,
+    PreflightFailed,
+    RunFinished,
+    RunResumed,
+)
 
-from ..errors import LogIntegrityError
+from ..errors import ConfigError, LogIntegrityError
 
 E = TypeVar("E", bound=Event)
 
 LOG_NAME = "events.jsonl"
+SYNC_AFTER: tuple[type[Event], ...] = (
+    PlanBuilt,
+    PluginFinished,
+    PreflightFailed,
+    RunResumed,
+    GateEvaluated,
+    RunFinished,
+)
+"""Records after which the log is synced to disk (in the background)."""
 
 
 def record_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-class EventLog:
-    """The single writer of one run's log."""
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    def __init__(self, path: Path, *, seq: int = 0, prev: str = GENESIS) -> None:
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{path.parent}: the run is in use by another engine (its event log is locked); "
+            "wait for it to end"
+        ) from None
+
+
+class _Syncer:
+    """Group commit: ``fdatasync`` in a thread whenever asked, merging requests."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._stopping = False
+        self.syncs = 0
+        self._thread = threading.Thread(target=self._run, name="event-log-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        with self._cond:
+            self._wanted = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._wanted and not self._stopping:
+                    self._cond.wait()
+                if not self._wanted:
+                    return
+                self._wanted = False
+            with contextlib.suppress(OSError):  # close() syncs again and reports
+                os.fdatasync(self._fd)
+            self.syncs += 1
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+
+
+class EventLog:
+    """The single writer of one run's log (see the module docstring)."""
+
+    def __init__(
+        self, path: Path, *, seq: int = 0, prev: str = GENESIS, fd: int | None = None
+    ) -> None:
+        """Create a new log at ``path`` (which must not exist), locked.
+
+        ``seq``, ``prev`` and ``fd`` are for :meth:`reopen`, which continues one.
+        """
         self.path = path
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        if seq == 0:
-            flags |= os.O_EXCL
-        self._fd: int | None = os.open(path, flags, 0o644)
+        if fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o644)
+            _lock(fd, path)
+            _sync_dir(path.parent)
+            _sync_dir(path.parent.parent)
+        self._fd: int | None = fd
         self._seq = seq
         self._prev = prev
+        self._syncer = _Syncer(fd)
+
+    @classmethod
+    def reopen(cls, path: Path) -> tuple[EventLog, list[Event]]:
+        """Lock an existing log, cut a torn last record, and continue it.
+
+        Returns the log (positioned after its last record) and its events.
+
+        Raises:
+            ConfigError: another engine holds the log.
+            LogIntegrityError: the log is missing or broken before its tail.
+        """
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise LogIntegrityError(str(path), 0, "no such event log") from None
+        _lock(fd, path)
+        try:
+            events = read_log(path, repair_tail=True)
+            prev = last_hash(events, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, seq=len(events), prev=prev, fd=fd), events
 
     @property
     def next_seq(self) -> int:
@@ -49,6 +173,11 @@ class EventLog:
     @property
     def last_hash(self) -> str:
         return self._prev
+
+    @property
+    def syncs(self) -> int:
+        """Background syncs done so far."""
+        return self._syncer.syncs
 
     def append(self, cls: type[E], **fields: Any) -> E:
         """Build an event of type ``cls`` with the chain fields filled in and write it."""
@@ -63,13 +192,19 @@ class EventLog:
             data = data[os.write(self._fd, data) :]
         self._prev = record_hash(line)
         self._seq += 1
+        if cls in SYNC_AFTER:
+            self._syncer.request()
         return event
 
     def close(self) -> None:
+        """Sync everything and release the lock (blocking: call it off the loop)."""
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            self._syncer.stop()
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_log(path: Path, *, verify: bool = True, repair_tail: bool = False) -> list[Event]:

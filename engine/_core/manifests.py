@@ -94,29 +94,26 @@ def _display(path: Path, base: Path) -> str:
 
 
 class SpecCache:
-    """Validated plugin specs reused across runs while a folder is unchanged.
+    """Validated plugin specs reused across runs while a folder's content is unchanged.
 
-    The key of a folder is the (name, size, mtime, ctime, inode) of every file in
-    it: any write to any file changes its ctime, so an edited plugin or helper is
-    always re-read and re-hashed, and the code hash stays a hash of the content.
+    The key of a folder is its code hash, computed from the bytes of every file:
+    reading a plugin folder costs far less than parsing and validating it, and file
+    metadata cannot prove content (a folder rewritten within one clock tick, with a
+    reused inode and same-size files, has the same sizes, times and inodes).
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple[Any, ...], PluginSpec]] = {}
+        self._entries: dict[str, tuple[str, PluginSpec]] = {}
 
     @staticmethod
-    def signature(directory: Path) -> tuple[Any, ...]:
-        parts = []
-        for rel, path in sorted(_plugin_files(str(directory))):
-            st = os.stat(path)
-            parts.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-        return tuple(parts)
+    def signature(directory: Path) -> str:
+        return code_hash(directory)
 
-    def get(self, directory: Path, signature: tuple[Any, ...]) -> PluginSpec | None:
+    def get(self, directory: Path, signature: str) -> PluginSpec | None:
         entry = self._entries.get(str(directory))
         return entry[1] if entry is not None and entry[0] == signature else None
 
-    def put(self, directory: Path, signature: tuple[Any, ...], spec: PluginSpec) -> None:
+    def put(self, directory: Path, signature: str, spec: PluginSpec) -> None:
         self._entries[str(directory)] = (signature, spec)
 
 
@@ -140,10 +137,10 @@ def load_plugins(
         )
     for name in folders:
         directory = root / name
-        signature = SpecCache.signature(directory) if cache is not None else ()
+        signature = SpecCache.signature(directory) if cache is not None else ""
         spec = cache.get(directory, signature) if cache is not None else None
         if spec is None:
-            spec = _load_one(directory, root, problems)
+            spec = _load_one(directory, root, problems, signature)
             if spec is not None and cache is not None:
                 cache.put(directory, signature, spec)
         if spec is not None:
@@ -154,7 +151,9 @@ def load_plugins(
     return tuple(sorted(specs, key=lambda s: s.id))
 
 
-def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> PluginSpec | None:
+def _load_one(
+    directory: Path, root: Path, problems: list[ManifestProblem], known_hash: str = ""
+) -> PluginSpec | None:
     path = directory / "plugin.yaml"
     shown = _display(path, root)
     if not path.is_file():
@@ -186,7 +185,7 @@ def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> P
         manifest=manifest,
         directory=directory.resolve(),
         manifest_path=path,
-        code_hash=code_hash(directory),
+        code_hash=known_hash or code_hash(directory),
     )
 
 

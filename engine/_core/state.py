@@ -95,12 +95,19 @@ class RunState:
         return counts
 
 
-def _record(state: RunState, event: Event, plugin_id: str) -> PluginRecord:
+def _record(state: RunState, event: Event, plugin_id: str, *phases: Phase) -> PluginRecord:
+    """The plugin's record, which must be in one of ``phases``: any other transition
+    cannot come from the engine, so the log (or the code folding it) is wrong."""
     record = state.plugins.get(plugin_id)
     if record is None:
         raise NondeterminismError(f"event {event.seq}: plugin {plugin_id!r} is not in the plan")
     if record.phase == "done":
         raise NondeterminismError(f"event {event.seq}: plugin {plugin_id!r} already finished")
+    if record.phase not in phases:
+        raise NondeterminismError(
+            f"event {event.seq}: {type(event).__name__} for plugin {plugin_id!r} while it is "
+            f"{record.phase} (expected {' or '.join(phases)})"
+        )
     return record
 
 
@@ -121,25 +128,25 @@ def apply(state: RunState, event: Event) -> RunState:
             state.plan = plan
             state.plugins = {s.plugin_id: PluginRecord(step=s) for s in plan.steps}
         case PluginDispatched(plugin_id=pid):
-            record = _record(state, event, pid)
+            record = _record(state, event, pid, "pending")
             record.phase = "dispatched"
             record.dispatched_wall = event.wall
         case PluginStarted(plugin_id=pid):
-            record = _record(state, event, pid)
+            record = _record(state, event, pid, "dispatched")
             record.phase = "running"
             record.worker = event.worker
             record.pid = event.pid
             record.started_wall = event.wall
         case CacheHit(plugin_id=pid):
-            _record(state, event, pid).cache = "hit"
+            _record(state, event, pid, "pending").cache = "hit"
         case CacheMiss(plugin_id=pid):
-            _record(state, event, pid).cache = event.reason
+            _record(state, event, pid, "pending").cache = event.reason
         case DataAccessed(plugin_id=pid):
-            _record(state, event, pid).data_access.append(event.access)
+            _record(state, event, pid, "running").data_access.append(event.access)
         case PluginSpan(plugin_id=pid):
-            _record(state, event, pid).spans.append(event.span)
+            _record(state, event, pid, "running").spans.append(event.span)
         case PreflightFailed(plugin_id=pid):
-            record = _record(state, event, pid)
+            record = _record(state, event, pid, "pending")
             record.phase = "done"
             record.result = event.result
             record.preflight = True
@@ -148,7 +155,16 @@ def apply(state: RunState, event: Event) -> RunState:
             record.downstream_affected = event.downstream_affected
             record.finished_wall = event.wall
         case PluginFinished(plugin_id=pid):
-            record = _record(state, event, pid)
+            if event.cached:
+                record = _record(state, event, pid, "pending")
+                if record.cache != "hit":
+                    raise NondeterminismError(
+                        f"event {event.seq}: cached result for {pid!r} without a cache_hit"
+                    )
+            elif not event.ran:
+                record = _record(state, event, pid, "pending")
+            else:  # a job ends once dispatched, whether or not it began
+                record = _record(state, event, pid, "dispatched", "running")
             record.phase = "done"
             record.result = event.result
             record.duration_s = event.duration_s
@@ -169,6 +185,8 @@ def apply(state: RunState, event: Event) -> RunState:
                     record.data_access.clear()
                     record.spans.clear()
         case StallDetected():
+            for pid in event.plugins:
+                _record(state, event, pid, "dispatched", "running")
             state.stalls += 1
         case GateEvaluated():
             if state.outstanding() or state.gates is not None:

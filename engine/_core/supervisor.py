@@ -1,26 +1,41 @@
-"""The supervisor actor and the lane actors.
+"""The supervisor actor: the plan, the run state, the scheduling rule.
 
 The supervisor owns the plan and the run state and is the only writer of the
 event log: every state change is an event it appends and then folds through
-:func:`state.apply`. Lane actors (decision, explanation; or one ``legacy`` lane)
-receive ready steps, run each in their own bounded task group, and report back
-over a memory stream. Worker slots are shared by priority: the decision lane and
-the explanation plugins it depends on are served first.
+:func:`state.apply`. It dispatches ready steps to the executor and receives their
+completions on one memory stream; the executor owns where and how jobs run.
+
+The scheduling rule, all of it (:meth:`Supervisor._advance`, ``_admissible``):
+
+1. Ready steps are taken in plan order, which puts priority first: in
+   ``two_lane_strict`` the decision lane and the explanation plugins it depends on
+   (priority 0) before the rest of the explanation lane (priority 1).
+2. A step is submitted while fewer than ``capacity`` jobs are in flight: it then
+   starts on a free worker at once.
+3. Beyond that, up to ``capacity x (1 + pipeline)`` jobs may be in flight (written
+   ahead to busy workers so they never wait for a round trip), but only steps of the
+   best priority still unfinished in the plan. A lower-priority job is therefore
+   never queued ahead of higher-priority work: while any decision-lane work is
+   unfinished, explanation jobs only take workers that are free right now.
+
+The lanes are the plan's: each step carries its lane, and the lane windows of
+DESIGN.md are these admission rules rather than tasks of their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from attrs import define, field
 
 from contracts import (
@@ -52,9 +67,10 @@ from contracts.events import (
 )
 from contracts.plan import Mode
 
-from .._executors.process import Executor
-from .._worker.run import Job, JobOutput
+from .._executors.base import Completion, Executor, JobDone, JobStarted, Ticket
+from .._worker.job import Job, JobOutput
 from ..errors import EngineInternalError
+from . import ENGINE_VERSION
 from .cache import CacheKey, RunCache, cacheable, make_key
 from .eventlog import EventLog
 from .gates import evaluate_gates
@@ -62,121 +78,14 @@ from .manifests import PluginSpec
 from .preflight import preflight
 from .state import RunState, apply
 
-ENGINE_VERSION = "0.1.0"
-
 
 def plugin_seed(seed: int, plugin_id: str) -> int:
-    """A per-plugin seed: stable across processes, independent of plan order."""
+    """A per-plugin seed: stable across processes, independent of plan order.
+
+    The first 8 bytes, big-endian, of ``sha256(f"{seed}\x1f{plugin_id}")``.
+    """
     digest = hashlib.sha256(f"{seed}\x1f{plugin_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
-
-
-class PrioritySlots:
-    """Worker slots handed out by (priority, arrival); cancellation-safe.
-
-    Explicit ``acquire``/``release`` rather than a context manager: this is on the
-    per-plugin hot path.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._free = capacity
-        self._waiters: list[list[Any]] = []  # [priority, seq, event, state]
-        self._seq = 0
-
-    async def acquire(self, priority: int) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        entry: list[Any] = [priority, self._seq, anyio.Event(), "waiting"]
-        self._seq += 1
-        heapq.heappush(self._waiters, entry)
-        try:
-            await entry[2].wait()
-        except BaseException:
-            if entry[3] == "granted":
-                self.release()
-            else:
-                entry[3] = "cancelled"
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            entry = heapq.heappop(self._waiters)
-            if entry[3] == "waiting":
-                entry[3] = "granted"
-                entry[2].set()
-                return
-        self._free += 1
-
-
-@define(frozen=True)
-class _Started:
-    plugin_id: str
-    worker: int
-    pid: int
-
-
-@define(frozen=True)
-class _Done:
-    plugin_id: str
-    output: JobOutput
-
-
-_Message = _Started | _Done
-
-
-class LaneActor:
-    """Runs the steps of one lane, at most ``capacity`` at a time."""
-
-    def __init__(
-        self,
-        name: str,
-        capacity: int,
-        slots: PrioritySlots,
-        executor: Executor,
-        outbox: MemoryObjectSendStream[_Message],
-    ) -> None:
-        self.name = name
-        self.capacity = capacity
-        self._slots = slots
-        self._executor = executor
-        self._outbox = outbox
-        self._send, self._recv = anyio.create_memory_object_stream[tuple[PlanStep, Job]](math.inf)
-
-    def submit(self, step: PlanStep, job: Job) -> None:
-        self._send.send_nowait((step, job))
-
-    def close(self) -> None:
-        self._send.close()
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # A fixed set of runner tasks bounds the lane's concurrency and costs no
-        # task spawn per plugin.
-        with self._send:  # closed here too when the run is cancelled
-            async with anyio.create_task_group() as tg:
-                with self._recv:
-                    for _ in range(self.capacity):
-                        tg.start_soon(self._runner, self._recv.clone())
-                task_status.started()
-
-    async def _runner(self, inbox: MemoryObjectReceiveStream[tuple[PlanStep, Job]]) -> None:
-        with inbox:
-            await self._run_all(inbox)
-
-    async def _run_all(self, inbox: MemoryObjectReceiveStream[tuple[PlanStep, Job]]) -> None:
-        outbox = self._outbox
-        async for step, job in inbox:
-            await self._slots.acquire(step.priority)
-            try:
-                async with self._executor.worker() as worker:
-
-                    def started(index: int, pid: int, plugin_id: str = step.plugin_id) -> None:
-                        outbox.send_nowait(_Started(plugin_id, index, pid))
-
-                    output = await worker.run(job, step.timeout_s, started)
-            finally:
-                self._slots.release()
-            outbox.send_nowait(_Done(step.plugin_id, output))
 
 
 @define(kw_only=True)
@@ -197,8 +106,8 @@ class RunSpec:
     lanes: dict[str, str] = field(factory=dict)
     timeouts: dict[str, float] = field(factory=dict)
     cache: RunCache | None = None
-    resume_from: tuple[int, str] = (0, "")
     stall_timeout_s: float = 900.0
+    worker_memory_mb: int | None = None
 
 
 class Supervisor:
@@ -219,10 +128,12 @@ class Supervisor:
         self._executor = executor
         self._log = log
         self._on_event = on_event
-        self._lanes: dict[str, LaneActor] = {}
         self._waiting_on: dict[str, int] = {}
-        self._ready: list[tuple[int, str]] = []
-        self._in_flight = 0
+        self._ready: list[tuple[int, str]] = []  # (plan order, id): deps done
+        self._admit: list[tuple[int, str]] = []  # ready, needing a worker
+        self._tickets: dict[str, Ticket] = {}  # in flight, by plugin id
+        self._abandoned: set[Ticket] = set()  # ended by the stall guard
+        self._unfinished: Counter[int] = Counter()  # steps not done, by priority
         self._last_event = time.monotonic()
 
     def _append(self, cls: type[Event], **fields: Any) -> Event:
@@ -235,7 +146,6 @@ class Supervisor:
 
     async def run(self) -> RunState:
         spec = self.spec
-        plan = spec.plan
         self._append(
             RunStarted,
             run_id=spec.run_id,
@@ -246,14 +156,17 @@ class Supervisor:
             dataset=spec.dataset,
             plugins_dir=spec.plugins_dir,
             executor=self._executor.name,
-            workers=self._executor.workers,
+            workers=self._executor.capacity,
             select=spec.select,
             settings=spec.settings,
             large_dataset_rows=spec.large_dataset_rows,
             lanes=spec.lanes,
             timeouts=spec.timeouts,
+            worker_memory_mb=spec.worker_memory_mb,
+            stall_timeout_s=spec.stall_timeout_s,
+            cache=self._cache is not None,
         )
-        self._append(PlanBuilt, plan=plan)
+        self._append(PlanBuilt, plan=spec.plan)
         return await self._drive()
 
     async def resume(self, state: RunState) -> RunState:
@@ -273,7 +186,7 @@ class Supervisor:
             RunResumed,
             pending=pending,
             executor=self._executor.name,
-            workers=self._executor.workers,
+            workers=self._executor.capacity,
         )
         return await self._drive()
 
@@ -300,48 +213,39 @@ class Supervisor:
             if record.phase == "done":
                 if self._cache is not None and record.ran and not record.preflight:
                     self._keys[step.plugin_id] = self._key(step)
-                self._finished(step.plugin_id)
+                self._release_dependents(step.plugin_id)
+            else:
+                self._unfinished[step.priority] += 1
         for step in plan.steps:
             if not step.depends_on and self.state.plugins[step.plugin_id].phase == "pending":
                 heapq.heappush(self._ready, (step.order, step.plugin_id))
 
-        send, recv = anyio.create_memory_object_stream[_Message](math.inf)
-        slots = PrioritySlots(self._executor.slots)
-        for lane in sorted({s.lane for s in plan.steps}):
-            self._lanes[lane] = LaneActor(lane, self._executor.slots, slots, self._executor, send)
+        send, recv = anyio.create_memory_object_stream[Completion | _Stall](math.inf)
+        reply = _reply_to(send)
         async with anyio.create_task_group() as tg, recv, send:
-            for lane_actor in self._lanes.values():
-                await tg.start(lane_actor.run)
-            # The watchdogs live exactly as long as the plugins they watch.
-            watchdogs = anyio.CancelScope()
-            tg.start_soon(self._watchdogs, watchdogs)
-            self._advance()
-            while self.state.outstanding():
-                if self._in_flight == 0:
-                    raise EngineInternalError("plugins outstanding but nothing in flight")
-                message: _Message | None = await recv.receive()
-                # Handle everything already waiting, then dispatch once.
-                while message is not None:
-                    if isinstance(message, _Started):
-                        self._append(
-                            PluginStarted,
-                            plugin_id=message.plugin_id,
-                            worker=message.worker,
-                            pid=message.pid,
-                        )
-                    else:
-                        self._complete(message.output)
-                    try:
-                        message = recv.receive_nowait()
-                    except anyio.WouldBlock:
-                        message = None
-                self._advance()
-            watchdogs.cancel()
-            for lane_actor in self._lanes.values():
-                lane_actor.close()
+            tg.start_soon(self._watch_for_stalls, send)
+            try:
+                self._advance(reply)
+                while self.state.outstanding():
+                    if not self._tickets:
+                        raise EngineInternalError("plugins outstanding but nothing in flight")
+                    message: Completion | _Stall | None = await recv.receive()
+                    # Handle everything already waiting, then dispatch once.
+                    while message is not None:
+                        self._handle(message)
+                        try:
+                            message = recv.receive_nowait()
+                        except anyio.WouldBlock:
+                            message = None
+                    self._advance(reply)
+            finally:
+                # Cancelled or broken mid-run: this run's jobs must not outlive it.
+                for ticket in list(self._tickets.values()):
+                    self._executor.cancel(ticket, "CANCELLED", "the run was cancelled")
+            tg.cancel_scope.cancel()
 
         if self._cache is not None:
-            self._cache.flush()
+            await anyio.to_thread.run_sync(self._cache.flush)
         if self.state.gates is None:
             gates, offenders = evaluate_gates(self.state)
             self._append(
@@ -359,32 +263,57 @@ class Supervisor:
         )
         return self.state
 
-    async def _watchdogs(self, scope: anyio.CancelScope) -> None:
-        with scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._executor.watch)
-                tg.start_soon(self._watch_for_stalls)
+    def _handle(self, message: Completion | _Stall) -> None:
+        if isinstance(message, _Stall):
+            self._stalled()
+            return
+        pid = message.ticket.plugin_id
+        if self._tickets.get(pid) is not message.ticket:
+            if message.ticket in self._abandoned:
+                return  # a job the stall guard already ended
+            raise EngineInternalError(f"completion for {pid!r} from a ticket not in flight")
+        if isinstance(message, JobStarted):
+            self._append(
+                PluginStarted,
+                plugin_id=pid,
+                worker=message.worker,
+                pid=message.pid,
+                worker_id=message.worker_id,
+            )
+        else:
+            assert isinstance(message, JobDone)
+            del self._tickets[pid]
+            self._complete(message.output)
 
-    async def _watch_for_stalls(self) -> None:
-        """A timer, not a timeout per wait: fires when no event was appended for
-        ``stall_timeout_s`` while plugins are outstanding."""
+    async def _watch_for_stalls(self, send: MemoryObjectSendStream[Completion | _Stall]) -> None:
+        """A timer, not a timeout per wait: when no event was appended for
+        ``stall_timeout_s`` while jobs are in flight, tell the supervisor's loop."""
         limit = self.spec.stall_timeout_s
         while True:
             await anyio.sleep(max(0.0, self._last_event + limit - time.monotonic()))
-            if time.monotonic() - self._last_event >= limit and self.state.outstanding():
-                self._stalled()
+            if time.monotonic() - self._last_event >= limit and self._tickets:
+                send.send_nowait(_Stall())
+                self._last_event = time.monotonic()  # once per silent period
 
     def _stalled(self) -> None:
-        """Record the plugins a silent run is waiting on, and stop them."""
-        # Plugins still waiting for a worker slot are not stuck: only running ones.
-        stuck = tuple(r.step.plugin_id for r in self.state.ordered() if r.phase == "running")
-        self._append(StallDetected, plugins=stuck, idle_s=self.spec.stall_timeout_s)
-        self._executor.stop(
-            stuck, "STALLED", "stopped by the stall detector: the run made no progress"
-        )
+        """Record every job a silent run is waiting on (dispatched or running) and
+        end each ``failed``/``STALLED`` here, without waiting for the executor: a
+        stall may be the executor's own. It is told to cancel them all the same."""
+        if not self._tickets:
+            return
+        order = {s.plugin_id: s.order for s in self.spec.plan.steps}
+        stuck = tuple(sorted(self._tickets, key=order.__getitem__))
+        idle = self.spec.stall_timeout_s
+        self._append(StallDetected, plugins=stuck, idle_s=idle)
+        message = f"stopped by the stall detector: no event for {idle:g}s while it was outstanding"
+        for pid in stuck:
+            ticket = self._tickets.pop(pid)
+            self._abandoned.add(ticket)
+            self._executor.cancel(ticket, "STALLED", message)
+            result = Failed(reason_code="STALLED", message=message)
+            self._complete(JobOutput(plugin_id=pid, result=result))
 
     def _complete(self, output: JobOutput) -> None:
-        self._in_flight -= 1
         pid = output.plugin_id
         step = self.state.plugins[pid].step
         for access in output.accesses:
@@ -402,18 +331,36 @@ class Supervisor:
         )
         if self._cache is not None and cacheable(output.result, ran=True):
             self._cache.store(self._keys[pid], output.result, output.accesses, output.duration_s)
-        self._finished(pid)
+        self._finished(step)
 
-    def _finished(self, plugin_id: str) -> None:
+    def _finished(self, step: PlanStep) -> None:
+        self._unfinished[step.priority] -= 1
+        self._release_dependents(step.plugin_id)
+
+    def _release_dependents(self, plugin_id: str) -> None:
         for child in self.state.plugins[plugin_id].step.dependents:
             self._waiting_on[child] -= 1
             if self._waiting_on[child] == 0 and self.state.plugins[child].phase == "pending":
                 heapq.heappush(self._ready, (self.state.plugins[child].step.order, child))
 
-    def _advance(self) -> None:
-        """Dispatch (or resolve) every ready step, in plan order."""
-        while self._ready:
-            _, pid = heapq.heappop(self._ready)
+    def _admissible(self, priority: int) -> bool:
+        """The admission rule (module docstring, 2 and 3)."""
+        in_flight = len(self._tickets)
+        capacity = self._executor.capacity
+        if in_flight < capacity:
+            return True
+        if in_flight >= capacity * (1 + self._executor.pipeline):
+            return False
+        best = min(p for p, n in self._unfinished.items() if n > 0)
+        return priority <= best
+
+    def _advance(self, reply: Callable[[Completion], None]) -> None:
+        """Resolve every ready step that needs no worker (an upstream failed, or the
+        cache has its result), then dispatch the others in plan order, as admission
+        allows. Each step passes the first part once, so this is O(log n) a step."""
+        ready, admit = self._ready, self._admit
+        while ready:
+            order, pid = heapq.heappop(ready)
             record = self.state.plugins[pid]
             if record.phase != "pending":
                 continue
@@ -433,13 +380,22 @@ class Supervisor:
                     ran=False,
                     downstream_affected=_affected(step),
                 )
-                self._finished(pid)
-                continue
-            if self._cache is not None and self._from_cache(step):
-                continue
-            self._append(PluginDispatched, plugin_id=pid, lane=step.lane)
-            self._in_flight += 1
-            self._lanes[step.lane].submit(step, self._job(step))
+                self._finished(step)
+            elif self._cache is None or not self._from_cache(step):
+                heapq.heappush(admit, (order, pid))
+        while admit:
+            step = self.state.plugins[admit[0][1]].step
+            if not self._admissible(step.priority):
+                return
+            heapq.heappop(admit)
+            self._append(PluginDispatched, plugin_id=step.plugin_id, lane=step.lane)
+            self._tickets[step.plugin_id] = self._executor.submit(
+                self._job(step),
+                timeout_s=step.timeout_s,
+                memory_mb=self.spec.worker_memory_mb,
+                priority=step.priority,
+                reply=reply,
+            )
 
     def _key(self, step: PlanStep) -> CacheKey:
         upstream = []
@@ -451,7 +407,7 @@ class Supervisor:
         return make_key(
             step,
             mode=self.spec.mode,
-            dataset_fp=self.spec.dataset.fingerprint,
+            dataset=self.spec.dataset,
             seed=plugin_seed(self.spec.seed, step.plugin_id),
             upstream_keys=upstream,
         )
@@ -476,7 +432,7 @@ class Supervisor:
             downstream_affected=() if result.__struct_config__.tag == "ok" else _affected(step),
             cached=True,
         )
-        self._finished(pid)
+        self._finished(step)
         return True
 
     def _failed_upstream(self, step: PlanStep) -> list[str]:
@@ -518,6 +474,23 @@ class Supervisor:
             artifacts_dir=str(spec.run_dir / "artifacts" / step.plugin_id),
             data_access=plugin.manifest.data_access,
         )
+
+
+class _Stall:
+    """The stall timer fired (a message to the supervisor's own loop)."""
+
+
+def _reply_to(
+    send: MemoryObjectSendStream[Completion | _Stall],
+) -> Callable[[Completion], None]:
+    """The executor's ``reply`` for one run: queue the completion; after the run
+    ended (stream closed) there is nobody to tell, and the log has everything."""
+
+    def reply(completion: Completion) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(completion)
+
+    return reply
 
 
 def _affected(step: PlanStep) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from attrs import define, field
 from contracts.report import Offender, QualityGates
 from contracts.schema import load as load_schema
 from engine import (
+    HTML_NAME,
     LOG_NAME,
     MANIFEST_NAME,
     MARKDOWN_NAME,
@@ -114,7 +115,8 @@ def check_run(run_dir: str | Path) -> CheckResult:
                 f"{path}: status {data.get('status')!r} differs from the log's "
                 f"{state.finished.status!r}"
             )
-    md = run_dir / MARKDOWN_NAME
-    if not md.is_file() or not md.read_text(encoding="utf-8").strip():
-        problems.append(f"{md}: missing or empty")
+    for name in (MARKDOWN_NAME, HTML_NAME):
+        people = run_dir / name
+        if not people.is_file() or not people.read_text(encoding="utf-8").strip():
+            problems.append(f"{people}: missing or empty")
     return result

@@ -14,7 +14,10 @@ a truth file (:mod:`engine._core.score`). Both exit 0, or 2 on bad arguments or
 unreadable inputs (the message names the file).
 
 ``replay`` rebuilds a run's artifacts from its log (0 identical, 1 divergence, 2 broken
-log); ``verify-determinism`` compares run projections (0 identical, 1 different);
+log); ``report`` rewrites a finished run's report.md / report.html from its log (0,
+or 2 on a broken or unfinished log); ``serve`` is a read-only local web view of a
+runs folder (2 when the port is taken); ``verify-determinism`` compares run
+projections (0 identical, 1 different);
 ``diff`` compares two runs (0, or 2 on unreadable runs); ``gauntlet`` writes the
 release evidence (0 passed, 1 any failure).
 """
@@ -22,6 +25,7 @@ release evidence (0 passed, 1 any failure).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +39,7 @@ from engine import (
     CACHE_DIR,
     CONFIG_NAME,
     DATA_CACHE,
+    HTML_NAME,
     LOG_NAME,
     MANIFEST_NAME,
     MODES,
@@ -53,15 +58,17 @@ from engine import (
     load_settings,
     prepare_plan,
     read_log,
+    render_diff_html,
 )
 
 from .check import check_run
 from .determinism import compare_runs, verify_determinism
-from .diff import diff_runs, render_markdown, to_json, write_diff
+from .diff import diff_runs, render_markdown, to_json, write_diff, write_diff_html
 from .gauntlet import DEFAULT_ROWS, DEFAULT_SEED, SMALL_ROWS, run_gauntlet
 from .matrix import check as matrix_check
 from .matrix import write as matrix_write
 from .replay import replay
+from .report import rebuild_reports
 from .score import format_json, format_text, score_run
 from .synth import SCENARIOS, synthesize
 
@@ -206,8 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     diff = sub.add_parser("diff", help="what changed between two runs (Markdown or JSON)")
     diff.add_argument("run_a", metavar="RUN_A", help="the earlier (reference) run directory")
     diff.add_argument("run_b", metavar="RUN_B", help="the later run directory")
-    diff.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    diff.add_argument("--out-dir", metavar="DIR", help="also write DIR/diff.md and DIR/diff.json")
+    shape = diff.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    shape.add_argument("--html", action="store_true", help="print HTML instead of Markdown")
+    diff.add_argument(
+        "--out-dir", metavar="DIR", help="also write DIR/diff.md, DIR/diff.json, DIR/diff.html"
+    )
+
+    report = sub.add_parser("report", help="rebuild report.md and report.html from the log")
+    report.add_argument("run_dir_path", metavar="RUN_DIR", help="the run directory")
+    only = report.add_mutually_exclusive_group()
+    only.add_argument("--html", action="store_true", help="only report.html")
+    only.add_argument("--md", action="store_true", help="only report.md")
+    report.add_argument("--out-dir", metavar="DIR", help="write there (default: RUN_DIR)")
+
+    serve = sub.add_parser("serve", help="a read-only local web view of a runs folder")
+    serve.add_argument("runs_dir", nargs="?", default="runs", help="default: runs")
+    serve.add_argument("--port", type=_non_negative, default=8765, help="default: 8765 (0: any)")
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine)")
 
     gauntlet = sub.add_parser(
         "gauntlet", help="baseline + synthetic scenarios, both modes, twice: release evidence"
@@ -343,7 +366,14 @@ def _summary(result: RunResult, quiet: bool = False) -> None:
         f"({s.ok} ok, {s.na} na, {s.failed} failed), {s.decisions} decision finding(s), "
         f"{s.explanations} explanation finding(s)"
     )
-    for name in ("report.md", "report.json", "run_manifest.json", "events.jsonl", TRACE_NAME):
+    for name in (
+        HTML_NAME,
+        "report.md",
+        "report.json",
+        "run_manifest.json",
+        "events.jsonl",
+        TRACE_NAME,
+    ):
         print(f"  {result.run_dir / name}")
 
 
@@ -517,12 +547,38 @@ def _diff(args: argparse.Namespace) -> int:
     result = diff_runs(args.run_a, args.run_b)
     if args.json:
         sys.stdout.buffer.write(to_json(result))
+    elif args.html:
+        sys.stdout.buffer.write(render_diff_html(result).encode())
     else:
         print(render_markdown(result), end="")
     if args.out_dir:
-        for path in write_diff(result, args.out_dir):
+        for path in (*write_diff(result, args.out_dir), write_diff_html(result, args.out_dir)):
             print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    paths = rebuild_reports(
+        args.run_dir_path, html=not args.md, markdown=not args.html, out_dir=args.out_dir
+    )
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    if not Path(args.runs_dir).is_dir():
+        print(f"error: {args.runs_dir}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
+        serve(args.runs_dir, host=args.host, port=args.port, announce=_announce)
+    return EXIT_OK
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
 
 
 def _gauntlet(args: argparse.Namespace) -> int:
@@ -580,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify-determinism": _verify_determinism,
         "diff": _diff,
         "gauntlet": _gauntlet,
+        "report": _report,
+        "serve": _serve,
     }
     try:
         if args.command in simple:

@@ -14,7 +14,10 @@ Three kinds of delta, each computed from the two runs' ``report.json``:
   explanation plugins.
 
 Actionable deltas are ranked by modeled impact (``impact.value`` when the finding's
-``measurement`` is ``modeled``, else 0), then confidence, then severity. Each carries
+``measurement`` is ``modeled``, else 0), then confidence, then severity, and impacts
+are only compared within one unit: findings in hours a month come first, then those in
+any other unit (rows, events, jobs/hour), grouped by unit, then those without a
+modeled impact. "3,284 events" is never ranked above "2,856 hours/month". Each carries
 a confidence flag (``high`` >= 0.8, ``medium`` >= 0.5, else ``low``) and an evidence
 flag (``reproducible``: a query reproduces it; ``metrics``: figures or columns but no
 query; ``none``). A plain-English summary for stakeholders comes first.
@@ -33,8 +36,9 @@ from typing import Any, Final, Literal
 import msgspec
 
 from contracts import Finding, PluginReport, Report
+from contracts.diff import Change, FindingDelta, RunDiff, RunInfo, StatusDelta
 from contracts.events import PlanBuilt
-from engine import LOG_NAME, EngineError, read_log
+from engine import LOG_NAME, EngineError, atomic_write, read_log, render_diff_html
 
 from .score import load_report
 
@@ -48,81 +52,18 @@ __all__ = [
     "render_markdown",
     "to_json",
     "write_diff",
+    "write_diff_html",
 ]
 
-Change = Literal["new", "gone", "changed"]
 ABSENT: Final = "absent"
 _SEVERITY: Final = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _CHANGE_ORDER: Final = {"new": 0, "changed": 1, "gone": 2}
 MD_NAME: Final = "diff.md"
 JSON_NAME: Final = "diff.json"
+HTML_NAME: Final = "diff.html"
 MAX_MD_EXPLANATIONS: Final = 40
+HOURS_PER_MONTH: Final = frozenset({"hours/month", "h/month", "hours per month"})
 DASH: Final = "\u2013"
-
-
-class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One side of the diff."""
-
-    label: str
-    run_id: str
-    mode: str
-    pre_contract: bool
-    status: str
-    seed: int
-    plan_hash: str
-    dataset_fingerprint: str
-    plugins: int
-    decisions: int
-
-
-class FindingDelta(msgspec.Struct, frozen=True, kw_only=True):
-    """A finding that is new in B, gone from B, or changed between A and B.
-
-    The descriptive fields are B's for ``new`` and ``changed``, A's for ``gone``.
-    ``changes`` maps each changed field to ``[value in A, value in B]``.
-    """
-
-    change: Change
-    lane: Literal["decision", "explanation"]
-    plugin_id: str
-    finding_id: str
-    kind: str
-    target: str
-    title: str
-    severity: str
-    confidence: float
-    measurement: str
-    modeled_impact: float
-    impact_unit: str
-    confidence_flag: Literal["high", "medium", "low"]
-    evidence_flag: Literal["reproducible", "metrics", "none"]
-    recommendation: str = ""
-    changes: dict[str, list[Any]] = {}
-
-
-class StatusDelta(msgspec.Struct, frozen=True, kw_only=True):
-    """A plugin whose status or reason code differs (``absent``: not in that run)."""
-
-    plugin_id: str
-    lane: str
-    status_a: str
-    status_b: str
-    reason_a: str | None = None
-    reason_b: str | None = None
-    note: str = ""
-
-
-class RunDiff(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything ``engine diff`` reports (``diff.json``)."""
-
-    run_a: RunInfo
-    run_b: RunInfo
-    summary: str
-    notes: tuple[str, ...]
-    actionable: tuple[FindingDelta, ...]
-    status: tuple[StatusDelta, ...]
-    explanations: tuple[FindingDelta, ...]
-    counts: dict[str, int]
 
 
 def _confidence_flag(confidence: float) -> Literal["high", "medium", "low"]:
@@ -189,8 +130,19 @@ def _delta(
     )
 
 
+def _impact_group(d: FindingDelta) -> tuple[int, str]:
+    """Impacts are ranked only against impacts of the same unit: hours a month first,
+    then each other unit on its own, then findings without a modeled impact."""
+    if not d.modeled_impact:
+        return 2, ""
+    if d.impact_unit.strip().lower() in HOURS_PER_MONTH:
+        return 0, ""
+    return 1, d.impact_unit
+
+
 def _rank(d: FindingDelta) -> tuple[Any, ...]:
     return (
+        *_impact_group(d),
         -d.modeled_impact,
         -d.confidence,
         _SEVERITY.get(d.severity, 9),
@@ -539,3 +491,12 @@ def write_diff(diff: RunDiff, out_dir: str | Path) -> tuple[Path, Path]:
     md.write_text(render_markdown(diff), encoding="utf-8")
     js.write_bytes(to_json(diff))
     return md, js
+
+
+def write_diff_html(diff: RunDiff, out_dir: str | Path) -> Path:
+    """Write ``diff.html`` (the same diff side by side) into ``out_dir``."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / HTML_NAME
+    atomic_write(path, render_diff_html(diff).encode())
+    return path

@@ -1,8 +1,8 @@
 """``engine replay RUN_DIR``: prove a run's artifacts from its event log alone.
 
 Replay verifies the hash chain (:func:`~engine._core.eventlog.read_log`), folds the
-log with the current reducer, rebuilds ``report.json``, ``run_manifest.json`` and
-``report.md`` with the very function the run used to write them
+log with the current reducer, rebuilds ``report.json``, ``run_manifest.json``,
+``report.md`` and ``report.html`` with the very function the run used to write them
 (:func:`~engine._core.artifacts.write_artifacts`, into a scratch folder) and
 compares them with the stored files, byte for byte. Replay never runs a plugin and
 never touches the run directory.
@@ -28,7 +28,9 @@ from typing import Any, Final
 
 from attrs import define, field
 
+from contracts.events import Event
 from engine import (
+    HTML_NAME,
     LOG_NAME,
     MANIFEST_NAME,
     MARKDOWN_NAME,
@@ -46,6 +48,7 @@ __all__ = [
     "ARTIFACTS",
     "Divergence",
     "ReplayResult",
+    "finished_run",
     "first_difference",
     "json_path",
     "rebuild_artifacts",
@@ -53,7 +56,7 @@ __all__ = [
     "show",
 ]
 
-ARTIFACTS: Final = (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME)
+ARTIFACTS: Final = (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME)
 """What replay rebuilds and compares, in this order."""
 
 
@@ -237,6 +240,24 @@ def _compare_json(
     return None
 
 
+def finished_run(run_dir: Path) -> tuple[list[Event], RunState]:
+    """The verified log of a finished run and its fold.
+
+    Raises:
+        LogIntegrityError: the log is broken, or the run never finished.
+    """
+    log = run_dir / LOG_NAME
+    events = read_log(log)
+    state = fold(events)
+    if state.finished is None:
+        raise LogIntegrityError(
+            str(log),
+            len(events),
+            "the run never finished (no run_finished record): resume it first",
+        )
+    return events, state
+
+
 def replay(run_dir: str | Path, *, compat: bool = False) -> ReplayResult:
     """Replay ``run_dir`` from its event log and compare the stored artifacts.
 
@@ -256,16 +277,10 @@ def replay(run_dir: str | Path, *, compat: bool = False) -> ReplayResult:
     """
     folder = Path(run_dir)
     log = folder / LOG_NAME
-    events = read_log(log)
-    state = fold(events)
-    if state.finished is None:
-        raise LogIntegrityError(
-            str(log),
-            len(events),
-            "the run never finished (no run_finished record): resume it before replaying",
-        )
+    events, state = finished_run(folder)
     rebuilt = rebuild_artifacts(state, last_hash(events, log))
-    result = ReplayResult(run_dir=folder, events=len(events), status=state.finished.status)
+    status = state.finished.status if state.finished is not None else ""
+    result = ReplayResult(run_dir=folder, events=len(events), status=status)
     for name in ARTIFACTS:
         path = folder / name
         if not path.is_file():
@@ -296,7 +311,7 @@ def _compare_text(
     name: str, stored: bytes, replayed: bytes, compat: bool, notes: list[str]
 ) -> Divergence | None:
     if compat:
-        # The Markdown rendering is for people and may change between versions.
+        # The Markdown and HTML renderings are for people and may change between versions.
         notes.append(f"{name}: differs from the current rendering (not compared in compat)")
         return None
     where, a_line, b_line = _first_line_difference(stored, replayed)

@@ -11,6 +11,11 @@ when its ``kind`` is one of the item's ``kinds`` and its ``target`` is the item'
 * precision = findings that match some planted item / decision findings (1.0 when
   there are none).
 
+A ``top_action`` finding (the recommendation layer) restates the findings it merges:
+it matches an item when one of the kinds it lists (``evidence.metrics["kinds"]``) is
+one of the item's and its ``evidence.metrics["action_target"]`` (or a column) is the
+item's target, so an action built on a false positive is itself a false positive.
+
 Decision findings are those of plugins on the ``decision`` lane and, in ``legacy``
 mode (one lane, ``legacy``), of plugins whose manifest lane is ``decision``. The
 report does not carry the manifest lane, so it is read from the run's
@@ -42,6 +47,7 @@ __all__ = [
     "score_run",
 ]
 
+TOP_ACTION = "top_action"
 REPORT_NAME = "report.json"
 EVENTS_NAME = "events.jsonl"
 
@@ -63,6 +69,8 @@ class FindingRef(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     id: str = ""
     columns: tuple[str, ...] = ()
+    source_kinds: tuple[str, ...] = ()
+    action_target: str = ""
 
 
 class MatchedItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,10 +197,19 @@ def _decision_plugins(report: Report, run_dir: Path, notes: list[str]) -> dict[s
 
 
 def _matches(finding: FindingRef, item: Planted) -> bool:
+    accepted = (item.target, *item.alt_targets)
+    if finding.kind == TOP_ACTION:
+        # an action restates the findings it merges: it detects what they detect
+        return any(k in item.kinds for k in finding.source_kinds) and (
+            finding.action_target in accepted or any(t in finding.columns for t in accepted)
+        )
     if finding.kind not in item.kinds:
         return False
-    accepted = (item.target, *item.alt_targets)
     return finding.target in accepted or any(t in finding.columns for t in accepted)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def score_run(run_dir: str | Path, truth_path: str | Path) -> Score:
@@ -216,6 +233,8 @@ def score_run(run_dir: str | Path, truth_path: str | Path) -> Score:
             title=f.title,
             id=f.id,
             columns=tuple(f.evidence.columns),
+            source_kinds=tuple(k for k in _text(f.evidence.metrics.get("kinds")).split(",") if k),
+            action_target=_text(f.evidence.metrics.get("action_target")),
         )
         for p in report.plugins
         if p.id in decision

@@ -31,7 +31,15 @@ ERP modules, run by 60 users on eight hosts. Columns, in order::
 * ``amount`` is lognormal over five orders of magnitude and so follows Benford's
   law. ``cost_center`` is the user's home cost centre (occasionally another).
 
-Scenarios (:data:`SCENARIOS`) add plants to this; see :func:`scenario_plants`.
+Scenarios (:data:`SCENARIOS`) add plants to this; see :func:`scenario_plants`. The
+operations scenarios (``ops_capacity``, ``ops_calendar``) also change how some jobs are
+served: a process may be a simulated first-come, first-served pool of workers (its
+waits come from the queue, carried from chunk to chunk; the pool is sized from the
+busiest hour's load, so it scales with ``rows``), grow in volume, be killed at a run-time
+limit (status ``killed``), stall in the queue, follow a weekly rhythm or have a heavy
+run-time tail; and the log ends at the last queue time, so jobs still running have no
+``ended_at`` (status ``running``, or ``queued`` without ``started_at``).
+:func:`scenario_confounders` lists what must not be reported.
 
 Determinism and scale
 =====================
@@ -45,12 +53,15 @@ unplanted part of a scenario draws from the same streams as ``baseline``.
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 import secrets
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Final
 
 import msgspec
@@ -127,6 +138,8 @@ class Truth(msgspec.Struct, frozen=True, kw_only=True):
     start: str = START
     days: int = DAYS
     columns: tuple[str, ...] = ()
+    confounders: tuple[str, ...] = ()
+    servers: dict[str, int] = {}
 
 
 DECISION_KINDS: Final = (
@@ -147,9 +160,14 @@ DECISION_KINDS: Final = (
     "redundant_feature",
     "distribution_drift",
     "timestamp_gap",
+    "capacity_shortfall",
+    "volume_peak",
+    "timeout_cutoff",
+    "sla_breach",
 )
 """The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
-(whose target is a finding id, so it never detects a plant)."""
+(whose target is a finding id, so it never detects a plant) and ``top_action`` (which
+restates the findings it merges, and is scored through their kinds)."""
 
 
 # --------------------------------------------------------------------- the world
@@ -288,6 +306,16 @@ def _user_weights() -> Floats:
 
 
 @dataclass(frozen=True)
+class _Queue:
+    """A process whose jobs are served first-come first-served by a fixed pool of
+    workers (simulated), sized so that the busiest hour runs at ``peak_utilization``."""
+
+    process: str
+    peak_utilization: float
+    understaffed: bool  # a plant; False: a busy but adequately staffed confounder
+
+
+@dataclass(frozen=True)
 class _Scenario:
     name: str
     bottleneck: tuple[str, float] | None = None  # process, wait factor
@@ -301,6 +329,13 @@ class _Scenario:
     fabricated: tuple[float, int, int] | None = None  # share, low, high (integers)
     redundant: bool = False  # amount_eur after amount
     constant: tuple[str, str] | None = None  # column, value
+    queues: tuple[_Queue, ...] = ()
+    growth: tuple[str, float] | None = None  # process, volume factor at the end
+    timeout: tuple[str, float] | None = None  # process, share of its jobs killed at it
+    stall: tuple[str, float, int, int] | None = None  # process, share, extra wait lo..hi s
+    weekly_wait: tuple[str, tuple[float, ...]] | None = None  # process, factor Mon..Sun
+    heavy_tail: tuple[str, float] | None = None  # process, run-time log sigma
+    censor_end: bool = False  # jobs still running at the end have no ended_at
 
 
 SCENARIOS: Final[dict[str, _Scenario]] = {
@@ -322,7 +357,29 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         redundant=True,
         constant=("region", "EU"),
     ),
+    "ops_capacity": _Scenario(
+        "ops_capacity",
+        queues=(_Queue("ar_cash_apply", 0.93, True), _Queue("inv_valuation", 0.55, False)),
+        growth=("tax_vat_report", 3.0),
+        timeout=("fa_depreciation", 0.05),
+        stall=("bank_statement_import", 0.15, 3600, 7200),
+        heavy_tail=("gl_journal_import", 0.9),
+        censor_end=True,
+    ),
+    "ops_calendar": _Scenario(
+        "ops_calendar",
+        queues=(_Queue("ap_payment_run", 0.93, True),),
+        growth=("gl_journal_import", 3.0),
+        timeout=("inv_valuation", 0.04),
+        stall=("tax_vat_report", 0.15, 3600, 7200),
+        weekly_wait=("inv_stock_sync", (3.0, 2.0, 1.0, 1.0, 1.0, 0.5, 0.5)),
+        heavy_tail=("ap_invoice_post", 0.9),
+        censor_end=True,
+    ),
 }
+
+KILLED: Final = "killed"
+RUNNING: Final = "running"
 
 
 def _stamp(offset_s: int) -> str:
@@ -399,6 +456,52 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
                 target=host,
             )
         )
+    for q in s.queues:
+        if q.understaffed:
+            out.append(
+                Planted(
+                    id="capacity_shortfall",
+                    description=f"{q.process} is served first come, first served by a fixed "
+                    f"pool of workers that runs at {q.peak_utilization:.0%} utilization in the "
+                    "busiest hour, so its jobs queue for workers; one more worker cuts the waits",
+                    kinds=("capacity_shortfall", "queue_bottleneck"),
+                    target=q.process,
+                )
+            )
+    if s.growth:
+        proc, factor = s.growth
+        out.append(
+            Planted(
+                id="volume_growth",
+                description=f"{proc}'s job volume grows linearly to {factor:g}x over the "
+                f"{DAYS} days, so next week's peak is above any week so far",
+                kinds=("volume_peak",),
+                target=proc,
+            )
+        )
+    if s.timeout:
+        proc, share = s.timeout
+        out.append(
+            Planted(
+                id="timeout_cutoff",
+                description=f"{proc}'s jobs are killed (status {KILLED!r}) after "
+                f"{_timeout_s(proc, share)} s of running, which cuts off the longest "
+                f"{share:.0%} of its real work",
+                kinds=("timeout_cutoff",),
+                target=proc,
+            )
+        )
+    if s.stall:
+        proc, share, lo, hi = s.stall
+        out.append(
+            Planted(
+                id="sla_breach",
+                description=f"{share:.0%} of {proc}'s jobs stall {lo // 60}-{hi // 60} min "
+                "in the queue, far past the turnaround of its other jobs",
+                kinds=("sla_breach", "queue_bottleneck"),
+                target=proc,
+            )
+        )
     if s.duplicate_fraction:
         out.append(
             Planted(
@@ -451,6 +554,71 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
             )
         )
     return tuple(out)
+
+
+def scenario_confounders(name: str) -> tuple[str, ...]:
+    """What scenario ``name`` holds that looks like a finding but must not be one."""
+    s = _scenario(name)
+    out = [
+        f"{q.process} is served by a busy worker pool (up to {q.peak_utilization:.0%} "
+        "utilization in the busiest hour) that is adequately staffed: its waits are short"
+        for q in s.queues
+        if not q.understaffed
+    ]
+    if s.weekly_wait:
+        proc, factors = s.weekly_wait
+        out.append(
+            f"{proc}'s queue waits follow a strong weekly rhythm (x{factors[0]:g} on Mondays, "
+            f"x{factors[-1]:g} at weekends), the same every week: not a changepoint"
+        )
+    if s.heavy_tail:
+        proc, sigma = s.heavy_tail
+        out.append(
+            f"{proc}'s run times have a heavy but stable tail (log sigma {sigma:g}); nothing "
+            "cuts it off and it does not change over time"
+        )
+    if s.censor_end:
+        out.append(
+            f"jobs still running at the end of the log have no ended_at (status {RUNNING!r}; "
+            "not yet started: status 'queued', no started_at either)"
+        )
+    return tuple(out)
+
+
+def _timeout_s(process: str, share: float) -> int:
+    """The run-time limit that kills the longest ``share`` of ``process``'s jobs."""
+    p = next(p for p in _PROCESSES if p.name == process)
+    return round(p.run_s * math.exp(p.run_sigma * NormalDist().inv_cdf(1.0 - share)))
+
+
+def _servers(s: _Scenario, rows: int, weights: Floats) -> dict[str, int]:
+    """Workers of each simulated queue: the busiest hour's offered load ``a`` (arrival
+    rate x mean run time) over the target utilization, rounded up; an adequately staffed
+    pool also gets at least ``a + 2 sqrt(a)`` (square-root staffing: few jobs wait,
+    however small the pool)."""
+    total = sum(p.weight for p in _PROCESSES)
+    peak_per_s = float(weights.max()) / float(weights.sum()) / 60.0 * rows
+    out = {}
+    for q in s.queues:
+        p = next(p for p in _PROCESSES if p.name == q.process)
+        mean_run = p.run_s * math.exp(p.run_sigma**2 / 2)
+        load = peak_per_s * p.weight / total * mean_run
+        servers = math.ceil(load / q.peak_utilization)
+        if not q.understaffed:
+            servers = max(servers, math.ceil(load + 2.0 * math.sqrt(load)))
+        out[q.process] = max(1, servers)
+    return out
+
+
+def _serve(free: list[int], arrivals: Ints, runs: Floats) -> Floats:
+    """Queue waits of jobs served first come, first served by the workers whose next
+    free instants are the heap ``free`` (updated in place, so chunks continue it)."""
+    waits = np.empty(arrivals.size, dtype=np.float64)
+    for i, (at, run) in enumerate(zip(arrivals.tolist(), runs.tolist(), strict=True)):
+        start = max(at, free[0])
+        heapq.heapreplace(free, start + int(run))
+        waits[i] = start - at
+    return waits
 
 
 def _scenario(name: str) -> _Scenario:
@@ -534,8 +702,10 @@ def _chunk(
     count: int,
     cdf: Floats,
     weights: Floats,
+    queues: dict[str, list[int]],
 ) -> pa.Table:
-    """Rows ``first .. first+count`` of the dataset as an Arrow table."""
+    """Rows ``first .. first+count`` of the dataset as an Arrow table (``queues``: the
+    workers' next free instants of each simulated queue, carried from chunk to chunk)."""
     rng = _rng(seed, chunk, 0)  # the unplanted world, shared by every scenario
     plant = _rng(seed, chunk, _stream_id(s.name))
     n_dup = round(s.duplicate_fraction * count) if s.duplicate_fraction else 0
@@ -559,6 +729,11 @@ def _chunk(
     # --- when
     quantiles = (first + np.sort(rng.uniform(0.0, float(count), size=n))) / float(rows)
     queued = _arrivals(cdf, weights, quantiles)
+    if s.growth:
+        g = names.index(s.growth[0])
+        share = float(weight[g] / weight.sum())
+        moved = share * (s.growth[1] - 1.0) * (queued / float(_SPAN_S)) / (1.0 - share)
+        proc = np.where((proc != g) & (plant.random(n) < moved), g, proc)
     z_wait = rng.standard_normal(n)
     z_rows = rng.standard_normal(n)
     z_run = rng.standard_normal(n)
@@ -571,7 +746,14 @@ def _chunk(
         cp_proc, cp_day, cp_factor = s.changepoint
         late = (proc == names.index(cp_proc)) & (queued >= cp_day * _DAY)
         wait_med = np.where(late, wait_med * cp_factor, wait_med)
+    if s.weekly_wait:
+        factors = np.asarray(s.weekly_wait[1], dtype=np.float64)[(queued // _DAY) % 7]
+        wait_med = np.where(proc == names.index(s.weekly_wait[0]), wait_med * factors, wait_med)
     wait = np.round(wait_med * np.exp(per_process("wait_sigma")[proc] * z_wait))
+    if s.stall:
+        st_proc, st_share, lo, hi = s.stall
+        stalled = (proc == names.index(st_proc)) & (plant.random(n) < st_share)
+        wait = wait + np.where(stalled, plant.integers(lo, hi + 1, size=n), 0)
     rows_med = per_process("rows")[proc]
     rows_processed = np.round(rows_med * np.exp(_ROWS_SIGMA * z_rows)).astype(np.int64) + 1
     run_z = _RUN_ROWS_CORR * z_rows + np.sqrt(1.0 - _RUN_ROWS_CORR**2) * z_run
@@ -580,7 +762,18 @@ def _chunk(
         tr_proc, tr_factor = s.trend
         growth = 1.0 + (tr_factor - 1.0) * queued / float(_SPAN_S)
         run_med = np.where(proc == names.index(tr_proc), run_med * growth, run_med)
-    run = np.maximum(1.0, np.round(run_med * np.exp(per_process("run_sigma")[proc] * run_z)))
+    run_sigma = per_process("run_sigma")[proc]
+    if s.heavy_tail:
+        run_sigma = np.where(proc == names.index(s.heavy_tail[0]), s.heavy_tail[1], run_sigma)
+    run = np.maximum(1.0, np.round(run_med * np.exp(run_sigma * run_z)))
+    killed = np.zeros(n, dtype=bool)
+    if s.timeout:
+        limit = float(_timeout_s(*s.timeout))
+        killed = (proc == names.index(s.timeout[0])) & (run > limit)
+        run = np.where(killed, limit, run)
+    for q in s.queues:
+        served = np.flatnonzero(proc == names.index(q.process))
+        wait[served] = _serve(queues[q.process], queued[served], run[served])
     cores = per_process("cores")[proc] * np.exp2(rng.choice(3, size=n, p=_CORE_STEPS))
     util = rng.beta(5.0, 3.0, size=n)
     cpu_s = np.round(run * cores * util, 3)
@@ -603,6 +796,13 @@ def _chunk(
         p_retried = np.where(rh, s.retry_hotspot[1], p_retried)
         p_again = np.where(rh, s.retry_hotspot[2], p_again)
     status = np.where(u_status < p_fail, 1, np.where(u_status < p_fail + p_retried, 2, 0))
+    status = np.where(killed, 3, status)
+    no_end = np.zeros(n, dtype=bool)
+    no_start = np.zeros(n, dtype=bool)
+    if s.censor_end:  # the log ends at the last possible queue time
+        no_end = ended > _SPAN_S
+        no_start = started > _SPAN_S
+        status = np.where(no_start, 5, np.where(no_end, 4, status))
     retry_count = np.where(u_again < p_again, np.minimum(again, 9), 0).astype(np.int32)
 
     # --- money
@@ -636,7 +836,7 @@ def _chunk(
     take = source[np.argsort(queued[source], kind="stable")]
 
     ids = pc.utf8_lpad(pa.array(job_no[take]).cast(pa.string()), width=9, padding="0")
-    statuses = ("ok", "failed", "retried")
+    statuses = ("ok", "failed", "retried", KILLED, RUNNING, "queued")
     cc = _strings(_COST_CENTERS, cost_center[take])
     columns: dict[str, pa.Array] = {
         "job_id": pc.binary_join_element_wise("J", ids, ""),
@@ -646,8 +846,8 @@ def _chunk(
         "host": _strings(_HOSTS, host[take]),
         "status": _strings(statuses, status[take]),
         "queued_at": pa.array(_START_S + queued[take], type=pa.int64()),
-        "started_at": pa.array(_START_S + started[take], type=pa.int64()),
-        "ended_at": pa.array(_START_S + ended[take], type=pa.int64()),
+        "started_at": pa.array(_START_S + started[take], type=pa.int64(), mask=no_start[take]),
+        "ended_at": pa.array(_START_S + ended[take], type=pa.int64(), mask=no_end[take]),
         "amount": pa.array(amount[take]),
         "amount_eur": pa.array(amount_eur[take]),
         "retry_count": pa.array(retry_count[take]),
@@ -722,6 +922,7 @@ def synthesize(
     schema = _schema(s)
     weights = _intensity(s)
     cdf = np.concatenate([[0.0], np.cumsum(weights)])
+    queues = {name: [0] * c for name, c in sorted(_servers(s, rows, weights).items())}
     tmp = _atomic_target(out_path)
     try:
         writer: Any
@@ -732,7 +933,7 @@ def synthesize(
         with writer:
             for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - first)
-                table = _chunk(s, seed, rows, chunk, first, count, cdf, weights)
+                table = _chunk(s, seed, rows, chunk, first, count, cdf, weights, queues)
                 if fmt == "parquet":
                     writer.write_table(table, row_group_size=CHUNK_ROWS)
                 else:
@@ -752,6 +953,8 @@ def synthesize(
         planted=planted,
         expected_clean=tuple(k for k in DECISION_KINDS if k not in accepted),
         columns=_columns(s),
+        confounders=scenario_confounders(s.name),
+        servers=_servers(s, rows, weights),
     )
     encoded = msgspec.json.format(msgspec.json.encode(result_truth), indent=2) + b"\n"
     tmp_truth = _atomic_target(truth_path)

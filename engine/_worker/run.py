@@ -1,78 +1,53 @@
-"""What runs a plugin: shared by the process pool's workers and the inline executor.
+"""What runs a plugin: shared by every executor (process pool workers, inline).
 
 ``execute_job`` never raises for anything a plugin does: a raise, a bad return
-value, an unencodable metric all become a ``Failed`` result. Imports are cached
-per worker (keyed by code hash, so an edited plugin is re-imported).
+value, an unrepresentable metric all become a ``Failed`` result, through the one
+output boundary (:mod:`engine._worker.boundary`). Imports are cached per worker
+(keyed by code hash, so an edited plugin is re-imported).
+
+``worker_main`` is the body of a pool worker process: it reads :class:`RunJob` and
+:class:`CancelJob` frames, says :class:`JobBegan` when it actually starts a job and
+:class:`JobEnded` with its output, and exits on end-of-file. It dies with its parent
+(``PR_SET_PDEATHSIG``), so a killed engine leaves no worker behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import importlib.machinery
 import importlib.util
 import os
+import signal
 import sys
 import time
-import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import msgspec
-
-from contracts import DataAccess, DatasetInfo, Failed, Finding, Na, Ok, PluginResult, is_registered
-from contracts._base import Wire
+from contracts import Failed, PluginResult
+from contracts._base import freeze
 from contracts.dataset import SpanRecord
-from contracts.manifest import DataAccessMode
-from contracts.reasons import ENGINE_ONLY
 
+from .boundary import check_result, check_spans, failure
 from .context import PluginContext
+from .job import (
+    FROM_WORKER_ENCODER,
+    TO_WORKER_DECODER,
+    CancelJob,
+    Job,
+    JobBegan,
+    JobEnded,
+    JobOutput,
+    RunJob,
+)
 
-
-class Job(Wire, frozen=True):
-    """Everything a worker needs to run one plugin (small: no data rows)."""
-
-    run_id: str
-    plugin_id: str
-    plugin_dir: str
-    entrypoint: str
-    code_hash: str
-    settings: dict[str, Any]
-    seed: int
-    dataset: DatasetInfo
-    upstream: dict[str, PluginResult] = {}
-    artifacts_dir: str = ""
-    data_access: DataAccessMode | None = None
-
-
-class JobOutput(Wire, frozen=True):
-    plugin_id: str
-    result: PluginResult
-    accesses: tuple[DataAccess, ...] = ()
-    duration_s: float = 0.0
-    pid: int = 0
-    spans: tuple[SpanRecord, ...] = ()
-
-
-def _enc_hook(obj: Any) -> Any:
-    """Let plugins hand back numpy scalars and arrays in metrics."""
-    item = getattr(obj, "item", None)
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist) and getattr(obj, "ndim", 0) > 0:
-        return tolist()
-    if callable(item):
-        return item()
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
-
-
-RESULT_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
-RESULT_DECODER: msgspec.json.Decoder[PluginResult] = msgspec.json.Decoder(PluginResult)
-JOB_ENCODER = msgspec.msgpack.Encoder()
-JOB_DECODER = msgspec.msgpack.Decoder(Job)
-OUTPUT_ENCODER = msgspec.msgpack.Encoder()
-OUTPUT_DECODER = msgspec.msgpack.Decoder(JobOutput)
+WORKER_NICENESS = 5
+"""How much lower than the engine's process the workers' scheduling priority is."""
 
 _ENTRYPOINTS: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
@@ -115,63 +90,6 @@ def load_entrypoint(
     return func
 
 
-def _failure(code: str, exc: BaseException | None = None, message: str = "") -> Failed:
-    if exc is None:
-        return Failed(reason_code=code, message=message)
-    return Failed(
-        reason_code=code,
-        error_type=type(exc).__name__,
-        message=message or str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
-
-
-def validate_result(plugin_id: str, value: Any) -> PluginResult:
-    """Turn what a plugin returned into a valid result, or a ``Failed`` saying why."""
-    if not isinstance(value, Ok | Na):
-        return _failure(
-            "INVALID_RESULT",
-            message=f"plugin returned {type(value).__name__}; expected ok(...) or na(...)",
-        )
-    try:
-        # A round trip validates every field's type (Struct constructors do not).
-        checked = RESULT_DECODER.decode(RESULT_ENCODER.encode(value))
-    except (msgspec.ValidationError, msgspec.EncodeError, NotImplementedError, TypeError) as exc:
-        return _failure("INVALID_RESULT", exc, f"result does not fit the contract: {exc}")
-    if isinstance(checked, Na):
-        if checked.reason_code in ENGINE_ONLY:
-            return _failure(
-                "INVALID_RESULT",
-                message=f"na reason code {checked.reason_code!r} is reserved for the engine",
-            )
-        if not is_registered(checked.reason_code, "na"):
-            return _failure(
-                "UNKNOWN_REASON_CODE",
-                message=f"na reason code {checked.reason_code!r} is not a registered na code",
-            )
-        return checked
-    assert isinstance(checked, Ok)
-    problems = [p for f in checked.findings if (p := finding_problem(f))]
-    if problems:
-        return _failure("INVALID_FINDING", message="; ".join(problems))
-    return msgspec.structs.replace(
-        checked, findings=tuple(f.stamped(plugin_id) for f in checked.findings)
-    )
-
-
-def finding_problem(finding: Finding) -> str | None:
-    """Structural breaches of the finding contract (kind checks are quality gates)."""
-    if not 0.0 <= finding.confidence <= 1.0:
-        return f"finding {finding.kind!r}: confidence {finding.confidence} is outside [0, 1]"
-    if finding.measurement == "modeled" and (
-        finding.impact is None or not finding.impact.assumptions
-    ):
-        return f"finding {finding.kind!r}: a modeled finding needs an impact with assumptions"
-    if not finding.title.strip():
-        return f"finding {finding.kind!r}: title must not be blank"
-    return None
-
-
 def execute_job(job: Job) -> JobOutput:
     """Run one plugin and return its output; never raises for plugin misbehaviour."""
     from .reader import DataReader
@@ -179,11 +97,14 @@ def execute_job(job: Job) -> JobOutput:
     start = time.perf_counter()
     reader = DataReader(job.dataset, declared=job.data_access)
     spans: list[SpanRecord] = []
+    artifacts_dir = Path(job.artifacts_dir)
     try:
         try:
             func = load_entrypoint(job.plugin_id, job.plugin_dir, job.entrypoint, job.code_hash)
-        except Exception as exc:
-            result: PluginResult = _failure("IMPORT_ERROR", exc)
+        except BaseException as exc:  # a module body may raise anything, SystemExit too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            result: PluginResult = failure("IMPORT_ERROR", exc)
         else:
             ctx = PluginContext(
                 plugin_id=job.plugin_id,
@@ -191,39 +112,114 @@ def execute_job(job: Job) -> JobOutput:
                 data=reader,
                 settings=dict(job.settings),
                 seed=job.seed,
-                upstream=dict(job.upstream),
-                artifacts_dir=Path(job.artifacts_dir),
+                # Read-only in every executor (inline, they are the run's own).
+                upstream=freeze(dict(job.upstream)),
+                artifacts_dir=artifacts_dir,
                 spans=spans,
             )
             try:
                 value = func(ctx)
-            except (Exception, SystemExit) as exc:
-                result = _failure("PLUGIN_ERROR", exc)
+            except BaseException as exc:  # SystemExit and custom BaseExceptions too
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                result = failure("PLUGIN_ERROR", exc)
             else:
-                result = validate_result(job.plugin_id, value)
+                result = check_result(job.plugin_id, value, artifacts_dir)
     finally:
-        reader.close()
+        with contextlib.suppress(Exception):
+            reader.close()
     if reader.violations:
         # Fail closed even if the plugin caught the refusal and carried on.
         calls = "; ".join(
             f"{a.kind}({', '.join(a.columns)}) -> {a.rows} rows" for a in reader.accesses
         )
-        result = _failure(
+        result = failure(
             "DATA_ACCESS_VIOLATION",
             message=f"{reader.violations[0]}; calls made: {calls or 'none'}",
         )
+    clean_spans, refused = check_spans(spans)
+    if refused is not None and not isinstance(result, Failed):
+        result = failure("INVALID_RESULT", message=f"span does not fit the contract: {refused}")
     return JobOutput(
         plugin_id=job.plugin_id,
         result=result,
         accesses=tuple(reader.accesses),
         duration_s=time.perf_counter() - start,
         pid=os.getpid(),
-        spans=tuple(sorted(spans, key=lambda s: s.index)),
+        spans=clean_spans,
     )
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process in bytes (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * _PAGE_SIZE
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def reset_peak() -> None:
+    """Start a new resident-memory high-water mark for this process (Linux)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def peak_bytes() -> int:
+    """The high-water mark since :func:`reset_peak` (0 when it cannot be read)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+
+
+def _encoded_end(seq: int, output: JobOutput, peak: int) -> bytes:
+    """The ``JobEnded`` frame; if it cannot be encoded the plugin's result is replaced
+    by a failure saying so (the boundary makes this unreachable, but a worker must
+    never die on an output)."""
+    try:
+        return FROM_WORKER_ENCODER.encode(
+            JobEnded(seq=seq, output=output, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+        )
+    except Exception as exc:
+        safe = JobOutput(
+            plugin_id=output.plugin_id,
+            result=failure("INVALID_RESULT", message=f"output could not be encoded: {exc}"),
+            accesses=output.accesses,
+            duration_s=output.duration_s,
+            pid=output.pid,
+        )
+        return FROM_WORKER_ENCODER.encode(
+            JobEnded(seq=seq, output=safe, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+        )
+
+
 def worker_main(conn: Connection) -> None:
-    """Body of a pool worker: announce readiness, then run jobs until EOF."""
+    """Body of a pool worker: announce readiness, then run jobs until end-of-file."""
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group; the engine decides what to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the engine's own priority: the host's event loop (an async service, the
+    # supervisor) stays responsive while the workers keep every core busy.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     # Imports done once per worker, before the first job arrives.
     import duckdb  # noqa: F401
     import numpy  # noqa: F401
@@ -232,10 +228,38 @@ def worker_main(conn: Connection) -> None:
     from . import reader  # noqa: F401
 
     conn.send_bytes(str(os.getpid()).encode())
+    pending: deque[RunJob] = deque()
+
+    def take(frame: bytes) -> None:
+        message = TO_WORKER_DECODER.decode(frame)
+        if isinstance(message, CancelJob):
+            for queued in list(pending):
+                if queued.seq == message.seq:
+                    pending.remove(queued)
+        else:
+            pending.append(message)
+
     while True:
         try:
-            payload = conn.recv_bytes()
+            if not pending:
+                take(conn.recv_bytes())
+            while conn.poll():  # read ahead: a cancel may follow a queued job
+                take(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        output = execute_job(JOB_DECODER.decode(payload))
-        conn.send_bytes(OUTPUT_ENCODER.encode(output))
+        if not pending:
+            continue
+        work = pending.popleft()
+        reset_peak()
+        conn.send_bytes(FROM_WORKER_ENCODER.encode(JobBegan(seq=work.seq, rss_bytes=rss_bytes())))
+        try:
+            output = execute_job(work.job)
+        except BaseException as exc:  # execute_job does not raise; this is the last guard
+            output = JobOutput(
+                plugin_id=work.job.plugin_id,
+                result=failure("PLUGIN_ERROR", exc),
+                pid=os.getpid(),
+            )
+        conn.send_bytes(_encoded_end(work.seq, output, peak_bytes()))
+        if work.recycle_mb and rss_bytes() > work.recycle_mb * 1_000_000:
+            return  # too big to keep: the pool starts a fresh worker in its place

@@ -6,6 +6,7 @@ import math
 import re
 
 from contracts import Evidence, Finding, na, ok
+from contracts.charts import first_digit_bars
 from contracts.sql import quote_ident as _q
 
 BENFORD = [math.log10(1 + 1 / d) for d in range(1, 10)]
@@ -161,6 +162,7 @@ def run(ctx):
                     query=s_query + ";\n" + d_query,
                     rows=counted,
                 ),
+                charts=(first_digit_bars(f"First digits of {name}", digits),) if counted else (),
             )
         )
 

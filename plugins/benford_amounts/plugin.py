@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.charts import first_digit_bars
 from contracts.sql import quote_ident as _q
 
 DIGITS = tuple(range(1, 10))
@@ -263,6 +264,7 @@ def _finding(name, counts, observed, mad, chi2, p_value, orders, central, query,
             "group them by user and day to see who or what enters them, and look for "
             "values just below approval limits and for repeated identical amounts."
         ),
+        charts=(first_digit_bars(f"First digits of {name}", [int(c) for c in counts]),),
         evidence=Evidence(
             columns=(name,),
             metrics=metrics,

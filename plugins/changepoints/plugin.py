@@ -2,13 +2,13 @@
 
 The daily median wait of every process comes from one SQL aggregate (a few thousand
 rows however large the table). Each process's series of log daily medians is cut by
-binary segmentation with a Gaussian mean-shift cost (numpy); a cut is reported only
+binary segmentation with the L2 (Gaussian mean-shift) cost (ruptures); a cut is reported only
 when both sides hold at least ``min_segment_days`` days, the median level moves by at
 least ``min_relative_shift``, the days on each side sit consistently on their side of
 the midpoint, a Mann-Whitney U test separates the two sides, and a step fits the two
 segments clearly better than a straight line (a gradual trend is not a changepoint).
-Weekly seasonality does not survive these checks: a week-long pattern repeats on both
-sides of any cut, so it moves neither the segment medians nor the test.
+When the ``seasonality`` plugin finds a strong weekly rhythm in a process's daily median
+wait, its weekday effect is divided out first, so a weekly pattern is never a cut.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from datetime import date
 
+import msgspec
 import numpy as np
+import ruptures as rpt
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Line, Marker, Ok, Rule, Series, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -54,45 +56,17 @@ def _sse(y: np.ndarray) -> float:
     return float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
 
 
-def best_split(y: np.ndarray, min_len: int) -> tuple[int, float] | None:
-    """The cut ``k`` (left = y[:k]) with the largest drop in squared error, and that drop."""
-    n = y.size
-    if n < 2 * min_len:
-        return None
-    z = y - y.mean()  # centring keeps the cumulative sums well conditioned
-    cs = np.cumsum(z)
-    cs2 = np.cumsum(z * z)
-    k = np.arange(min_len, n - min_len + 1)
-    left_sum = cs[k - 1]
-    right_sum = cs[-1] - left_sum
-    left_sse = cs2[k - 1] - left_sum**2 / k
-    right_sse = (cs2[-1] - cs2[k - 1]) - right_sum**2 / (n - k)
-    gain = (cs2[-1] - cs[-1] ** 2 / n) - left_sse - right_sse
-    i = int(np.argmax(gain))  # first maximum: deterministic
-    return int(k[i]), float(gain[i])
-
-
 def binary_segmentation(y: np.ndarray, min_len: int, penalty: float, max_cuts: int) -> list[int]:
-    """Cut points of ``y`` (sorted), splitting the segment with the largest gain first."""
-    cuts: list[int] = []
-    segments = [(0, y.size)]
-    while len(cuts) < max_cuts:
-        best: tuple[float, int, int, int] | None = None
-        for lo, hi in segments:
-            found = best_split(y[lo:hi], min_len)
-            if found is None:
-                continue
-            k, gain = found
-            if gain > penalty and (best is None or gain > best[0]):
-                best = (gain, lo, hi, lo + k)
-        if best is None:
-            break
-        _, lo, hi, cut = best
-        cuts.append(cut)
-        segments.remove((lo, hi))
-        segments += [(lo, cut), (cut, hi)]
-        segments.sort()
-    return sorted(cuts)
+    """Cut points of ``y`` (sorted): ruptures' binary segmentation with the L2 cost (a
+    Gaussian mean shift), splitting the segment with the largest gain first while the
+    gain exceeds ``penalty``, and at most ``max_cuts`` times."""
+    if y.size < 2 * min_len or np.ptp(y) == 0:
+        return []
+    algo = rpt.Binseg(model="l2", min_size=min_len, jump=1).fit(y)
+    cuts = algo.predict(pen=penalty)[:-1]  # the last breakpoint is the series' end
+    if len(cuts) > max_cuts:
+        cuts = algo.predict(n_bkps=max_cuts)[:-1]
+    return sorted(int(c) for c in cuts)
 
 
 def linear_sse(x: np.ndarray, y: np.ndarray) -> float:
@@ -171,10 +145,25 @@ def _series(rows: list[dict], min_jobs: int) -> dict[str, list[dict]]:
     return by_process
 
 
-def analyse(points: list[dict], cfg: dict[str, float]) -> tuple[list[dict], int]:
-    """Evaluated cuts of one process's series (all of them, passed or not), and n days."""
+def weekday_effect(ctx, process: str, series: str) -> list[float] | None:
+    """The weekly effect (log scale, Monday first) that ``seasonality`` found strong in
+    this process's series, or None (no upstream result, or no strong rhythm)."""
+    upstream = ctx.upstream.get("seasonality")
+    entry = getattr(upstream, "metrics", {}).get("processes", {}).get(process, {}).get(series)
+    if isinstance(upstream, Ok) and entry and entry.get("strong"):
+        return [float(v) for v in entry["weekday_effect"]]
+    return None
+
+
+def analyse(
+    points: list[dict], cfg: dict[str, float], effect: list[float] | None = None
+) -> tuple[list[dict], int]:
+    """Evaluated cuts of one process's series (all of them, passed or not), and n days.
+    With ``effect`` (log scale, by weekday) the weekly rhythm is taken out first."""
     days: list[date] = [p["day"] for p in points]
     raw = np.array([float(p["median_wait_s"]) for p in points])
+    if effect is not None:
+        raw = raw / np.exp(np.array([effect[d.weekday()] for d in days]))
     jobs = np.array([float(p["jobs"]) for p in points])
     x = np.array([float((d - days[0]).days) for d in days])
     y = np.log(np.maximum(raw, WAIT_FLOOR_S))
@@ -210,8 +199,11 @@ def run(ctx):
     checked: list[str] = []
     findings = []
     long_enough = 0
+    deseasonalized = 0
     for process in sorted(series):
-        evaluated, n_days = analyse(series[process], cfg)
+        effect = weekday_effect(ctx, process, "daily_wait")
+        deseasonalized += effect is not None
+        evaluated, n_days = analyse(series[process], cfg, effect)
         if n_days < 2 * m:
             checked.append(
                 f"{process}: {n_days} days with >= {int(cfg['min_jobs_per_day'])} jobs "
@@ -236,7 +228,9 @@ def run(ctx):
         checked.append(
             f"{process}: shift of {float(best['relative_shift']):+.0%} on {best['date']}"
         )
-        findings.append(_finding(ctx, roles, process, best, passed, n_days))
+        found = _finding(ctx, roles, process, best, passed, n_days, effect is not None)
+        chart = wait_chart(process, series[process], best)
+        findings.append(msgspec.structs.replace(found, charts=(chart,)))
 
     if long_enough == 0:
         return na(
@@ -253,18 +247,42 @@ def run(ctx):
             f"or more and stays there for at least {m} days ({long_enough} processes with "
             "enough days checked).",
             checked=checked or ["no process has any day with enough jobs"],
-            metrics={"processes_checked": long_enough},
+            metrics={"processes_checked": long_enough, "deseasonalized": deseasonalized},
         )
     return ok(
         findings=findings,
         metrics={
             "processes_checked": long_enough,
+            "deseasonalized": deseasonalized,
             "flagged_processes": [f.target for f in findings],
         },
     )
 
 
-def _finding(ctx, roles, process, best, passed, n_days) -> Finding:
+def _positive(value) -> float | None:
+    return float(value) if value and value > 0 else None
+
+
+def wait_chart(process: str, points: list[dict], best: dict) -> Series:
+    """The daily medians analysed, the change date and the level on each side."""
+    when = best["date"].isoformat()
+    return Series(
+        title=f"Daily median queue wait of {process}",
+        y_label="median wait (s)",
+        x=tuple(p["day"].isoformat() for p in points),
+        lines=(
+            Line(label="daily median", values=tuple(float(p["median_wait_s"]) for p in points)),
+        ),
+        markers=(Marker(at=when, label=f"change on {when}"),),
+        rules=(
+            Rule(value=float(best["before"]), label="level before", end=when),
+            Rule(value=float(best["after"]), label="level after", start=when),
+        ),
+        log_y=True,
+    )
+
+
+def _finding(ctx, roles, process, best, passed, n_days, deseasonalized) -> Finding:
     before = float(best["before"])
     after = float(best["after"])
     rel = float(best["relative_shift"])
@@ -289,6 +307,7 @@ def _finding(ctx, roles, process, best, passed, n_days) -> Finding:
         "p_value": p_value,
         "test": "Mann-Whitney U (two-sided) on daily medians before vs after",
         "days_in_series": n_days,
+        "deseasonalized": deseasonalized,
         "jobs_per_day_after": per_day,
         "other_changepoints": ", ".join(
             f"{e['date'].isoformat()} ({float(e['relative_shift']):+.0%})" for e in others

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from contracts import Evidence, Finding, na, ok
+from contracts import Evidence, Finding, Line, Series, na, ok
 from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
@@ -134,6 +134,26 @@ def _daily_peaks(levels: np.ndarray, t0: int, w: int, max_days: int) -> dict[str
     }
 
 
+CHART_POINTS = 1000
+
+
+def running_chart(levels: np.ndarray, t0: int, w: int) -> Series:
+    """Running jobs over time: the grid's maximum in each of at most CHART_POINTS
+    intervals (so every peak stays visible), as steps."""
+    size = max(1, math.ceil(levels.size / CHART_POINTS))
+    peaks = [int(levels[i : i + size].max()) for i in range(0, levels.size, size)]
+    start = datetime(1970, 1, 1) + timedelta(microseconds=t0)
+    x = tuple((start + timedelta(microseconds=i * size * w)).isoformat() for i in range(len(peaks)))
+    label = "running jobs" if size == 1 else f"most running jobs per {size * w // _SECOND} s"
+    return Series(
+        title="Running jobs over time",
+        y_label="jobs running at once",
+        x=x,
+        lines=(Line(label=label, values=tuple(float(v) for v in peaks)),),
+        step=True,
+    )
+
+
 def run(ctx):
     grid_points = int(ctx.settings.get("grid_points", 20000))
     max_hosts = int(ctx.settings.get("max_hosts", 50))
@@ -229,6 +249,7 @@ def run(ctx):
                 query=query,
                 rows=n_jobs,
             ),
+            charts=(running_chart(overall, t0, w),),
         )
     )
     for name in sorted(per_host):

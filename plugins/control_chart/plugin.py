@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from datetime import date
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Line, Ok, Series, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -109,13 +110,29 @@ def _settings(ctx) -> dict[str, object]:
         "min_jobs_per_day": int(s.get("min_jobs_per_day", 5)),
         "min_weeks_per_weekday": int(s.get("min_weeks_per_weekday", 3)),
         "centre_window_days": int(s.get("centre_window_days", 29)),
+        "max_floor_share": float(s.get("max_floor_share", 0.5)),
     }
 
 
-def chart(points: list[dict], cfg: dict[str, object]) -> dict[str, object]:
-    """The individuals chart of one process's daily medians and its violations."""
+def weekday_effect(ctx, process: str, series: str) -> list[float] | None:
+    """The weekly effect (log scale, Monday first) that ``seasonality`` found strong in
+    this process's series, or None (no upstream result, or no strong rhythm)."""
+    upstream = ctx.upstream.get("seasonality")
+    entry = getattr(upstream, "metrics", {}).get("processes", {}).get(process, {}).get(series)
+    if isinstance(upstream, Ok) and entry and entry.get("strong"):
+        return [float(v) for v in entry["weekday_effect"]]
+    return None
+
+
+def chart(
+    points: list[dict], cfg: dict[str, object], effect: list[float] | None = None
+) -> dict[str, object]:
+    """The individuals chart of one process's daily medians and its violations (with
+    ``effect``, by weekday on the log scale, the weekly rhythm is divided out first)."""
     days: list[date] = [p["day"] for p in points]
     raw = np.array([float(p["median_wait_s"]) for p in points])
+    if effect is not None:
+        raw = raw / np.exp(np.array([effect[d.weekday()] for d in days]))
     jobs = np.array([float(p["jobs"]) for p in points])
     sd = np.array([np.nan if p["sd_log_wait"] is None else float(p["sd_log_wait"]) for p in points])
     y = np.log(np.maximum(raw, WAIT_FLOOR_S))
@@ -150,6 +167,7 @@ def chart(points: list[dict], cfg: dict[str, object]) -> dict[str, object]:
         "days": days,
         "raw": raw,
         "typical": typical,
+        "upper": typical * np.exp(np.maximum(limit, min_dev)),
         "flags": flags,
         "n": int(r.size),
         "count": count,
@@ -192,8 +210,19 @@ def run(ctx):
         if len(points) < min_days:
             checked.append(f"{process}: {len(points)} days with enough jobs (needs {min_days})")
             continue
+        at_floor = sum(float(pt["median_wait_s"]) < WAIT_FLOOR_S for pt in points) / len(points)
+        if at_floor > float(cfg["max_floor_share"]):
+            # most jobs start at once: the daily median sits at the clock's floor and its
+            # moving range is zero, so any busy day would break a meaningless limit
+            checked.append(
+                f"{process}: daily median wait under {WAIT_FLOOR_S:g} s on {at_floor:.0%} of "
+                f"days (more than {float(cfg['max_floor_share']):.0%}): not charted, the "
+                "median does not measure this queue"
+            )
+            continue
         charted += 1
-        c = chart(points, cfg)
+        effect = weekday_effect(ctx, process, "daily_wait")
+        c = chart(points, cfg, effect)
         by_run = c["run_len"] >= min_run
         by_share = c["count"] >= min_run and c["share"] >= min_share
         checked.append(
@@ -201,14 +230,15 @@ def run(ctx):
             f"({c['share']:.1%}), longest run {c['run_len']}"
         )
         if by_run or by_share:
-            findings.append(_finding(ctx, roles, process, c, cfg))
+            found = _finding(ctx, roles, process, c, cfg)
+            findings.append(msgspec.structs.replace(found, charts=(wait_chart(process, c),)))
 
     if charted == 0:
         return na(
             "INSUFFICIENT_DATA",
-            f"No process has {min_days} days with at least "
-            f"{int(cfg['min_jobs_per_day'])} measured queue waits; there is no "
-            "daily series to analyse.",
+            f"No process has a daily series to chart: {min_days} days with at least "
+            f"{int(cfg['min_jobs_per_day'])} measured queue waits and a median wait of at "
+            "least a second on most of them.",
             checked=checked or ["no process has any day with enough jobs"],
         )
     if not findings:
@@ -225,6 +255,23 @@ def run(ctx):
     return ok(
         findings=findings,
         metrics={"processes_charted": charted, "flagged_processes": [f.target for f in findings]},
+    )
+
+
+def wait_chart(process: str, c: dict[str, object]) -> Series:
+    """The chart as judged: daily medians, centre, upper limit, the violating days."""
+    flags = c["flags"]
+    return Series(
+        title=f"Control chart of {process}'s daily median queue wait",
+        y_label="median wait (s)",
+        x=tuple(d.isoformat() for d in c["days"]),
+        lines=(
+            Line(label="daily median", values=tuple(float(v) if v > 0 else None for v in c["raw"])),
+            Line(label="centre", values=tuple(float(v) for v in c["typical"])),
+            Line(label="upper control limit", values=tuple(float(v) for v in c["upper"])),
+        ),
+        highlight=tuple(i for i in range(len(flags)) if flags[i]),
+        log_y=True,
     )
 
 

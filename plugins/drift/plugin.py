@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -103,6 +103,21 @@ def _num(value) -> float | None:
 
 def _p_text(p: float) -> str:
     return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
+
+
+WEEK_S = 7 * 86400.0
+
+
+def weekly_rhythm(ctx) -> bool:
+    """Whether ``seasonality`` found a strong weekly rhythm in the hourly job volume."""
+    upstream = ctx.upstream.get("seasonality")
+    hourly = getattr(upstream, "metrics", {}).get("hourly_volume") or {}
+    threshold = getattr(upstream, "metrics", {}).get("strong_threshold")
+    return (
+        isinstance(upstream, Ok)
+        and threshold is not None
+        and float(hourly.get("weekly_strength") or 0.0) >= float(threshold)
+    )
 
 
 def time_column(ctx, configured: str) -> str | None:
@@ -180,10 +195,15 @@ def run(ctx):
             numeric.remove(n)
 
     lo_e, hi_e = float(span["lo_e"]), float(span["hi_e"])
+    cut = fraction * (hi_e - lo_e)
+    if weekly_rhythm(ctx) and hi_e - lo_e >= 2 * WEEK_S:
+        # whole weeks in each window: both hold the same mix of weekdays, so a weekly
+        # rhythm (busy weekdays, quiet weekends) cannot look like drift
+        cut = min(max(1, round(cut / WEEK_S)), int((hi_e - lo_e) // (2 * WEEK_S))) * WEEK_S
+        checked.append("seasonality: strong weekly rhythm, windows cut to whole weeks")
     # the change happened after the first window ends and before the last one starts
-    lo = _iso(lo_e + fraction * (hi_e - lo_e))
-    hi = _iso(hi_e - fraction * (hi_e - lo_e))
-    cut = fraction * (float(span["hi_e"]) - float(span["lo_e"]))
+    lo = _iso(lo_e + cut)
+    hi = _iso(hi_e - cut)
     first = f"epoch({t}) < {float(span['lo_e']) + cut!r}"
     last = f"epoch({t}) >= {float(span['hi_e']) - cut!r}"
     checked.append(

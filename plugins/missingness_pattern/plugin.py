@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from contracts import Evidence, Finding, ok
+from contracts import Evidence, Finding, Line, Series, ok
 from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
@@ -64,6 +64,21 @@ def over_time_query(ts: str, names: list[str], t0: int, span: int, buckets: int)
     return (
         f"SELECT {bucket} AS bucket, count(*) AS n{', ' + nulls if nulls else ''} "
         f"FROM data WHERE {ts} IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+
+
+def missing_chart(name: str, over_time: dict | None) -> tuple[Series, ...]:
+    """The column's missing share per time bucket (none without a time column)."""
+    if over_time is None or name not in over_time["null_fraction"]:
+        return ()
+    return (
+        Series(
+            title=f"Missing share of {name} over {over_time['time_column']}",
+            y_label="share of rows missing",
+            x=tuple(over_time["bucket_starts"]),
+            lines=(Line(label=name, values=tuple(over_time["null_fraction"][name])),),
+            step=True,
+        ),
     )
 
 
@@ -207,6 +222,7 @@ def run(ctx):
                     query=";\n".join(q for q in (c_query, p_query, t_query) if q),
                     rows=int(c["null_count"]),
                 ),
+                charts=missing_chart(name, over_time),
             )
         )
     if not findings:

@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Ok, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -88,10 +88,25 @@ def _settings(ctx) -> dict[str, float]:
     }
 
 
-def trend(points: list[dict], cfg: dict[str, float]) -> dict[str, object]:
-    """Mann-Kendall, Sen's slope and the step-versus-line check for one series."""
+def weekday_effect(ctx, process: str, series: str) -> list[float] | None:
+    """The weekly effect (log scale, Monday first) that ``seasonality`` found strong in
+    this process's series, or None (no upstream result, or no strong rhythm)."""
+    upstream = ctx.upstream.get("seasonality")
+    entry = getattr(upstream, "metrics", {}).get("processes", {}).get(process, {}).get(series)
+    if isinstance(upstream, Ok) and entry and entry.get("strong"):
+        return [float(v) for v in entry["weekday_effect"]]
+    return None
+
+
+def trend(
+    points: list[dict], cfg: dict[str, float], effect: list[float] | None = None
+) -> dict[str, object]:
+    """Mann-Kendall, Sen's slope and the step-versus-line check for one series (with
+    ``effect``, by weekday on the log scale, the weekly rhythm is divided out first)."""
     days: list[date] = [p["day"] for p in points]
     raw = np.array([float(p["median_run_s"]) for p in points])
+    if effect is not None:
+        raw = raw / np.exp(np.array([effect[d.weekday()] for d in days]))
     jobs = np.array([float(p["jobs"]) for p in points])
     x = np.array([float((d - days[0]).days) for d in days])
     if np.ptp(raw) > 0:
@@ -157,7 +172,7 @@ def run(ctx):
             checked.append(f"{process}: {len(points)} days with enough jobs (needs {min_days})")
             continue
         tested += 1
-        t = trend(points, cfg)
+        t = trend(points, cfg, weekday_effect(ctx, process, "daily_run"))
         checked.append(
             f"{process}: tau {t['tau']:+.2f} ({_p_text(float(t['p_value']))}), Sen's slope "
             f"{float(t['slope_s_per_day']):+.2f} s/day, change {float(t['relative_change']):+.0%} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from contracts import Evidence, Finding, na, ok
+from contracts import Evidence, Finding, QuantileGroup, Quantiles, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -135,6 +135,22 @@ def run(ctx):
                     metrics={k: v for k, v in sorted(m.items())} | {"wait_share": share},
                     query=query,
                     rows=int(m["events"]),
+                ),
+                charts=(
+                    Quantiles(
+                        title=f"Wait and run time of {name}",
+                        value_label="seconds (log scale)",
+                        quantiles=tuple(label for label, _ in QUANTILES),
+                        groups=tuple(
+                            QuantileGroup(
+                                label=kind,
+                                values=tuple(m[f"{kind}_{label}_s"] for label, _ in QUANTILES),
+                                n=int(m[f"{kind}_count"]),
+                            )
+                            for kind in ("wait", "run")
+                        ),
+                        log_scale=True,
+                    ),
                 ),
             )
         )

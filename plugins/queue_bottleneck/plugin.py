@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts import Evidence, Finding, Impact, Ok, QuantileGroup, Quantiles, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -44,6 +44,26 @@ def sample_query(
         f"AND h % 1000000 < CASE WHEN is_target THEN {keep_target} ELSE {keep_rest} END "
         f"QUALIFY row_number() OVER (PARTITION BY is_target ORDER BY h, wait_s) <= {limit} "
         "ORDER BY is_target, wait_s"
+    )
+
+
+def wait_chart(processes: dict, names: list[str], top: str) -> Quantiles:
+    """The compared processes' wait quantiles (from process_durations), ``top`` marked."""
+    qs = ("p50", "p95", "p99")
+    return Quantiles(
+        title="Queue wait by process",
+        value_label="wait (s, log scale)",
+        quantiles=qs,
+        groups=tuple(
+            QuantileGroup(
+                label=n,
+                values=tuple(processes[n].get(f"wait_{q}_s") for q in qs),
+                n=int(processes[n].get("wait_count") or 0),
+            )
+            for n in names
+        ),
+        highlight=(top,),
+        log_scale=True,
     )
 
 
@@ -192,6 +212,7 @@ def run(ctx):
             query=query,
             rows=int(top_m.get("wait_count") or 0),
         ),
+        charts=(wait_chart(processes, eligible, top),),
         measurement="modeled",
         impact=Impact(
             value=saved_per_month,

@@ -45,10 +45,12 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, HeatMap, na, ok
+from contracts.charts import MAX_CHART_VALUES
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -57,6 +59,7 @@ TIME_SEMANTICS = frozenset({"clock_time", "calendar_part", "timestamp"})
 CHUNK = 400  # aggregates per query: bounds the hash tables DuckDB holds at once
 MODE_MAX_DISTINCT = 100_000  # columns with more values are not given a most frequent one
 ORDER = ("near_duplicate", "function", "linear", "category")
+HEAT_MAX = math.isqrt(MAX_CHART_VALUES)  # columns a heat map can show (a square of cells)
 
 
 def _num(value) -> float | None:
@@ -99,6 +102,7 @@ class _Picker:
         self.kept: set[str] = set()
         self.dropped: dict[str, dict] = {}
         self.checked: list[str] = []
+        self.pearson: dict[tuple[str, str], float | None] = {}
 
     def droppable(self, name: str) -> bool:
         c = self.info[name]
@@ -174,6 +178,12 @@ def run(ctx):
         _finding(drop, rel, info)
         for drop, rel in sorted(pick.dropped.items(), key=lambda kv: pick.order[kv[0]])
     ]
+    if heat := correlation_heatmap(quantities, pick.pearson, findings):
+        shown = set(heat.x_labels)
+        findings = [
+            msgspec.structs.replace(f, charts=(heat,)) if set(f.evidence.columns) <= shown else f
+            for f in findings
+        ]
     metrics = {
         "checked": "; ".join(checked[: len(ORDER) + 1]),
         "quantity_columns": total_quantities,
@@ -364,6 +374,7 @@ def _linear(ctx, pick, cols, cfg) -> str:
             for i, (a, b) in enumerate(chunk)
         )
         row |= ctx.data.sql(f"SELECT {select} FROM data").to_pylist()[0]
+    pick.pearson = {pair: _num(row[f"r{i}"]) for i, pair in enumerate(pairs)}
     position = [f"corr({x[n]}, CAST(rowid AS DOUBLE)) AS pos{j}" for j, n in enumerate(cols)]
     if time_col is not None:
         t = f"epoch({timestamp_expr(time_col, pick.info[time_col].dtype)})"
@@ -509,6 +520,33 @@ def _categories(ctx, pick, categorical, cols, cfg) -> str:
 
 
 # -------------------------------------------------------------------- finding
+
+
+def correlation_heatmap(cols: list[str], pearson: dict, findings: list) -> HeatMap | None:
+    """Pearson r over all rows between the quantity columns correlated: all of them
+    when a chart holds that many (``HEAT_MAX``), else those the findings name."""
+    total = len(cols)
+    if total > HEAT_MAX:
+        named = {c for f in findings for c in f.evidence.columns}
+        cols = [c for c in cols if c in named][:HEAT_MAX]
+    if len(cols) < 2 or not pearson:
+        return None
+    r = {(a, a): 1.0 for a in cols} | pearson | {(b, a): v for (a, b), v in pearson.items()}
+    which = (
+        f"the {total} quantity columns"
+        if len(cols) == total
+        else f"{len(cols)} of the {total} quantity columns (those the findings name)"
+    )
+    return HeatMap(
+        title=f"Pearson correlation of {which}",
+        x_labels=tuple(cols),
+        y_labels=tuple(cols),
+        values=tuple(tuple(r[(a, b)] for b in cols) for a in cols),
+        value_label="Pearson r",
+        vmin=-1.0,
+        vmax=1.0,
+        diverging=True,
+    )
 
 
 def _finding(target: str, rel: dict, info) -> Finding:

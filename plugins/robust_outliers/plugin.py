@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
+from contracts.charts import Marker, histogram_from_rows
 from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, unscaled
+from contracts.sql import histogram_sql
 from contracts.sql import quote_ident as _q
 
 UPSTREAM = "numeric_summary"
@@ -48,6 +50,31 @@ def _robust(ctx, name: str, scale: dict) -> tuple[float | None, float | None]:
         f"SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE {_q(name)} IS NOT NULL"
     ).to_pylist()[0]
     return _num(r["m"]), _num(r["d"])
+
+
+def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log: bool):
+    """The column's histogram around the bounds (one SQL aggregate); what lies beyond
+    the plotted range is counted, not dropped."""
+    vmin, vmax = _num(summary.get("min")), _num(summary.get("max"))
+    if log:
+        pad = (upper / lower) ** 0.5
+        low, high = max(vmin or lower, lower / pad), min(vmax or upper, upper * pad)
+    else:
+        pad = (upper - lower) * 0.5
+        low, high = max(vmin or lower, lower - pad), min(vmax or upper, upper + pad)
+    if not high > low:
+        low, high = lower, upper
+    rows = ctx.data.sql(histogram_sql(f"CAST({_q(name)} AS DOUBLE)", low, high, 40, log))
+    return histogram_from_rows(
+        f"Distribution of {name} and the outlier bounds",
+        f"{name}{' (log scale)' if log else ''}",
+        rows.to_pylist(),
+        low,
+        high,
+        40,
+        log=log,
+        markers=(Marker(at=lower, label="lower bound"), Marker(at=upper, label="upper bound")),
+    )
 
 
 def run(ctx):
@@ -146,10 +173,13 @@ def run(ctx):
             f"WHERE {z} > {_lit(threshold)} ORDER BY modified_z DESC, rowid"
         )
         top = ctx.data.sql(f"{query} LIMIT {listed}").to_pylist()
+        # A log axis only where the judged scale is a plain log and the bounds are positive.
+        log_axis = scale_of["kind"] == "log" and scale_of["shift"] == 0 and lower > 0
+        chart = outlier_chart(ctx, name, s, lower, upper, log_axis)
         findings.append(
             _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scale,
                      scale_of["kind"],
-                     threshold, gross, max_share, lower, upper)
+                     threshold, gross, max_share, lower, upper, chart)
         )  # fmt: skip
 
     metrics = {"columns": measured, "heavy_tailed_columns": heavy, "max_share": max_share}
@@ -172,7 +202,7 @@ def run(ctx):
 
 
 def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scale, kind,
-             threshold, gross, max_share, lower, upper):  # fmt: skip
+             threshold, gross, max_share, lower, upper, chart):  # fmt: skip
     high = int(r["high"])
     mean_all, mean_in = _num(r["mean_all"]), _num(r["mean_inliers"])
     shown = ", ".join(f"{row[name]:.6g} (row {row['row']})" for row in top)
@@ -228,4 +258,5 @@ def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scal
             query=query,
             rows=outliers,
         ),
+        charts=(chart,),
     )

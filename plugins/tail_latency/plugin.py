@@ -10,10 +10,11 @@ shape implies (p50 x the peers' median ratio). Quantiles and counts are SQL aggr
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, QuantileGroup, Quantiles, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -126,9 +127,10 @@ def run(ctx):
         checked.append(f"{line}; {over} of {runs} runs over {cap:.0f} s ({_p_text(p_value)})")
         if not p_value < alpha:
             continue
-        findings.append(
-            _finding(roles, name, s, peers, peer_ratio, peer_p99, cap, t, p_value, tq, span_days)
+        found = _finding(
+            roles, name, s, peers, peer_ratio, peer_p99, cap, t, p_value, tq, span_days
         )
+        findings.append(msgspec.structs.replace(found, charts=(run_chart(stats_by_process, name),)))
 
     if not findings:
         return na(
@@ -145,6 +147,21 @@ def run(ctx):
             "processes_compared": len(eligible),
             "flagged_processes": [f.target for f in findings],
         },
+    )
+
+
+def run_chart(stats_by_process: dict, name: str) -> Quantiles:
+    """Every compared process's median and p99 run time, ``name`` marked."""
+    return Quantiles(
+        title="Run time by process: median and p99",
+        value_label="run time (s, log scale)",
+        quantiles=("p50", "p99"),
+        groups=tuple(
+            QuantileGroup(label=n, values=(s["p50"], s["p99"]), n=s["runs"])
+            for n, s in sorted(stats_by_process.items())
+        ),
+        highlight=(name,),
+        log_scale=True,
     )
 
 

@@ -26,12 +26,14 @@ def run(ctx):
 async def _run(plugins: Path, runs: Path, dataset: Path, **kw: object) -> RunResult:
     cache = bool(kw.pop("cache", True))
     settings = kw.pop("settings", None)
+    lanes = kw.pop("lanes", None)
     async with Engine(
         plugins_dir=plugins,
         runs_dir=runs,
         workers=2,
         cache=cache,
         settings=settings,  # type: ignore[arg-type]
+        lanes=lanes,  # type: ignore[arg-type]
     ) as engine:
         return await engine.run(dataset, **kw)  # type: ignore[arg-type]
 
@@ -94,6 +96,11 @@ async def test_every_miss_reason_and_no_stale_hit(
     legacy = await _run(fleet, runs, dataset, mode="legacy")
     assert _cache_events(legacy)["tuned"] == "policy_changed"
 
+    # A lane override is part of the policy component.
+    moved_lane = await _run(fleet, runs, dataset, lanes={"consumer": "explanation"})
+    assert _cache_events(moved_lane)["consumer"] == "policy_changed"
+    assert _cache_events(moved_lane)["tuned"] == "hit"
+
     other = tmp_path / "other.csv"
     other.write_text(dataset.read_text() + "jx,p9,1.0,2024-01-02 00:00:00,2024-01-02 01:00:00\n")
     moved = await _run(fleet, runs, other)
@@ -126,3 +133,76 @@ async def test_concurrent_runs_share_the_cache(fleet: Path, dataset: Path, tmp_p
     warm = [await _run(fleet, runs, dataset, seed=seed) for seed in (1, 2)]
     for result in warm:
         assert _cache_events(result)["tuned"] == "hit"
+
+
+async def test_engine_code_and_library_versions_are_in_the_key(
+    fleet: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result computed by other engine code or other library versions is never a
+    hit: each shows as its own miss reason."""
+    from engine._core import cache
+
+    runs = tmp_path / "runs"
+    await _run(fleet, runs, dataset)
+    real = cache.environment()
+    monkeypatch.setattr(cache, "environment", lambda: {**real, "numpy": "0.0.1"})
+    numpy_moved = await _run(fleet, runs, dataset)
+    assert _cache_events(numpy_moved)["tuned"] == "environment_changed"
+    monkeypatch.setattr(cache, "environment", lambda: real)
+    monkeypatch.setattr(cache, "engine_code_hash", lambda: "other engine code")
+    engine_moved = await _run(fleet, runs, dataset)
+    assert _cache_events(engine_moved)["tuned"] == "engine_changed"
+
+
+def test_the_engine_code_hash_covers_every_worker_source(tmp_path: Path) -> None:
+    import shutil
+
+    from engine._core.cache import WORKER_DIR, engine_code_hash
+
+    copy = tmp_path / "worker"
+    shutil.copytree(WORKER_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert engine_code_hash(copy) == engine_code_hash(WORKER_DIR)
+    reader = copy / "reader.py"
+    reader.write_bytes(reader.read_bytes() + b"\n")
+    assert engine_code_hash.__wrapped__(copy) != engine_code_hash(WORKER_DIR)  # not the memo
+
+
+def test_the_schema_and_every_component_name_their_miss(tmp_path: Path) -> None:
+    import msgspec
+
+    from contracts import ColumnInfo, DatasetInfo, PlanStep
+    from engine._core.cache import COMPONENTS, ResultCache, RunCache, make_key
+
+    step = PlanStep(
+        plugin_id="p",
+        version="1",
+        lane="decision",
+        manifest_lane="decision",
+        order=0,
+        depth=0,
+        priority=0,
+        code_hash="c",
+    )
+    column = ColumnInfo(name="x", dtype="DOUBLE", role="numeric")
+    info = DatasetInfo(source="d.csv", fingerprint="f", rows=3, columns=(column,))
+    key = make_key(step, mode="two_lane_strict", dataset=info, seed=1, upstream_keys=[])
+    store = ResultCache(tmp_path / "cache")
+    from contracts import ok
+
+    RunCache(store, ["p"]).store(key, ok(metrics={"a": 1}), (), 0.1)
+    store.flush()
+    same_bytes_other_roles = msgspec.structs.replace(
+        info, columns=(msgspec.structs.replace(column, role="identifier"),)
+    )
+    schema_key = make_key(
+        step, mode="two_lane_strict", dataset=same_bytes_other_roles, seed=1, upstream_keys=[]
+    )
+    run = RunCache(store, ["p"])
+    assert run.lookup(key)[1] == "hit"
+    assert run.lookup(schema_key) == (None, "schema_changed")
+    # Every component is a reason of its own.
+    for name, reason in COMPONENTS:
+        parts = {**key.parts, name: key.parts[name] + "x"}
+        changed = type(key)(plugin_id="p", parts=parts, key=key.key + name)
+        assert run.lookup(changed) == (None, reason)
+    store.close()

@@ -169,14 +169,16 @@ def _report(run_id: str, fingerprint: str, *plugins: PluginReport) -> Report:
     )
 
 
-def _finding(pid: str, target: str, hours: float | None, confidence: float) -> Finding:
+def _finding(
+    pid: str, target: str, hours: float | None, confidence: float, unit: str = "h"
+) -> Finding:
     return Finding(
         kind="k",
         title=f"{target} finding",
         target=target,
         confidence=confidence,
         measurement="modeled" if hours is not None else "measured",
-        impact=Impact(value=hours, unit="h") if hours is not None else None,
+        impact=Impact(value=hours, unit=unit) if hours is not None else None,
         evidence=Evidence(metrics={"x": 1.0}) if hours else Evidence(),
     ).stamped(pid)
 
@@ -211,3 +213,33 @@ def test_ranking_by_modeled_impact_then_confidence_between_datasets() -> None:
     assert md.index("large finding") < md.index("small finding") < md.index("measured_sure")
     # The JSON form round-trips.
     assert msgspec.json.decode(msgspec.json.encode(diff), type=type(diff)) == diff
+
+
+def test_impacts_of_different_units_are_never_ranked_against_each_other() -> None:
+    baseline = _report(
+        "base", "f" * 64, PluginReport(id="d", version="1", lane="decision", status="na")
+    )
+    findings = (
+        _finding("d", "gap", 3284.0, 0.9, unit="events"),
+        _finding("d", "rows", 9000.0, 0.9, unit="rows"),
+        _finding("d", "queue", 2856.0, 0.9, unit="hours/month"),
+        _finding("d", "timeouts", 12.0, 0.9, unit="hours/month"),
+        _finding("d", "gap2", 10.0, 0.9, unit="events"),
+        _finding("d", "measured", None, 0.99),
+    )
+    scenario = _report(
+        "scenario",
+        "e" * 64,
+        PluginReport(id="d", version="1", lane="decision", status="ok", findings=findings),
+    )
+    diff = diff_reports(baseline, scenario)
+    # hours a month first (by size), then each other unit by itself, then no impact
+    assert [d.target for d in diff.actionable] == [
+        "queue",
+        "timeouts",
+        "gap",
+        "gap2",
+        "rows",
+        "measured",
+    ]
+    assert "“queue finding”" in diff.summary

@@ -1,7 +1,8 @@
 """The import direction of docs/architecture.md, checked on the source itself.
 
-``_tools -> engine (public API) -> _core -> _executors/_worker/_data -> errors``;
-plugins and telemetry import ``contracts`` only (telemetry never the engine).
+``_tools -> engine (public API) -> _core -> _executors/_worker/_data/_render -> errors``;
+plugins and telemetry import ``contracts`` only (telemetry never the engine). The
+renderer (``_render``) is a pure function of contracts types: it never sees the kernel.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def sources(folder: str) -> list[Path]:
 # What each layer may import from the engine (None: the layer itself is free).
 ALLOWED = {
     "_tools": {"public", "_tools", "errors"},
-    "_core": {"_core", "_executors", "_worker", "_data", "errors"},
+    "_core": {"_core", "_executors", "_worker", "_data", "_render", "errors"},
+    "_render": {"_render", "errors"},
     "_executors": {"_executors", "_worker", "errors"},
     "_worker": {"_worker", "errors"},
     "_data": {"_data", "errors"},

@@ -30,7 +30,7 @@ from contracts.events import (
 )
 from engine import Engine, LogIntegrityError, read_log
 from engine._tools.cli import main
-from engine._tools.replay import ABSENT, first_difference, replay
+from engine._tools.replay import ABSENT, ARTIFACTS, first_difference, replay
 
 from .conftest import MakePlugin, write_plugin
 
@@ -116,13 +116,14 @@ async def record_v2(work: Path, dest: Path) -> Path:
     cut = next(e.seq for e in events if isinstance(e, PluginStarted) and e.plugin_id == "decider")
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[: cut + 1]))  # as if killed while decider ran
-    for name in ("report.json", "run_manifest.json", "report.md"):
+    for name in ("report.json", "run_manifest.json", "report.md", "report.html"):
         (done.run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(runs / "_cache")
     async with Engine(plugins_dir=plugins, runs_dir=runs, workers=1) as engine:
         resumed = await engine.resume(done.run_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("events.jsonl", "report.json", "run_manifest.json", "report.md"):
+    # The committed v2 fixture predates report.html; a fresh recording has it.
+    for name in ("events.jsonl", "report.json", "run_manifest.json", "report.md", "report.html"):
         shutil.copyfile(done.run_dir / name, dest / name)
     expected = {
         "status": resumed.report.status,
@@ -200,7 +201,7 @@ def test_recorded_logs_keep_replaying(version: str) -> None:
         )
     else:  # v1 stored no artifacts: replay is folding and building without error
         assert result.identical == []
-        assert len(result.notes) == 3
+        assert len(result.notes) == len(ARTIFACTS)
 
 
 def test_v2_fixture_covers_cache_resume_spans_and_gates() -> None:
@@ -214,7 +215,7 @@ async def test_recording_v2_afresh_replays_byte_for_byte(tmp_path: Path) -> None
     _check_v2_log(read_log(dest / "events.jsonl"))
     result = replay(dest)
     assert result.ok, [str(d) for d in result.divergences]
-    assert result.identical == ["report.json", "run_manifest.json", "report.md"]
+    assert result.identical == ["report.json", "run_manifest.json", "report.md", "report.html"]
     assert result.notes == []
 
 
@@ -247,7 +248,7 @@ async def test_a_fresh_run_replays_identically_without_its_plugins(
     dataset.unlink()
     result = replay(run_dir)
     assert result.ok and result.status == "ok"
-    assert result.identical == ["report.json", "run_manifest.json", "report.md"]
+    assert result.identical == ["report.json", "run_manifest.json", "report.md", "report.html"]
     assert main(["replay", str(run_dir)]) == 0
     assert "replay IDENTICAL" in capsys.readouterr().out
 
@@ -284,7 +285,7 @@ async def test_edited_report_or_manifest_is_a_divergence_with_path_and_values(
     result = replay(run_dir)
     assert not result.ok
     assert str(result.first) == "run_manifest.json: $.workers: stored 7, replayed 1"
-    assert result.identical == ["report.json", "report.md"]
+    assert result.identical == ["report.json", "report.md", "report.html"]
 
     # Same JSON value, different bytes: still a divergence (the files must be the fold).
     manifest["workers"] = 1

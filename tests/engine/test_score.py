@@ -343,3 +343,32 @@ def test_scores_a_real_run_of_synth_data(
     assert score.matched[0].findings[0].target == "gl_period_close"
     assert [f.target for f in score.false_positives] == ["ap_invoice_post"]
     assert (score.recall, score.precision) == (1 / 6, 0.5)
+
+
+def _action(target: str, kinds: str) -> Finding:
+    return Finding(
+        kind="top_action",
+        title=f"act on {target}",
+        target=f"family:{target}",
+        evidence=Evidence(metrics={"action_target": target, "kinds": kinds}),
+    ).stamped("top_actions")
+
+
+def test_top_actions_match_through_the_kinds_they_merge(tmp_path: Path) -> None:
+    plugins = [
+        _plugin("queue_bottleneck", "decision", _finding("queue_bottleneck", "gl_close")),
+        _plugin(
+            "top_actions",
+            "decision",
+            _action("gl_close", "capacity_shortfall,queue_bottleneck"),  # matches
+            _action("gl_close", "tail_latency_hotspot"),  # right target, wrong kind
+            _action("billing", "queue_bottleneck"),  # right kind, wrong target
+        ),
+    ]
+    run = _write_run(tmp_path, plugins, decisions=4)
+    score = score_run(run, _write_truth(tmp_path))
+    assert score.decision_findings == 4 and score.matched_findings == 2
+    assert score.precision == 0.5
+    assert sorted(f.action_target for f in score.false_positives) == ["billing", "gl_close"]
+    (hit,) = [m for m in score.matched if m.planted.id == "queue_bottleneck"]
+    assert sorted(f.plugin_id for f in hit.findings) == ["queue_bottleneck", "top_actions"]

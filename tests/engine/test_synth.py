@@ -393,3 +393,102 @@ def test_baseline_amounts_follow_benford(made: dict[str, Path]) -> None:
     assert mad < 0.006  # Nigrini's "close conformity"
     orders = _one(con, "SELECT log10(max(amount) / min(amount)) FROM d")
     assert orders > 4
+
+
+def _running_max(con: duckdb.DuckDBPyConnection, process: str) -> int:
+    """The most jobs of ``process`` running at once (exact, from start/end events)."""
+    return int(
+        _one(
+            con,
+            "SELECT max(n) FROM (SELECT sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) "
+            f"AS n FROM (SELECT epoch(started_at) AS t, 1 AS d FROM d WHERE process_name = "
+            f"'{process}' UNION ALL SELECT epoch(ended_at), -1 FROM d WHERE process_name = "
+            f"'{process}' AND ended_at IS NOT NULL))",
+        )
+    )
+
+
+@pytest.mark.parametrize("scenario", ["ops_capacity", "ops_calendar"])
+def test_capacity_and_calendar_plants_are_in_the_data(made: dict[str, Path], scenario: str) -> None:
+    path = made[scenario]
+    truth = _truth(path)
+    planted = _planted(path)
+    assert set(planted) == {"capacity_shortfall", "volume_growth", "timeout_cutoff", "sla_breach"}
+    assert truth["confounders"]
+    con = _con(path)
+    assert _one(con, "SELECT count(*) FROM d") == ROWS
+
+    # the understaffed pool: never more jobs running than its workers; first come, first
+    # served (start order follows queue order); a large share of its jobs wait
+    pool = planted["capacity_shortfall"]["target"]
+    workers = truth["servers"][pool]
+    assert _running_max(con, pool) == workers
+    inversions = _one(
+        con,
+        "SELECT count(*) FROM (SELECT started_at < lag(started_at) OVER "
+        f"(ORDER BY queued_at, started_at) AS inv FROM d WHERE process_name = '{pool}' "
+        "AND started_at IS NOT NULL) WHERE inv",
+    )
+    assert inversions == 0
+    assert _one(con, f"SELECT avg(({WAIT} > 0)::INT) FROM d WHERE process_name = '{pool}'") > 0.1
+
+    # the timeout: killed jobs ran exactly the limit, about the planted share of the process
+    proc = planted["timeout_cutoff"]["target"]
+    limits = con.execute(
+        f"SELECT DISTINCT {RUN} FROM d WHERE status = 'killed' AND ended_at IS NOT NULL"
+    ).fetchall()
+    assert len(limits) == 1
+    assert _one(con, f"SELECT max({RUN}) FROM d WHERE process_name = '{proc}'") == limits[0][0]
+    killed = _one(con, f"SELECT avg((status = 'killed')::INT) FROM d WHERE process_name = '{proc}'")
+    share = 0.05 if scenario == "ops_capacity" else 0.04
+    assert killed == pytest.approx(share, abs=0.015)
+
+    # the stall: about 15% of the process's jobs wait an hour or more
+    stalled = planted["sla_breach"]["target"]
+    hour = _one(con, f"SELECT avg(({WAIT} >= 3600)::INT) FROM d WHERE process_name = '{stalled}'")
+    assert hour == pytest.approx(0.15, abs=0.03)
+
+    # the growth: the last two weeks hold about 2.8x the jobs of the first two
+    grower = planted["volume_growth"]["target"]
+    first, last = _one(
+        con,
+        f"SELECT count(*) FILTER (WHERE queued_at < TIMESTAMP '{START}' + INTERVAL 14 DAY), "
+        f"count(*) FILTER (WHERE queued_at >= TIMESTAMP '{START}' + INTERVAL {DAYS - 14} DAY) "
+        f"FROM d WHERE process_name = '{grower}'",
+    )
+    assert 2.2 < last / first < 3.4
+
+    # censoring at the end of the log: no end time exactly for the open jobs
+    end = f"TIMESTAMP '{START}' + INTERVAL {DAYS} DAY"
+    assert _one(con, f"SELECT count(*) FROM d WHERE ended_at > {end}") == 0
+    assert (
+        _one(
+            con,
+            "SELECT count(*) FROM d WHERE (ended_at IS NULL) <> (status IN ('running', 'queued'))",
+        )
+        == 0
+    )
+    assert (
+        _one(con, "SELECT count(*) FROM d WHERE (started_at IS NULL) <> (status = 'queued')") == 0
+    )
+
+
+def test_calendar_rhythm_and_capacity_confounders(made: dict[str, Path]) -> None:
+    cal = _con(made["ops_calendar"])
+    by_day = _rows(
+        cal,
+        f"SELECT isodow(queued_at), median({WAIT}) FROM d WHERE process_name = 'inv_stock_sync' "
+        "GROUP BY 1",
+    )
+    assert by_day[1] / by_day[3] == pytest.approx(3.0, rel=0.2)  # Monday vs Wednesday
+    assert by_day[7] / by_day[3] == pytest.approx(0.5, rel=0.2)
+    cap = _con(made["ops_capacity"])
+    truth = _truth(made["ops_capacity"])
+    # the busy but adequately staffed pool: bounded by its workers, and it barely waits
+    assert _running_max(cap, "inv_valuation") <= truth["servers"]["inv_valuation"]
+    assert _one(cap, f"SELECT avg({WAIT}) FROM d WHERE process_name = 'inv_valuation'") < 30
+    sigma = _one(
+        cap,
+        f"SELECT stddev(ln({RUN})) FROM d WHERE process_name = 'gl_journal_import' AND {RUN} > 0",
+    )
+    assert sigma == pytest.approx(0.9, abs=0.1)  # the heavy tail

@@ -174,3 +174,25 @@ def test_longest_run():
     flags = np.array([0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1], dtype=bool)
     assert plugin.longest_run(flags) == (3, 4)
     assert plugin.longest_run(np.zeros(5, dtype=bool)) == (0, 0)
+
+
+def test_a_queue_that_mostly_does_not_wait_is_not_charted(tmp_path):
+    """A pool with spare workers most days: the daily median wait is 0 s (floored to 1 s)
+    with a few busy days; its zero moving range would flag every busy day."""
+    data = event_log().to_pydict()
+    rng = np.random.default_rng(8)
+    days = sorted({q.date() for q in data["queued_at"]})
+    busy = set(days[10::17])
+    for i, (p, q) in enumerate(zip(data["process_name"], data["queued_at"], strict=True)):
+        if p == "billing":
+            wait = float(rng.exponential(600.0)) if q.date() in busy else 0.0
+            run = data["ended_at"][i] - data["started_at"][i]
+            data["started_at"][i] = q + timedelta(seconds=round(wait))
+            data["ended_at"][i] = data["started_at"][i] + run
+    result = run_plugin(PID, data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    line = next(c for c in result.checked if c.startswith("billing:"))
+    assert "not charted" in line and "under 1 s" in line
+    # without the rule (any floor share allowed) the busy days are flagged
+    flagged = run_plugin(PID, data, tmp_path / "no_rule", max_floor_share=1.0)
+    assert isinstance(flagged, Ok) and [f.target for f in flagged.findings] == ["billing"]

@@ -134,4 +134,5 @@ def test_depends_on_the_catalog_decision_plugins():
         "retry_hotspots",
         "failure_hotspots",
         "queue_bottleneck",
+        "sla_breach",
     )

@@ -1,0 +1,280 @@
+"""``report.html`` and the other pages: pure functions of contracts-typed inputs.
+
+The same :class:`~contracts.Report` and :class:`~contracts.charts.RunTimeline` give
+the same bytes: everything is ordered explicitly (plan order, or a sort with a
+total key), times come from the log, charts are drawn deterministically
+(:mod:`.charts`), and the page needs nothing from outside the file (CSS, script
+and SVG inline; a content security policy forbids every fetch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from contracts import Finding, PluginReport, Report
+from contracts.charts import RunTimeline, TimelineEntry
+from contracts.diff import FindingDelta, RunDiff
+from contracts.report import GATE_NAMES
+
+from .charts import charts_svg, safe_id, timeline_svg
+
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+# Impact units that are a time saved (or lost) a month, as hours a month. Only these
+# are ranked by value; findings in other units are never ranked against them.
+HOURS_A_MONTH = {
+    "hours/month": 1.0,
+    "h/month": 1.0,
+    "hours per month": 1.0,
+    "minutes/month": 1 / 60,
+    "days/month": 24.0,
+}
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def fmt(value: object) -> str:
+    """A value as ``report.md`` writes it (floats to 4 significant digits)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "None"
+    return str(value)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _utc(wall: float) -> str:
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_ENV.filters.update(fmt=fmt, seconds=_seconds, utc=_utc, anchor=safe_id)
+
+
+def monthly_hours(f: Finding) -> float | None:
+    """The finding's modeled impact in hours a month, if its unit is one of those."""
+    if f.measurement != "modeled" or f.impact is None:
+        return None
+    factor = HOURS_A_MONTH.get(f.impact.unit.strip().lower())
+    return None if factor is None else f.impact.value * factor
+
+
+def action_key(f: Finding, plugin_id: str) -> tuple[Any, ...]:
+    """Hours a month first (largest first), then severity and confidence; total."""
+    hours = monthly_hours(f)
+    return (
+        hours is None,
+        -(hours or 0.0),
+        SEVERITY_ORDER.get(f.severity, 9),
+        -f.confidence,
+        plugin_id,
+        f.id,
+        f.kind,
+        f.target,
+    )
+
+
+def is_decision(p: PluginReport, manifest_lanes: Mapping[str, str]) -> bool:
+    if p.lane == "legacy":
+        return manifest_lanes.get(p.id, "decision") == "decision"
+    return p.lane == "decision"
+
+
+class _Charts:
+    """Draws each finding's charts once, keyed by its place in the page."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, f: Finding, where: str) -> list[Markup]:
+        drawn = charts_svg(f.charts, safe_id(f"{where}-{f.id or f.kind}"))
+        self.count += len(drawn)
+        return [Markup(svg) for svg in drawn]
+
+
+def _entries(timeline: RunTimeline | None) -> dict[str, TimelineEntry]:
+    return {e.plugin_id: e for e in timeline.entries} if timeline is not None else {}
+
+
+def render_html(report: Report, timeline: RunTimeline, manifest_lanes: Mapping[str, str]) -> str:
+    """``report.html`` of a finished run.
+
+    Args:
+        report: the run's report (as in ``report.json``).
+        timeline: the run's timeline folded from its log.
+        manifest_lanes: ``{plugin id: lane in its manifest}``, to tell decision from
+            explanation plugins in a legacy run (which puts all on one lane).
+    """
+    charts = _Charts()
+    plugins = report.plugins
+    decisions = [p for p in plugins if is_decision(p, manifest_lanes)]
+    explanations = [p for p in plugins if not is_decision(p, manifest_lanes)]
+    found = [(f, p) for p in decisions if p.status == "ok" for f in p.findings]
+    found.sort(key=lambda fp: action_key(fp[0], fp[1].id))
+    supporters: dict[str, list[str]] = {p.id: [] for p in decisions}
+    for e in explanations:
+        for target in e.downstream:
+            if target in supporters:
+                supporters[target].append(e.id)
+    actions = [
+        {
+            "rank": n,
+            "finding": f,
+            "plugin": p,
+            "hours": monthly_hours(f),
+            "anchor": safe_id(f"finding-{f.id or f.kind}-{n}"),
+            "charts": charts(f, f"action-{n}"),
+            "metrics": sorted(f.evidence.metrics.items()),
+            "supported_by": supporters.get(p.id, []),
+        }
+        for n, (f, p) in enumerate(found, 1)
+    ]
+    # Explanations grouped under the decisions they support: each explanation plugin's
+    # findings appear once, under the first decision (in plan order) it supports.
+    shown: set[str] = set()
+    by_id = {p.id: p for p in plugins}
+    groups = []
+    for d in decisions:
+        members = []
+        for eid in supporters[d.id]:
+            members.append({"plugin": by_id[eid], "first": eid not in shown})
+            shown.add(eid)
+        if members:
+            groups.append({"decision": d, "members": members})
+    orphans = [{"plugin": e, "first": True} for e in explanations if e.id not in shown]
+    expl_charts = {
+        e.id: [charts(f, f"expl-{e.id}-{i}") for i, f in enumerate(e.findings)]
+        for e in explanations
+    }
+    gates = report.summary.gates
+    entries = _entries(timeline)
+    html = _ENV.get_template("report.html.j2").render(
+        report=report,
+        s=report.summary,
+        actions=actions,
+        by_hours=[a for a in actions if a["hours"] is not None],
+        by_severity=[a for a in actions if a["hours"] is None],
+        groups=groups,
+        orphans=orphans,
+        expl_charts=expl_charts,
+        decision_ids={p.id for p in decisions},
+        na=[p for p in plugins if p.status in ("na", "skipped")],
+        failed=[p for p in plugins if p.status == "failed"],
+        gate_rows=[(n, getattr(gates, n)) for n in GATE_NAMES] if gates is not None else [],
+        entries=entries,
+        timeline=timeline,
+        timeline_svg=Markup(timeline_svg(timeline)),
+        started=sum(e.started_s is not None for e in timeline.entries),
+        chart_count=charts.count,
+    )
+    return html
+
+
+def render_timeline_svg(timeline: RunTimeline) -> str:
+    """The Gantt chart of ``timeline`` alone (the live view redraws it as a run goes)."""
+    return timeline_svg(timeline)
+
+
+def timeline_table(timeline: RunTimeline) -> list[dict[str, Any]]:
+    """One row per plugin in plan order, for the live view's table (JSON-ready)."""
+    return [
+        {
+            "id": e.plugin_id,
+            "anchor": safe_id(e.plugin_id),
+            "lane": e.lane,
+            "status": e.status,
+            "reason": e.reason_code or "",
+            "worker": "" if e.worker is None else e.worker,
+            "started": _seconds(e.started_s),
+            "finished": _seconds(e.finished_s),
+            "cached": e.cached,
+            "preflight": e.preflight,
+            "findings": e.findings,
+        }
+        for e in timeline.entries
+    ]
+
+
+def lane_progress(timeline: RunTimeline) -> list[dict[str, Any]]:
+    """Per lane: plugins, done, running and the ids running now (plan order)."""
+    out = []
+    for lane in sorted({e.lane for e in timeline.entries}):
+        mine = [e for e in timeline.entries if e.lane == lane]
+        out.append(
+            {
+                "lane": lane,
+                "plugins": len(mine),
+                "done": sum(e.status in ("ok", "na", "failed") for e in mine),
+                "failed": sum(e.status == "failed" for e in mine),
+                "running": [e.plugin_id for e in mine if e.status == "running"],
+                "waiting": [e.plugin_id for e in mine if e.status == "dispatched"],
+            }
+        )
+    return out
+
+
+def render_run_list(runs: Sequence[tuple[str, RunTimeline, str | None]], runs_dir: str) -> str:
+    """The index of ``engine serve``: one row per run, ``(folder name, timeline, problem
+    folding its log or None)``; links go to the folder, which may differ from the run id."""
+    rows = []
+    for folder, t, problem in runs:
+        counts = {"ok": 0, "na": 0, "failed": 0}
+        for e in t.entries:
+            if e.status in counts:
+                counts[e.status] += 1
+        rows.append(
+            {
+                "t": t,
+                "counts": counts,
+                "folder": folder,
+                "anchor": safe_id(folder),
+                "problem": problem,
+            }
+        )
+    return _ENV.get_template("runs.html.j2").render(rows=rows, runs_dir=runs_dir)
+
+
+def render_live_page(timeline: RunTimeline, folder: str) -> str:
+    """The live view of the run in ``folder``; its script follows the run's events."""
+    return _ENV.get_template("live.html.j2").render(
+        t=timeline,
+        folder=folder,
+        rows=timeline_table(timeline),
+        lanes=lane_progress(timeline),
+        timeline_svg=Markup(timeline_svg(timeline)),
+    )
+
+
+def _delta_rows(deltas: Sequence[FindingDelta]) -> list[dict[str, Any]]:
+    rows = []
+    for n, d in enumerate(deltas, 1):
+        impact = f"{d.modeled_impact:.4g} {d.impact_unit}".strip() if d.modeled_impact else "–"
+        changes = [(k, fmt(v[0]), fmt(v[1])) for k, v in d.changes.items()]
+        rows.append({"n": n, "d": d, "impact": impact, "changes": changes})
+    return rows
+
+
+def render_diff_html(diff: RunDiff) -> str:
+    """``engine diff A B --html``: new, gone and changed recommendations side by side."""
+    return _ENV.get_template("diff.html.j2").render(
+        diff=diff,
+        a=diff.run_a,
+        b=diff.run_b,
+        actionable=_delta_rows(diff.actionable),
+        explanations=_delta_rows(diff.explanations),
+    )

@@ -1,0 +1,272 @@
+"""seasonality: daily and weekly rhythms of volume and waits (STL / MSTL, statsmodels).
+
+The weekday effects published here are what the changepoint, control-chart, trend and
+drift plugins take out of their series when the rhythm is strong, so that a weekly
+pattern is never reported as a change. Series and their transforms are defined so that
+the consumers can apply the effects directly: ``daily_wait`` and ``daily_run`` are
+``ln(max(daily median, 1 s))``, ``daily_volume`` is jobs per day; days are UTC calendar
+days of the queue time (wait, volume) or start time (run).
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import date, timedelta
+
+import numpy as np
+from statsmodels.tsa.seasonal import MSTL, STL
+
+from contracts import Evidence, Finding, na, ok
+from contracts.sql import quote_ident as _q
+from contracts.sql import timestamp_expr
+
+FLOOR_S = 1.0
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def strength(seasonal: np.ndarray, resid: np.ndarray) -> float:
+    """Seasonal strength (Wang, Smith and Hyndman): 1 - var(R) / var(S + R), floored at 0."""
+    total = float(np.var(seasonal + resid))
+    return max(0.0, 1.0 - float(np.var(resid)) / total) if total > 0 else 0.0
+
+
+def _dense(days: list[date], values: list[float | None]) -> tuple[date, np.ndarray]:
+    """The series on every day from the first to the last, gaps linearly interpolated."""
+    first = days[0]
+    n = (days[-1] - first).days + 1
+    y = np.full(n, np.nan)
+    for d, v in zip(days, values, strict=True):
+        if v is not None:
+            y[(d - first).days] = v
+    idx = np.arange(n)
+    ok_ = ~np.isnan(y)
+    return first, np.interp(idx, idx[ok_], y[ok_])
+
+
+def weekly(days: list[date], values: list[float | None], min_weeks: int) -> dict | None:
+    """Robust STL with period 7 of one daily series: strength and weekday effect."""
+    if sum(v is not None for v in values) < 7 * min_weeks:
+        return None
+    first, y = _dense(days, values)
+    if y.size < 7 * min_weeks or np.ptp(y) == 0:
+        return None
+    fit = STL(y, period=7, robust=True).fit()
+    seasonal = np.asarray(fit.seasonal)
+    weekday = (np.arange(y.size) + first.weekday()) % 7
+    effect = [float(np.mean(seasonal[weekday == w])) for w in range(7)]
+    return {
+        "strength": strength(seasonal, np.asarray(fit.resid)),
+        "weekday_effect": effect,
+        "days": int(y.size),
+        "first_day": first.isoformat(),
+    }
+
+
+def _roles(ctx) -> dict[str, str | None]:
+    roles = {r: ctx.data.event_role(r) for r in ("process", "queued", "started", "ended")}
+    return roles
+
+
+def run(ctx):
+    threshold = float(ctx.settings.get("strong_threshold", 0.6))
+    min_weeks = int(ctx.settings.get("min_weeks", 4))
+    min_jobs = int(ctx.settings.get("min_jobs_per_day", 5))
+    max_processes = int(ctx.settings.get("max_processes", 200))
+    roles = _roles(ctx)
+    dtypes = {c.name: c.dtype for c in ctx.data.columns}
+    tcol = roles["queued"] or roles["started"] or next(iter(ctx.data.names("timestamp")))
+
+    def ts(col: str) -> str:
+        return timestamp_expr(col, dtypes.get(col, ""))
+
+    t = ts(tcol)
+    hourly_q = (
+        f"SELECT date_trunc('hour', {t}) AS hour, count(*) AS n FROM data "
+        f"WHERE {t} IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+    hourly = ctx.data.sql(hourly_q).to_pylist()
+    findings = []
+    checked = [f"time column {tcol}: {len(hourly)} hours with jobs"]
+    metrics: dict[str, object] = {"strong_threshold": threshold, "time_column": tcol}
+    hourly_m = _hourly(hourly, min_weeks)
+    metrics["hourly_volume"] = hourly_m
+    if hourly_m is not None:
+        checked.append(
+            f"hourly volume: daily strength {hourly_m['daily_strength']:.2f}, weekly "
+            f"{hourly_m['weekly_strength']:.2f}"
+        )
+        findings.append(
+            Finding(
+                kind="seasonality",
+                title="Daily and weekly rhythm of job volume",
+                target="hourly_volume",
+                what=(
+                    f"Jobs per hour ({tcol}) over {hourly_m['hours']} hours: daily component "
+                    f"strength {hourly_m['daily_strength']:.2f}, weekly "
+                    f"{hourly_m['weekly_strength']:.2f} (MSTL, periods 24 and 168); busiest "
+                    f"hour of the day {hourly_m['peak_hour']:02d}:00 UTC."
+                ),
+                why="Volume that follows the clock and the calendar explains regular peaks in "
+                "load and wait; a changepoint or trend must be judged net of it.",
+                evidence=Evidence(
+                    columns=(tcol,),
+                    metrics={k: v for k, v in hourly_m.items() if not isinstance(v, list)},
+                    query=hourly_q,
+                    rows=len(hourly),
+                ),
+            )
+        )
+    processes: dict[str, dict] = {}
+    if roles["process"] is not None:
+        series_q, names, total = _process_series(ctx, roles, ts, max_processes)
+        metrics["processes_decomposed"] = len(names)
+        metrics["processes_total"] = total
+        if total > len(names):
+            checked.append(
+                f"decomposed {len(names)} of {total} processes (the most jobs first; "
+                f"max_processes {max_processes})"
+            )
+        for name in names:
+            rows = series_q["rows"].get(name, [])
+            if not rows:
+                continue
+            days = [r["day"] for r in rows]
+            out = {}
+            for key, col in (
+                ("daily_volume", "jobs"),
+                ("daily_wait", "wait"),
+                ("daily_run", "run"),
+            ):
+                vals = [
+                    None
+                    if r[col] is None or (key != "daily_volume" and int(r["jobs"]) < min_jobs)
+                    else (
+                        float(r[col])
+                        if key == "daily_volume"
+                        else float(np.log(max(float(r[col]), FLOOR_S)))
+                    )
+                    for r in rows
+                ]
+                if key == "daily_volume":
+                    days_k, vals = _zero_filled(days, vals)
+                else:
+                    days_k = days
+                w = weekly(days_k, vals, min_weeks)
+                if w is not None:
+                    w["strong"] = w["strength"] >= threshold
+                    out[key] = w
+            processes[name] = out
+            strong = sorted(k for k, w in out.items() if w["strong"])
+            checked.append(
+                f"{name}: weekly strength "
+                + ", ".join(f"{k} {w['strength']:.2f}" for k, w in sorted(out.items()))
+                + (f" (strong: {', '.join(strong)})" if strong else "")
+                if out
+                else f"{name}: fewer than {min_weeks} weeks of days"
+            )
+            for k in strong:
+                if k == "daily_volume":  # busy weekdays are the norm: metrics only
+                    continue
+                w = out[k]
+                eff = w["weekday_effect"]
+                hi, lo = int(np.argmax(eff)), int(np.argmin(eff))
+                spread = f"{np.exp(eff[hi] - eff[lo]):.1f}x"
+                findings.append(
+                    Finding(
+                        kind="seasonality",
+                        title=f"{name}: strong weekly rhythm in {k.replace('daily_', '')}",
+                        target=f"{name}:{k}",
+                        what=(
+                            f"The weekly component of {name}'s {k} has strength "
+                            f"{w['strength']:.2f} (robust STL, period 7, {w['days']} days); "
+                            f"{WEEKDAYS[hi]} is highest and {WEEKDAYS[lo]} lowest ({spread} apart)."
+                        ),
+                        why="A rhythm that repeats every week is not a change: the changepoint, "
+                        "control-chart and trend plugins take it out before judging this series.",
+                        evidence=Evidence(
+                            columns=tuple(c for c in (roles["process"], tcol) if c),
+                            metrics={"strength": w["strength"], "days": w["days"]}
+                            | {f"effect_{WEEKDAYS[i].lower()}": eff[i] for i in range(7)},
+                            query=series_q["query"],
+                            rows=w["days"],
+                        ),
+                    )
+                )
+    metrics["processes"] = processes
+    if not findings:
+        return na(
+            "INSUFFICIENT_DATA",
+            f"No series spans {min_weeks} weeks, so there is no weekly rhythm to measure.",
+            checked=checked,
+            metrics=metrics,
+        )
+    return ok(findings=findings, metrics=metrics)
+
+
+def _zero_filled(days: list[date], vals: list) -> tuple[list[date], list[float]]:
+    first, n = days[0], (days[-1] - days[0]).days + 1
+    out = [0.0] * n
+    for d, v in zip(days, vals, strict=True):
+        out[(d - first).days] = float(v or 0.0)
+    return [first + timedelta(days=i) for i in range(n)], out
+
+
+def _hourly(rows: list[dict], min_weeks: int) -> dict | None:
+    if not rows:
+        return None
+    first = rows[0]["hour"]
+    n = int((rows[-1]["hour"] - first).total_seconds() // 3600) + 1
+    if n < 168 * min_weeks:
+        return None
+    y = np.zeros(n)
+    for r in rows:
+        y[int((r["hour"] - first).total_seconds() // 3600)] = float(r["n"])
+    if np.ptp(y) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = MSTL(y, periods=(24, 168)).fit()
+    seasonal = np.asarray(fit.seasonal)
+    resid = np.asarray(fit.resid)
+    hour_of_day = (np.arange(n) + first.hour) % 24
+    daily = seasonal[:, 0]
+    profile = [float(np.mean(daily[hour_of_day == h])) for h in range(24)]
+    return {
+        "hours": n,
+        "daily_strength": strength(daily, resid),
+        "weekly_strength": strength(seasonal[:, 1], resid),
+        "peak_hour": int(np.argmax(profile)),
+        "hour_of_day_effect": profile,
+    }
+
+
+def _process_series(ctx, roles, ts, max_processes: int):
+    p = _q(roles["process"])
+    tq = roles["queued"] or roles["started"]
+    assert tq is not None or roles["process"] is None
+    day_col = ts(tq) if tq else None
+    wait = (
+        f"date_diff('microsecond', {ts(roles['queued'])}, {ts(roles['started'])}) / 1e6"
+        if roles["queued"] and roles["started"]
+        else "NULL"
+    )
+    run = (
+        f"date_diff('microsecond', {ts(roles['started'])}, {ts(roles['ended'])}) / 1e6"
+        if roles["started"] and roles["ended"]
+        else "NULL"
+    )
+    query = (
+        f"WITH ev AS (SELECT CAST({p} AS VARCHAR) AS p, CAST({day_col} AS DATE) AS day, "
+        f"CAST({wait} AS DOUBLE) AS w, CAST({run} AS DOUBLE) AS r FROM data "
+        f"WHERE {p} IS NOT NULL AND {day_col} IS NOT NULL), "
+        "top AS (SELECT p, count(*) AS n FROM ev GROUP BY p ORDER BY n DESC, p "
+        f"LIMIT {int(max_processes)}) "
+        "SELECT ev.p, day, count(*) AS jobs, quantile_cont(w, 0.5) FILTER (WHERE w >= 0) AS wait, "
+        "quantile_cont(r, 0.5) FILTER (WHERE r >= 0) AS run FROM ev JOIN top USING (p) "
+        "GROUP BY ev.p, day ORDER BY ev.p, day"
+    )
+    rows: dict[str, list[dict]] = {}
+    for r in ctx.data.sql(query).to_pylist():
+        rows.setdefault(r["p"], []).append(r)
+    total = int(ctx.data.sql(f"SELECT count(DISTINCT {p}) AS n FROM data").to_pylist()[0]["n"])
+    return {"query": query, "rows": rows}, sorted(rows), total
