@@ -178,12 +178,13 @@ def run(ctx):
         _finding(drop, rel, info)
         for drop, rel in sorted(pick.dropped.items(), key=lambda kv: pick.order[kv[0]])
     ]
-    if heat := correlation_heatmap(quantities, pick.pearson, findings):
-        shown = set(heat.x_labels)
-        findings = [
-            msgspec.structs.replace(f, charts=(heat,)) if set(f.evidence.columns) <= shown else f
-            for f in findings
-        ]
+    heat = correlation_heatmap(quantities, pick.pearson, findings)
+    # one heat map per run, on the first finding it shows (a copy on every finding of
+    # a wide table would repeat thousands of cells in the report)
+    shown = set(heat.x_labels) if heat else set()
+    first = next((i for i, f in enumerate(findings) if set(f.evidence.columns) <= shown), None)
+    if first is not None:
+        findings[first] = msgspec.structs.replace(findings[first], charts=(heat,))
     metrics = {
         "checked": "; ".join(checked[: len(ORDER) + 1]),
         "quantity_columns": total_quantities,
