@@ -21,7 +21,8 @@ def _words(name: str) -> list[str]:
 
 
 def _retry_column(ctx) -> str | None:
-    return next((n for n in ctx.data.names(role="numeric") if RETRY_WORDS & set(_words(n))), None)
+    counts = ctx.data.names(role="numeric", semantic=("count", "quantity"))
+    return next((n for n in counts if RETRY_WORDS & set(_words(n))), None)
 
 
 def _rows(status: str, retry: str | None, group: str | None) -> str:

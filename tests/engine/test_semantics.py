@@ -188,3 +188,21 @@ def test_reader_lists_columns_by_role_and_semantic(tmp_path: Path) -> None:
         assert reader.names(semantic=["identifier"]) == ["rownames", "seq", "flight", "zipcode"]
         with pytest.raises(ValueError, match="unknown semantic"):
             reader.names(semantic="money")
+
+
+def test_times_stored_as_numbers_never_serve_the_event_log_roles(tmp_path: Path) -> None:
+    # An HHMM start clock and an epoch end are numbers: the queueing, survival and
+    # SLA plugins (which need queued/started/ended) must not take them for times.
+    table = pa.table(
+        {
+            "process": ["a", "b"] * 50,
+            "start_time": [_hhmm(i) for i in range(100)],
+            "end_epoch": [1_700_000_000 + i for i in range(100)],
+            "queued_at": pa.array([None] * 100, pa.timestamp("s")),
+        }
+    )
+    with make_reader(table, tmp_path) as reader:
+        info = reader.info
+    semantics = {c.name: c.semantic for c in info.columns}
+    assert semantics["start_time"] == "clock_time" and semantics["end_epoch"] == "timestamp"
+    assert info.event_roles == {"process": "process", "queued": "queued_at"}
