@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,10 @@ TABLES: tuple[Table, ...] = (
 )  # fmt: skip
 
 
+ACTIONS = "top_actions"
+"""The recommendation layer: each of its decisions restates the decisions it merges."""
+
+
 @dataclass(frozen=True)
 class Decision:
     table: str
@@ -179,6 +183,11 @@ class Decision:
     target: str
     title: str
     columns: tuple[str, ...]
+    finding_id: str = ""
+    subject: str = ""
+    """The column acted on (a top action's target is "<lever>:<column>")."""
+    merges: tuple[str, ...] = ()
+    """For a top action: the keys of the decisions it merges."""
 
     @property
     def key(self) -> str:
@@ -186,12 +195,30 @@ class Decision:
 
 
 def decisions_of(table: str, result: RunResult) -> list[Decision]:
-    """Every decision-lane finding of a run, in report order."""
-    return [
-        Decision(table, p.id, f.kind, f.target, f.title, tuple(f.evidence.columns))
+    """Every decision-lane finding of a run, in report order; top actions name the
+    decisions they merge."""
+    found = [
+        Decision(
+            table,
+            p.id,
+            f.kind,
+            f.target,
+            f.title,
+            tuple(f.evidence.columns),
+            finding_id=f.id,
+            subject=str(f.evidence.metrics.get("action_target", f.target)),
+            merges=tuple(str(f.evidence.metrics.get("finding_ids", "")).split(",")),
+        )
         for p in result.report.plugins
         if p.lane == "decision"
         for f in p.findings
+    ]
+    key_of = {d.finding_id: d.key for d in found if d.plugin_id != ACTIONS}
+    return [
+        replace(d, merges=tuple(key_of.get(i, i) for i in d.merges if i))
+        if d.plugin_id == ACTIONS
+        else replace(d, merges=())
+        for d in found
     ]
 
 
@@ -211,10 +238,20 @@ class Score:
     unlabelled: list[Decision]
     unjudged: list[Decision]
     lost: list[tuple[str, str, str]]  # (table, key, why): labelled justified, now absent
+    inconsistent: list[Decision]
+    """Top actions labelled otherwise than the decisions they merge (all of them
+    justified, or none)."""
+    base_justified: int
+    base_total: int
 
     @property
     def precision(self) -> float:
         return self.justified / self.total if self.total else 1.0
+
+    @property
+    def base_precision(self) -> float:
+        """The same over the decisions of the analysis plugins, top actions left out."""
+        return self.base_justified / self.base_total if self.base_total else 1.0
 
     def decisions_list(self) -> list[Decision]:
         return [d for found in self.decisions.values() for d in found]
@@ -225,11 +262,15 @@ def score(decisions: Mapping[str, list[Decision]], labels: Mapping[str, Mapping]
     unlabelled: list[Decision] = []
     unjudged: list[Decision] = []
     lost: list[tuple[str, str, str]] = []
+    inconsistent: list[Decision] = []
+    base_justified = base_total = 0
     for table, found in decisions.items():
         known = labels.get(table, {})
         keys = {d.key for d in found}
         for d in found:
             total += 1
+            base = d.plugin_id != ACTIONS
+            base_total += base
             label = known.get(d.key)
             if label is None:
                 unlabelled.append(d)
@@ -237,12 +278,28 @@ def score(decisions: Mapping[str, list[Decision]], labels: Mapping[str, Mapping]
                 unjudged.append(d)
             elif label["justified"]:
                 justified += 1
+                base_justified += base
+            # a top action: all merged decisions justified, or none (else a person's call)
+            verdicts = {(known.get(k) or {}).get("justified") for k in d.merges}
+            unanimous = verdicts in ({True}, {False})
+            if label is not None and unanimous and bool(label.get("justified")) not in verdicts:
+                inconsistent.append(d)
         lost += [
             (table, k, str(v.get("why", "")))
             for k, v in sorted(known.items())
             if v.get("justified") and k not in keys
         ]
-    return Score(dict(decisions), justified, total, unlabelled, unjudged, lost)
+    return Score(
+        dict(decisions),
+        justified,
+        total,
+        unlabelled,
+        unjudged,
+        lost,
+        inconsistent,
+        base_justified,
+        base_total,
+    )
 
 
 @dataclass(frozen=True)
@@ -290,7 +347,15 @@ def report(s: Score, rows: Mapping[str, int], labels: Mapping[str, Mapping]) -> 
             lines.append(f"    {mark} {d.key}  ({d.title})")
     lines += [f"unlabelled: {d.table} {d.key}" for d in s.unlabelled]
     lines += [f"lost (labelled justified, now absent): {t} {k}: {w}" for t, k, w in s.lost]
+    lines += [
+        f"inconsistent (labelled unlike the decisions it merges): {d.table} {d.key}"
+        for d in s.inconsistent
+    ]
     lines.append(f"tables {len(s.decisions)}  decisions {s.total}  justified {s.justified}")
+    lines.append(
+        f"without {ACTIONS}: decisions {s.base_total}  justified {s.base_justified}  "
+        f"precision {s.base_precision:.3f}"
+    )
     lines.append(f"precision {s.precision:.3f}")
     return "\n".join(lines)
 
