@@ -25,7 +25,7 @@ from .charts import (
     chart_problem,
 )
 from .dataset import ColumnInfo, DataAccess, DatasetInfo
-from .manifest import Manifest
+from .manifest import QUANTITY_SEMANTICS, ColumnSemantic, Manifest
 from .plan import Plan, PlanStep
 from .reasons import REASON_CODES, ReasonCode, is_registered
 from .report import PluginReport, Report, RunManifest, Summary
@@ -45,11 +45,13 @@ from .results import (
 
 __all__ = [
     "CONTRACTS_VERSION",
+    "QUANTITY_SEMANTICS",
     "REASON_CODES",
     "BarSeries",
     "Bars",
     "Chart",
     "ColumnInfo",
+    "ColumnSemantic",
     "DataAccess",
     "DatasetInfo",
     "Evidence",

@@ -5,17 +5,27 @@ from __future__ import annotations
 from typing import Literal
 
 from ._base import Wire
-from .manifest import ColumnRole
+from .manifest import ColumnRole, ColumnSemantic
 
 AccessKind = Literal["sql", "batches", "load", "load_all"]
 
 
 class ColumnInfo(Wire, frozen=True):
+    """One column: its DuckDB type, role, counts and (numeric columns) semantic.
+
+    ``semantic`` is ``None`` for non-numeric columns and in datasets normalized
+    before semantics existed; ``semantic_detail`` refines it (``hhmm``, ``year``,
+    ``percent``, ``sequence``, ...) and ``semantic_rule`` says which rule decided.
+    """
+
     name: str
     dtype: str
     role: ColumnRole
     null_count: int = 0
     distinct_count: int = 0
+    semantic: ColumnSemantic | None = None
+    semantic_detail: str = ""
+    semantic_rule: str = ""
 
 
 class DatasetInfo(Wire, frozen=True):

@@ -9,6 +9,20 @@ from ._base import StrictWire
 Lane = Literal["decision", "explanation"]
 DataAccessMode = Literal["sql", "batched", "bounded", "unbounded"]
 ColumnRole = Literal["timestamp", "numeric", "categorical", "identifier", "text", "boolean"]
+ColumnSemantic = Literal[
+    "quantity",
+    "count",
+    "share",
+    "identifier",
+    "clock_time",
+    "calendar_part",
+    "timestamp",
+]
+"""What the values of a numeric column mean (inferred at ingestion; rules in
+``engine/_data/ingest.py`` and ``docs/contracts.md``)."""
+QUANTITY_SEMANTICS: tuple[ColumnSemantic, ...] = ("quantity", "count", "share")
+"""The semantics whose values are magnitudes: the only ones that quantity analyses
+(outliers, shape, drift, correlation) may judge."""
 EventRole = Literal["case", "process", "status", "queued", "started", "ended", "user", "host"]
 SettingType = Literal["int", "float", "str", "bool"]
 
@@ -25,11 +39,13 @@ class SettingSpec(StrictWire, frozen=True):
 
 
 class ColumnRequirement(StrictWire, frozen=True):
-    """A column needed by name, by inferred role, or by event-log role."""
+    """A column needed by name, by inferred role, or by event-log role; ``semantic``
+    (when not empty) further restricts it to columns with one of these semantics."""
 
     name: str | None = None
     role: ColumnRole | None = None
     event_role: EventRole | None = None
+    semantic: tuple[ColumnSemantic, ...] = ()
     min_count: int = 1
 
 

@@ -7,7 +7,7 @@ the plugin ``failed``; a broken applicability condition (``applies_when``) ends 
 
 from __future__ import annotations
 
-from contracts import DatasetInfo, Failed, Na, PluginResult
+from contracts import ColumnInfo, DatasetInfo, Failed, Na, PluginResult
 from contracts.manifest import ColumnRequirement
 
 from .manifests import PluginSpec
@@ -21,30 +21,49 @@ def _describe(req: ColumnRequirement) -> str:
         parts.append(f"role {req.role!r}")
     if req.event_role is not None:
         parts.append(f"event-log role {req.event_role!r}")
+    if req.semantic:
+        parts.append(f"semantic {' or '.join(repr(s) for s in req.semantic)}")
     what = " with ".join(parts) or "any column"
     return what if req.min_count == 1 else f"{req.min_count} x {what}"
 
 
+def _fits(req: ColumnRequirement, column: ColumnInfo) -> bool:
+    return (
+        (req.name is None or column.name == req.name)
+        and (req.role is None or column.role == req.role)
+        and (not req.semantic or column.semantic in req.semantic)
+    )
+
+
 def unmet(req: ColumnRequirement, dataset: DatasetInfo) -> str | None:
-    """Why ``req`` is not met by ``dataset``, or None."""
+    """Why ``req`` is not met by ``dataset``, or None.
+
+    With ``semantic``, only columns whose inferred semantic is one of those count
+    (a column without a semantic, such as a text column, never does); with
+    ``event_role`` as well, the column serving the role must have one of them.
+    """
     if req.event_role is not None:
         column = dataset.event_roles.get(req.event_role)
         if column is None:
             return f"no column has the event-log role {req.event_role!r}"
         if req.name is not None and column != req.name:
             return f"event-log role {req.event_role!r} is {column!r}, not {req.name!r}"
+        info = next((c for c in dataset.columns if c.name == column), None)
+        if req.semantic and (info is None or info.semantic not in req.semantic):
+            semantic = None if info is None else info.semantic
+            return (
+                f"event-log role {req.event_role!r} is {column!r}, whose semantic is {semantic!r}"
+            )
         return None
-    matches = [
-        c
-        for c in dataset.columns
-        if (req.name is None or c.name == req.name) and (req.role is None or c.role == req.role)
-    ]
+    matches = [c for c in dataset.columns if _fits(req, c)]
     if len(matches) >= req.min_count:
         return None
-    if req.name is not None and req.role is not None:
-        found = next((c for c in dataset.columns if c.name == req.name), None)
-        if found is not None:
+    found = next((c for c in dataset.columns if c.name == req.name), None)
+    if found is not None:
+        if req.role is not None and found.role != req.role:
             return f"column {req.name!r} has role {found.role!r}, not {req.role!r}"
+        if req.semantic and found.semantic not in req.semantic:
+            return f"column {req.name!r} has semantic {found.semantic!r}"
     return f"needs {_describe(req)}, found {len(matches)}"
 
 

@@ -71,6 +71,57 @@ and camelCase), its last word is ``id``, ``ids``, ``uuid``, ``guid``, ``pid`` or
 noun glued to ``id`` (``jobid``, ``userid``, ...; see :data:`_COMPACT_ID`). Plain
 words that merely end in "id" (``paid``, ``valid``) do not.
 
+Column semantics
+================
+Every column of a numeric type (integers, floats, decimals) also gets a
+*semantic*: what its numbers mean, so that analyses of magnitudes (outliers,
+shape, drift, correlation, Benford) never judge a code or a time of day. Non-numeric
+columns have none (``None``). The statistics come from one SQL aggregate per
+numeric column over its finite values: count, min, max, how many values are not
+whole numbers, and, for whole numbers, the last two digits (``x mod 100``) and the
+digits above them (``x div 100``). The first rule that fires decides
+(:func:`infer_semantic`; ``semantic_rule`` records which):
+
+1. ``identifier`` (``name``): the role is ``identifier``, or the values are whole
+   numbers and the name looks like an id (above) or a code: its last word is
+   ``no``, ``nr``, ``num``, ``number``, ``key``, ``idx``,
+   ``index``, ``serial``, ``zip``, ``zipcode``, ``postcode``, ``fips``, ``isbn``,
+   ``sku``, ``flight``, ``rownames``, ``rowname``, a word ending in ``code`` or
+   ``cod`` (``zipcode``, ``distcod``), or a place unit (``state``, ``county``,
+   ``district``, ``region``, ``country``) stored as a number.
+2. ``calendar_part``: whole numbers, a word of the name is a calendar unit and the
+   values lie in its range: ``year``/``yr`` 1600..2200, ``quarter``/``qtr`` 1..4,
+   ``month``/``mon``/``mo`` 1..12, ``week``/``wk`` 1..53, ``day``/``dom``/``mday``
+   1..31, ``weekday``/``wday``/``dow`` 0..7, ``doy``/``yday`` 1..366, ``hour``/``hr``
+   0..24, ``minute`` 0..59, ``second`` 0..60. (Plurals such as ``days`` are
+   durations, not parts.)
+3. ``clock_time`` (``hhmm``): whole numbers in 0..2400 whose last two digits never
+   reach 60 (minutes 0..59: 2355 and 0005 are neighbours, 2360 does not exist),
+   spanning at least 3 distinct hours, and either a name word that speaks of a time
+   of day (``time``, ``hhmm``, ``clock``, ``dep``, ``arr``, ``sched``, ``depart``,
+   ``arrival``, ``departure``) or at least 30 distinct minute values over at least
+   6 hours (random magnitudes would reach 60..99 in two of every five values).
+4. ``clock_time`` (``seconds_of_day``): values in 0..86400 spanning at least 6
+   hours, and a name saying so (``tod``, ``sod``, ``time of day``, ``seconds of
+   day``).
+5. ``timestamp``: a point in time stored as a number: a name word ``epoch``,
+   ``unix``, ``unixtime``, ``timestamp``, ``ts``, ``datetime``, or a last word
+   ``at`` or ``date`` (``created_at``; a decimal-year ``date``), unless a duration
+   unit (``s``, ``sec``, ``ms``, ``min``, ``hours``, ``duration``, ...) is in the name.
+6. ``identifier`` (``sequence``): at least 20 whole, distinct values in a dense range
+   (``max - min + 1 <= 1.5 x count``): row numbers and sequence ids.
+7. ``share``: values in 0..100 and a name word starting with ``pct``/``perc``,
+   ending in ``pct``, or equal to ``percent``, ``percentage``, ``share``, ``ratio``,
+   ``frac``, ``fraction``, ``prop``, ``proportion``: ``fraction`` when the values lie
+   in 0..1 and some are fractional, else ``percent``. (Without such a name a column
+   of values in 0..1 is a quantity: densities and areas live there too.)
+8. ``count``: non-negative whole numbers and a name word ``n``, ``count``,
+   ``counts``, ``cnt``, ``num``, ``number``, ``nb``, ``qty``, ``freq``,
+   ``frequency``, ``retries``, ``retry``, ``attempts``, ``tries``, ``visits``,
+   ``votes``, ``errors``, ``failures``.
+9. ``quantity`` otherwise (detail ``binary`` for whole numbers in {0, 1}).
+    A numeric column with no finite value has no semantic.
+
 Event roles
 ===========
 ``event_roles`` maps an :data:`~contracts.manifest.EventRole` to one column. Roles
@@ -112,8 +163,9 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, get_args
+from typing import Final, TypeAlias, get_args
 
 import duckdb
 import msgspec
@@ -121,7 +173,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import ColumnInfo, DatasetInfo
-from contracts.manifest import ColumnRole, EventRole
+from contracts.manifest import ColumnRole, ColumnSemantic, EventRole
 from contracts.sql import quote_ident
 
 from ..errors import DatasetError
@@ -132,14 +184,16 @@ __all__ = [
     "ID_RATIO",
     "ID_WHITESPACE_FRACTION",
     "INGEST_VERSION",
+    "NumericStats",
     "fingerprint_file",
     "infer_event_roles",
     "infer_role",
+    "infer_semantic",
     "ingest",
     "quote_ident",
 ]
 
-INGEST_VERSION: Final = "1"
+INGEST_VERSION: Final = "2"
 """Part of every fingerprint: bump when ingestion (types, roles, stats) changes meaning."""
 
 ID_RATIO: Final = 0.95
@@ -182,6 +236,52 @@ _COMPACT_ID = re.compile(
     r"^(job|user|case|session|trace|run|request|task|order|customer|account|transaction"
     r"|event|process|host|node|item|product|device|record|client|member|object|entity)id$"
 )
+
+_NUMERIC_PREFIXES: Final = ("DECIMAL", "NUMERIC")
+_CODE_LAST_WORDS: Final = frozenset(
+    {"no", "nr", "num", "number", "key", "idx", "index", "serial", "zip"}
+    | {"zipcode", "postcode", "fips", "isbn", "sku", "flight", "rownames", "rowname"}
+    | {"state", "county", "district", "region", "country"}
+)
+# word -> (detail, low, high): a calendar unit and the range its values must lie in
+_CALENDAR_WORDS: Final[dict[str, tuple[str, int, int]]] = {
+    **dict.fromkeys(("year", "yr"), ("year", 1600, 2200)),
+    **dict.fromkeys(("quarter", "qtr"), ("quarter", 1, 4)),
+    **dict.fromkeys(("month", "mon", "mo"), ("month", 1, 12)),
+    **dict.fromkeys(("week", "wk"), ("week", 1, 53)),
+    **dict.fromkeys(("day", "dom", "mday"), ("day", 1, 31)),
+    **dict.fromkeys(("weekday", "wday", "dow"), ("weekday", 0, 7)),
+    **dict.fromkeys(("doy", "yday"), ("day_of_year", 1, 366)),
+    **dict.fromkeys(("hour", "hr"), ("hour", 0, 24)),
+    "minute": ("minute", 0, 59),
+    "second": ("second", 0, 60),
+}
+_CLOCK_WORDS: Final = frozenset(
+    {"time", "hhmm", "clock", "dep", "arr", "sched", "depart", "arrival", "departure"}
+)
+_TIME_POINT_WORDS: Final = frozenset({"epoch", "unix", "unixtime", "timestamp", "ts", "datetime"})
+_TIME_POINT_LAST: Final = frozenset({"at", "date"})
+_DURATION_WORDS: Final = frozenset(
+    {"s", "sec", "secs", "seconds", "ms", "min", "mins", "minutes", "h", "hours", "duration"}
+    | {"elapsed", "days"}
+)
+_SHARE_WORDS: Final = frozenset(
+    {"percent", "percentage", "share", "ratio", "frac", "fraction", "prop", "proportion"}
+)
+_COUNT_WORDS: Final = frozenset(
+    {"n", "count", "counts", "cnt", "num", "number", "nb", "qty", "freq", "frequency"}
+    | {"retries", "retry", "attempts", "tries", "visits", "votes", "errors", "failures"}
+)
+HHMM_MIN_HOURS: Final = 3
+"""An HHMM clock column spans at least this many distinct hours (``x div 100``)."""
+HHMM_MIN_MINUTES: Final = 30
+"""... and without a clock-like name, at least this many distinct minutes ..."""
+HHMM_MIN_HOURS_UNNAMED: Final = 6
+"""... over at least this many distinct hours."""
+SEQUENCE_MIN_VALUES: Final = 20
+"""A dense run of distinct whole numbers is a sequence id from this many values on."""
+SEQUENCE_DENSITY: Final = 1.5
+"""... when ``max - min + 1 <= SEQUENCE_DENSITY x count``."""
 
 _COLUMN_ROLES: Final = frozenset(get_args(ColumnRole))
 _EVENT_ROLES: Final = frozenset(get_args(EventRole))
@@ -383,6 +483,111 @@ def infer_role(
             return "identifier"
         return "text"
     return "text"
+
+
+def is_numeric_type(dtype: str) -> bool:
+    """Whether a DuckDB type holds numbers (integers, floats, decimals)."""
+    upper = dtype.upper()
+    return upper in _INTEGER_TYPES or upper in _FLOAT_TYPES or upper.startswith(_NUMERIC_PREFIXES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumericStats:
+    """What :func:`infer_semantic` knows of a numeric column (its finite values).
+
+    ``over59``, ``minute_values`` and ``hour_values`` are about whole numbers only:
+    values whose last two digits (``x mod 100``) are 60 or more, and the distinct
+    ``x mod 100`` and ``x div 100``.
+    """
+
+    count: int
+    distinct: int
+    min: float | None
+    max: float | None
+    fractional: int = 0
+    over59: int = 0
+    minute_values: int = 0
+    hour_values: int = 0
+
+
+SemanticResult: TypeAlias = "tuple[ColumnSemantic | None, str, str]"
+
+
+def _code_word(word: str) -> bool:
+    return word in _CODE_LAST_WORDS or word.endswith(("code", "cod"))
+
+
+def _share_word(word: str) -> bool:
+    return word in _SHARE_WORDS or word.startswith(("pct", "perc")) or word.endswith("pct")
+
+
+def infer_semantic(name: str, role: str, stats: NumericStats) -> SemanticResult:
+    """The semantic of one numeric column (rules in the module docstring).
+
+    Args:
+        name: the column name.
+        role: its inferred role (``numeric`` or ``identifier``).
+        stats: its statistics, from SQL.
+
+    Returns:
+        ``(semantic, detail, rule)``; ``(None, "", ...)`` when it has no finite value.
+    """
+    lo, hi = stats.min, stats.max
+    if stats.count == 0 or lo is None or hi is None:
+        return None, "", "no finite values"
+    words = _words(name)
+    whole = stats.fractional == 0
+    if role == "identifier":
+        return "identifier", "name", "role identifier (id-like name, nearly unique)"
+    if whole and words and (_looks_like_id(name) or _code_word(words[-1])):
+        return "identifier", "name", f"whole numbers named like an id or code ({name!r})"
+    if whole:
+        for w in words:
+            unit = _CALENDAR_WORDS.get(w)
+            if unit is not None and unit[1] <= lo and hi <= unit[2]:
+                detail, low, high = unit
+                return "calendar_part", detail, f"named {w!r}, whole numbers in {low}..{high}"
+    if whole and lo >= 0 and hi <= 2400 and stats.over59 == 0:
+        named = bool(_CLOCK_WORDS & set(words))
+        if (named and stats.hour_values >= HHMM_MIN_HOURS) or (
+            stats.minute_values >= HHMM_MIN_MINUTES and stats.hour_values >= HHMM_MIN_HOURS_UNNAMED
+        ):
+            return (
+                "clock_time",
+                "hhmm",
+                f"HHMM: whole numbers in 0..2400, last two digits 0..59, "
+                f"{stats.hour_values} hours, {stats.minute_values} minute values",
+            )
+    joined = " ".join(words)
+    if (
+        lo >= 0
+        and hi <= 86400
+        and hi - lo >= 6 * 3600
+        and ({"tod", "sod"} & set(words) or "time of day" in joined or "of day" in joined)
+    ):
+        return "clock_time", "seconds_of_day", "named a time of day, values in 0..86400"
+    if not (_DURATION_WORDS & set(words)) and (
+        _TIME_POINT_WORDS & set(words) or (words and words[-1] in _TIME_POINT_LAST)
+    ):
+        return "timestamp", "number", f"named like a point in time ({name!r})"
+    if (
+        whole
+        and stats.distinct == stats.count >= SEQUENCE_MIN_VALUES
+        and hi - lo + 1 <= SEQUENCE_DENSITY * stats.count
+    ):
+        return "identifier", "sequence", "distinct whole numbers in a dense range"
+    if lo >= 0 and hi <= 100 and any(_share_word(w) for w in words):
+        detail = "fraction" if hi <= 1 and not whole else "percent"
+        return (
+            "share",
+            detail,
+            f"named like a share, values in 0..{1 if detail == 'fraction' else 100}",
+        )
+    if whole and lo >= 0 and _COUNT_WORDS & set(words):
+        return "count", "", "named like a count, non-negative whole numbers"
+    if whole and lo >= 0 and hi <= 1:
+        return "quantity", "binary", "whole numbers in {0, 1}"
+    return "quantity", "", "a magnitude (no other rule applies)"
 
 
 def infer_event_roles(columns: Sequence[ColumnInfo]) -> dict[str, str]:
@@ -677,6 +882,38 @@ def _load_table(con: duckdb.DuckDBPyConnection, label: str, path: Path, kind: st
     raise DatasetError(label, f"cannot parse {what}: {_short_error(error)}") from error
 
 
+def _numeric_stats(
+    con: duckdb.DuckDBPyConnection, col: str, non_null: int, distinct: int
+) -> NumericStats:
+    """One aggregate over the finite values of a numeric column (``col`` is quoted).
+
+    ``distinct`` counts the distinct non-null values; in a column that also holds
+    NaN or infinity it is not the finite values' count, so such a column is treated
+    as having repeats (no rule needs more than "are the values all distinct").
+    """
+    x = f"CAST({col} AS DOUBLE)"
+    whole = "x = floor(x)"
+    row = con.execute(
+        f"SELECT count(x), min(x), max(x), count_if(NOT ({whole})), "
+        f"count_if({whole} AND x - 100 * floor(x / 100) >= 60), "
+        f"count(DISTINCT x - 100 * floor(x / 100)) FILTER (WHERE {whole}), "
+        f"count(DISTINCT floor(x / 100)) FILTER (WHERE {whole}) "
+        f"FROM (SELECT {x} AS x FROM data WHERE isfinite({x}))"
+    ).fetchone()
+    assert row is not None
+    count = int(row[0] or 0)
+    return NumericStats(
+        count=count,
+        distinct=distinct if count == non_null else min(distinct, count - 1),
+        min=None if row[1] is None else float(row[1]),
+        max=None if row[2] is None else float(row[2]),
+        fractional=int(row[3] or 0),
+        over59=int(row[4] or 0),
+        minute_values=int(row[5] or 0),
+        hour_values=int(row[6] or 0),
+    )
+
+
 def _describe(
     con: duckdb.DuckDBPyConnection, label: str, fingerprint: str, header: Sequence[str]
 ) -> DatasetInfo:
@@ -702,6 +939,9 @@ def _describe(
         role = infer_role(
             name, dtype, rows=rows, non_null=non_null, distinct=distinct, whitespace=whitespace
         )
+        semantic: SemanticResult = (None, "", "")
+        if is_numeric_type(dtype):
+            semantic = infer_semantic(name, role, _numeric_stats(con, col, non_null, distinct))
         columns.append(
             ColumnInfo(
                 name=name,
@@ -709,6 +949,9 @@ def _describe(
                 role=role,
                 null_count=rows - non_null,
                 distinct_count=distinct,
+                semantic=semantic[0],
+                semantic_detail=semantic[1],
+                semantic_rule=semantic[2],
             )
         )
     return DatasetInfo(

@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, get_args
@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from contracts import ColumnInfo, DataAccess, DatasetInfo
 from contracts.dataset import AccessKind
-from contracts.manifest import ColumnRole, DataAccessMode, EventRole
+from contracts.manifest import ColumnRole, ColumnSemantic, DataAccessMode, EventRole
 from contracts.sql import quote_ident
 
 from ..errors import DatasetError
@@ -42,6 +42,7 @@ With two workers and the 1 GB ingest limit this keeps a 10M-row run of the whole
 fleet under 2 GiB for all processes (see docs/benchmarks.md)."""
 
 _COLUMN_ROLES: Final = frozenset(get_args(ColumnRole))
+_SEMANTICS: Final = frozenset(get_args(ColumnSemantic))
 _EVENT_ROLES: Final = frozenset(get_args(EventRole))
 
 ALLOWED_CALLS: dict[str, frozenset[str]] = {
@@ -128,19 +129,33 @@ class DataReader:
         """All columns, in dataset order."""
         return self._info.columns
 
-    def names(self, role: str | None = None) -> list[str]:
-        """Column names in dataset order, optionally only those with ``role``.
+    def names(
+        self, role: str | None = None, *, semantic: str | Iterable[str] | None = None
+    ) -> list[str]:
+        """Column names in dataset order, optionally only those with ``role`` and
+        (``semantic``: one name or several) one of those semantics, e.g.
+        ``names("numeric", semantic=QUANTITY_SEMANTICS)`` for the magnitudes.
 
         Raises:
-            ValueError: ``role`` is not a column role.
+            ValueError: ``role`` is not a column role, or a semantic is unknown.
         """
-        if role is None:
-            return [c.name for c in self._info.columns]
-        if role not in _COLUMN_ROLES:
+        if role is not None and role not in _COLUMN_ROLES:
             raise ValueError(
                 f"unknown column role {role!r}; expected one of {sorted(_COLUMN_ROLES)}"
             )
-        return [c.name for c in self._info.columns if c.role == role]
+        wanted = (
+            None if semantic is None else {semantic} if isinstance(semantic, str) else set(semantic)
+        )
+        if wanted is not None and not wanted <= _SEMANTICS:
+            unknown = sorted(wanted - _SEMANTICS)
+            raise ValueError(
+                f"unknown semantic(s) {unknown}; expected some of {sorted(_SEMANTICS)}"
+            )
+        return [
+            c.name
+            for c in self._info.columns
+            if (role is None or c.role == role) and (wanted is None or c.semantic in wanted)
+        ]
 
     def column(self, name: str) -> ColumnInfo:
         """The column called ``name``.

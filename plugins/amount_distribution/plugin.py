@@ -69,12 +69,12 @@ def run(ctx):
     words.discard("")
     bpd = int(ctx.settings.get("bins_per_decade", 4))
 
-    numeric = ctx.data.names(role="numeric")
+    numeric = ctx.data.names(role="numeric", semantic="quantity")
     amounts = [n for n in numeric if "*" in words or words & set(_words(n))]
     if not amounts:
         return na(
             "NOT_APPLICABLE",
-            "No numeric column is named like an amount (the name_words setting lists the "
+            "No quantity column is named like an amount (the name_words setting lists the "
             "words looked for).",
             checked=[f"numeric column {n}: not amount-like" for n in numeric]
             or ["no numeric columns"],

@@ -84,12 +84,12 @@ def run(ctx):
         if w.strip()
     )
 
-    numeric = [c.name for c in ctx.data.columns if c.role == "numeric"]
+    numeric = ctx.data.names(role="numeric", semantic="quantity")
     candidates = [n for n in numeric if is_amount_like(n, words)]
     if not candidates:
         return na(
             "NOT_APPLICABLE",
-            "No numeric column looks like an amount (by name), so there is nothing to test "
+            "No quantity column looks like an amount (by name), so there is nothing to test "
             "against Benford's law.",
             checked=[f"numeric columns: {', '.join(numeric) or 'none'}"],
         )

@@ -120,6 +120,9 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"{len(described)} of {len(candidates)} categorical/boolean columns"
+        + (f" (the first {max_columns} in dataset order)" if skipped else "")
+        + f"; the {top_k} most frequent values of each listed, the rest counted",
         "columns": per_column,
         "columns_capped": bool(skipped),
         "columns_skipped": sorted(skipped),

@@ -285,6 +285,8 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"the overall series and per-host series for {len(hosts)} host(s)"
+        + (f" (the {max_hosts} with the most jobs; more exist)" if hosts_capped else ""),
         "daily_peak": _daily_peaks(overall, t0, w, max_days),
         "first_start": _iso(t_first),
         "grid_instants": k_max,

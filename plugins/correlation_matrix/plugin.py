@@ -1,4 +1,9 @@
-"""correlation_matrix: Pearson and Spearman correlations between numeric columns.
+"""correlation_matrix: Pearson and Spearman correlations between quantity columns.
+
+Only quantity columns (semantic quantity, count or share) are correlated: codes,
+clock times and calendar parts correlate with anything ordered like them. With more
+than ``max_columns`` of them, the first ``max_columns`` in dataset order are taken and
+the outcome says "checked k of n"; redundant_features correlates every pair in SQL.
 
 Correlations need raw values, so they are computed on one bounded reservoir sample of
 rows (seeded with the plugin's seed, returned in table order) rather than the whole
@@ -12,7 +17,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
 from contracts.sql import quote_ident as _q
 
 
@@ -79,12 +84,12 @@ def run(ctx):
     min_pairs = int(ctx.settings.get("min_pairs", 10))
     strong = float(ctx.settings.get("strong_threshold", 0.7))
 
-    numeric = ctx.data.names(role="numeric")
+    numeric = ctx.data.names(role="numeric", semantic=QUANTITY_SEMANTICS)
     if len(numeric) < 2:
         return na(
             "NOT_APPLICABLE",
-            "Correlations need at least two numeric columns.",
-            checked=[f"numeric columns: {', '.join(numeric) or 'none'}"],
+            "Correlations need at least two quantity columns (semantic quantity, count or share).",
+            checked=[f"quantity columns: {', '.join(numeric) or 'none'}"],
         )
     columns = numeric[:max_columns]
     skipped = numeric[max_columns:]
@@ -164,6 +169,9 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"{len(columns)} of {len(numeric)} quantity columns"
+        + (f" (the first {max_columns} in dataset order)" if skipped else "")
+        + f", {len(pairs)} pairs, on a sample of {table.num_rows} rows",
         "column_order": "dataset",
         "columns": columns,
         "columns_capped": bool(skipped),

@@ -174,7 +174,16 @@ def run(ctx):
             )
         )
 
+    process_count = int(ctx.data.column(roles["process"]).distinct_count)
     metrics = {
+        "checked": f"per-process series for {len(chosen)} of {process_count} processes"
+        + (f" (the {max_processes} with the most jobs)" if len(top) > max_processes else "")
+        + f"; {n_days} days"
+        + (
+            f" (the latest {max_days}; {(cutoff - first).days} earlier days dropped)"
+            if cutoff > first
+            else ""
+        ),
         "day_column": day_col,
         "day_role": day_role,
         "days_capped": cutoff > first,
@@ -184,7 +193,7 @@ def run(ctx):
         "max_days": max_days,
         "overall": overall,
         "overall_is_dense": True,
-        "process_count": int(ctx.data.column(roles["process"]).distinct_count),
+        "process_count": process_count,
         "processes": processes,
         "processes_are_dense": False,
         "processes_capped": len(top) > max_processes,

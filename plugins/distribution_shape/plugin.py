@@ -13,7 +13,8 @@ import math
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
+from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr
 from contracts.sql import quote_ident as _q
 
 # scipy.stats.kurtosistest (inside normaltest) needs at least 20 values.
@@ -93,6 +94,40 @@ def _shape(skew, kurt, distinct: int, skew_thr: float, kurt_thr: float) -> tuple
     return label, bool(kurt is not None and kurt > kurt_thr)
 
 
+def _tail(ctx, name: str, fence: float) -> dict[str, object]:
+    """Share of values beyond the robust fences (modified z-score > ``fence``) on the
+    scale robust_outliers judges the column on (``contracts.robust``), so a column it
+    calls heavy-tailed is described here."""
+    x = f"CAST({_q(name)} AS DOUBLE)"
+    q = ctx.data.sql(
+        f"SELECT min(x) AS min, max(x) AS max, quantile_cont(x, [0.01, 0.5, 0.99]) AS q "
+        f"FROM (SELECT {x} AS x FROM data WHERE isfinite({x}))"
+    ).to_pylist()[0]
+    p01, p50, p99 = q["q"] or [None, None, None]
+    scale = judged_scale(
+        {"min": q["min"], "max": q["max"], "p01": p01, "p50": p50, "p99": p99},
+        ctx.data.column(name).semantic,
+    )
+    v = scaled_expr(name, scale)
+    row = ctx.data.sql(
+        f"WITH r AS (SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE isfinite({x})) "
+        f"SELECT count(*) FILTER (WHERE abs({v} - r.m) / (r.d * {MAD_TO_SIGMA!r}) > "
+        f"{float(fence)!r}) AS k, count({x}) AS n, any_value(r.d) AS d FROM data, r "
+        f"WHERE isfinite({x})"
+    ).to_pylist()[0]
+    share = int(row["k"]) / int(row["n"]) if row["n"] and (row["d"] or 0) > 0 else None
+    return {"beyond_fence_share": share, "tail_scale": scale["kind"]}
+
+
+def bimodality_coefficient(skew, kurt, n: int):
+    """Sarle's bimodality coefficient (skew² + 1) / (excess kurtosis + 3 (n-1)² /
+    ((n-2)(n-3))); above 5/9 (a uniform distribution's value) suggests two modes."""
+    if skew is None or kurt is None or n < 4:
+        return None
+    denominator = kurt + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))
+    return _num((skew * skew + 1) / denominator) if denominator > 0 else None
+
+
 def _p_text(p) -> str:
     if p is None:
         return "n/a"
@@ -105,13 +140,16 @@ def run(ctx):
     skew_thr = float(ctx.settings.get("skew_threshold", 1.0))
     kurt_thr = float(ctx.settings.get("kurtosis_threshold", 3.0))
     alpha = float(ctx.settings.get("alpha", 0.05))
+    fence = float(ctx.settings.get("fence", 3.5))
+    tail_share = float(ctx.settings.get("tail_share", 0.02))
 
-    numeric = ctx.data.names(role="numeric")
+    numeric = ctx.data.names(role="numeric", semantic=QUANTITY_SEMANTICS)
     if not numeric:
         return na(
             "NOT_APPLICABLE",
-            "The dataset has no numeric columns whose shape could be described.",
-            checked=["column roles: no column has role 'numeric'"],
+            "The dataset has no quantity columns (semantic quantity, count or share) whose "
+            "shape could be described.",
+            checked=["no numeric column has semantic quantity, count or share"],
         )
     described = numeric[:max_columns]
     skipped = numeric[max_columns:]
@@ -140,11 +178,19 @@ def run(ctx):
         skew = _num(row["skewness"])
         kurt = _num(row["excess_kurtosis"])
         label, heavy = _shape(skew, kurt, distinct, skew_thr, kurt_thr)
+        tail = _tail(ctx, name, fence)
+        beyond = tail["beyond_fence_share"]
+        wide_tail = beyond is not None and beyond > tail_share
+        bc = bimodality_coefficient(skew, kurt, n)
+        two_modes = bc is not None and bc > 5 / 9 and distinct > 2
         m: dict[str, object] = {
             "count": n,
             "distinct_count": distinct,
             "excess_kurtosis": kurt,
             "heavy_tailed": heavy,
+            "tail_beyond_fences": wide_tail,
+            "bimodality_coefficient": bc,
+            "possibly_bimodal": two_modes,
             "max": _num(row["max"]),
             "mean": _num(mean),
             "min": _num(row["min"]),
@@ -154,7 +200,7 @@ def run(ctx):
             "skewness": skew,
             "std": _num(row["std"]),
         }
-        m |= _sample_shape(sample)
+        m |= _sample_shape(sample) | tail
         p = m["normaltest_p_value"]
         m["normal_rejected"] = None if p is None else bool(p < alpha)
         per_column[name] = dict(sorted(m.items()))
@@ -165,7 +211,16 @@ def run(ctx):
                 "undefined (fewer than 3 values or no spread)."
             )
         else:
-            tail = ", heavy-tailed" if heavy else ""
+            tail_text = ", heavy-tailed" if heavy else ""
+            on_scale = "" if tail["tail_scale"] == "raw" else f" on the {tail['tail_scale']} scale"
+            if wide_tail:
+                tail_text += (
+                    f"; {beyond:.1%} of values lie beyond the robust fences (modified z > "
+                    f"{fence:g}{on_scale}): "
+                    "a heavy tail" + (" or a second mode" if two_modes else "") + ", not outliers"
+                )
+            elif two_modes:
+                tail_text += f"; bimodality coefficient {bc:.2f} (> 5/9): possibly two modes"
             normal = (
                 f"; normality {'rejected' if m['normal_rejected'] else 'not rejected'} "
                 f"on a {sample.size}-value sample (D'Agostino-Pearson, {_p_text(p)})"
@@ -174,13 +229,14 @@ def run(ctx):
             )
             kurt_text = "undefined" if kurt is None else f"{kurt:.3g}"
             what = (
-                f"{name}: {label}{tail} (skewness {skew:.3g}, excess kurtosis {kurt_text} "
-                f"over {n} values){normal}."
+                f"{name}: {label} (skewness {skew:.3g}, excess kurtosis {kurt_text} "
+                f"over {n} values){tail_text}{normal}."
             )
         findings.append(
             Finding(
                 kind="distribution_shape",
-                title=f"Shape of {name}: {label}",
+                title=f"Shape of {name}: {label}"
+                + (", heavy tail" if wide_tail else ", possibly bimodal" if two_modes else ""),
                 severity="info",
                 confidence=1.0,
                 target=name,
@@ -210,9 +266,16 @@ def run(ctx):
     metrics = {
         "alpha": alpha,
         "columns": per_column,
+        "checked": f"{len(described)} of {len(numeric)} quantity columns"
+        + (f" (the first {max_columns} in dataset order)" if skipped else ""),
         "columns_capped": bool(skipped),
         "columns_skipped": sorted(skipped),
+        "fence": fence,
+        "heavy_tail_columns": sorted(
+            c for c, v in per_column.items() if v.get("tail_beyond_fences")
+        ),
         "kurtosis_threshold": kurt_thr,
+        "tail_share": tail_share,
         "sample_size": sample_size,
         "skew_threshold": skew_thr,
     }

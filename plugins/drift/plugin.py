@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Ok, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -151,11 +151,16 @@ def run(ctx):
             checked=["timestamp columns: none"],
         )
     t = timestamp_expr(tcol, ctx.data.column(tcol).dtype)
-    numeric = [n for n in ctx.data.names("numeric") if n != tcol]
+    numeric = [n for n in ctx.data.names("numeric", semantic=QUANTITY_SEMANTICS) if n != tcol]
     categorical = [
         n for n in ctx.data.names() if ctx.data.column(n).role in ("categorical", "boolean")
     ]
     checked = [
+        f"{c.name}: skipped, semantic {c.semantic} (only quantities drift)"
+        for c in ctx.data.columns
+        if c.role == "numeric" and c.name != tcol and c.name not in numeric
+    ]
+    checked += [
         f"{n}: skipped, identifier/time-like name"
         for n in numeric + categorical
         if positional_name(n)

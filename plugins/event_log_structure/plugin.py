@@ -144,6 +144,9 @@ def run(ctx):
         metrics["processes"] = dict(sorted(processes.items()))
         metrics["process_count"] = distinct
         metrics["processes_capped"] = distinct > len(listed)
+        metrics["processes_checked"] = (
+            f"{len(listed)} of {distinct} processes listed (the most frequent first)"
+        )
         metrics["rows_without_process"] = int(info[col].null_count)
         top = ", ".join(f"{x['process']} ({int(x['events'])})" for x in listed[:3])
         finding(
@@ -167,6 +170,9 @@ def run(ctx):
         metrics["status_values"] = values
         metrics["status_value_count"] = distinct
         metrics["status_values_capped"] = distinct > len(listed)
+        metrics["status_values_checked"] = (
+            f"{len(listed)} of {distinct} status values listed (the most frequent first)"
+        )
         metrics["retried_status_values"] = sorted(
             v["value"] for v in values if RETRIED_STATUS.search(v["value"])
         )
@@ -235,7 +241,8 @@ def run(ctx):
         )
 
     # --- a retry-count column
-    retry = next((n for n in ctx.data.names(role="numeric") if RETRY_WORDS & set(_words(n))), None)
+    counts = ctx.data.names(role="numeric", semantic=("count", "quantity"))
+    retry = next((n for n in counts if RETRY_WORDS & set(_words(n))), None)
     metrics["retry_column"] = retry
     if retry is not None:
         r_query = (

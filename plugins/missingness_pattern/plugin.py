@@ -243,6 +243,10 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"null counts of every column; co-missing pairs and nulls over time for "
+        f"{len(pattern)} of {len(with_nulls)} columns with nulls"
+        + (f" (the {max_cols} with the most nulls)" if len(with_nulls) > len(pattern) else "")
+        + f"; {min(len(pairs), max_pairs)} of {len(pairs)} co-missing pairs listed",
         "co_missing": pairs[:max_pairs],
         "co_missing_capped": len(pairs) > max_pairs,
         "columns": {n: dict(sorted(c.items())) for n, c in columns.items()},

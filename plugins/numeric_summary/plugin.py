@@ -1,4 +1,9 @@
-"""numeric_summary: location, spread and quantiles of every numeric column (SQL)."""
+"""numeric_summary: location, spread and quantiles of every quantity column (SQL).
+
+Means and quantiles of identifiers, clock times (HHMM), calendar parts or numeric
+timestamps mean nothing, so only columns whose semantic is quantity, count or share
+are summarized; the others are listed with their semantic.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import math
 
 from scipy import stats
 
-from contracts import Evidence, Finding, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
 from contracts.sql import quote_ident as _q
 
 QUANTILES = (("p01", 0.01), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p99", 0.99))
@@ -35,12 +40,18 @@ def summary_query(column: str) -> str:
 
 
 def run(ctx):
-    numeric = sorted(ctx.data.names(role="numeric"))
+    numeric = sorted(ctx.data.names(role="numeric", semantic=QUANTITY_SEMANTICS))
+    others = {
+        c.name: c.semantic
+        for c in ctx.data.columns
+        if c.role == "numeric" and c.name not in set(numeric)
+    }
     if not numeric:
         return na(
             "NOT_APPLICABLE",
-            "The dataset has no numeric columns to summarize.",
-            checked=["column roles: no column has role 'numeric'"],
+            "The dataset has no quantity columns (semantic quantity, count or share) to summarize.",
+            checked=[f"{n}: semantic {s}" for n, s in others.items()]
+            or ["column roles: no column has role 'numeric'"],
         )
 
     per_column: dict[str, dict[str, object]] = {}
@@ -90,4 +101,12 @@ def run(ctx):
             )
         )
 
-    return ok(findings=findings, metrics={"columns": per_column})
+    return ok(
+        findings=findings,
+        metrics={
+            "columns": per_column,
+            "checked": f"{len(numeric)} of {len(numeric) + len(others)} numeric columns "
+            "(those whose semantic is quantity, count or share)",
+            "not_summarized": others,
+        },
+    )

@@ -37,8 +37,8 @@ def _p_text(p: float) -> str:
 
 
 def find_retry_column(ctx, configured: str) -> str | None:
-    """The retry-count column: the configured one, or the first numeric column named
-    like retry/retries/attempts."""
+    """The retry-count column: the configured one, or the first count (or quantity)
+    column named like retry/retries/attempts (never an identifier or a time)."""
     if configured:
         ctx.data.column(configured)  # raises a clear KeyError when it does not exist
         return configured
@@ -47,7 +47,7 @@ def find_retry_column(ctx, configured: str) -> str | None:
         # "max_retries" or "retry_limit" is a policy setting, not a count of retries
         if any(w in _POLICY_WORDS for w in words):
             continue
-        if c.role == "numeric" and any(w in _RETRY_WORDS for w in words):
+        if c.semantic in ("count", "quantity") and any(w in _RETRY_WORDS for w in words):
             return c.name
     return None
 

@@ -1,15 +1,34 @@
-"""robust_outliers: modified z-score outliers per numeric column (median and MAD)."""
+"""robust_outliers: a few gross values in a quantity column, told apart from heavy tails.
+
+Per quantity column (semantic quantity, count or share; never an identifier, a clock
+time, a calendar part or a numeric timestamp), values are flagged whose modified
+z-score |x - median| / (1.4826 MAD) exceeds ``threshold`` (Iglewicz and Hoaglin's
+3.5), on the scale the column is judged on (``contracts.robust.judged_scale``: logit
+for shares, log for right-skewed or wide non-negative columns, else raw). Columns with fewer than
+``min_distinct`` values are discrete scales (ratings, small counts) and not judged.
+
+* More than ``max_share`` of the values flagged (and more than 3): the column has a
+  heavy tail or a second mode. That is a property of the distribution, explained in
+  the outcome, never an outlier decision ("review 65,000 values" helps no one).
+* Otherwise a decision needs at least one *gross* value, beyond ``gross_threshold``:
+  twice the usual fence, which no ordinary tail reaches at this share. The decision
+  lists the ``listed`` most extreme values with their row numbers and gives the SQL
+  that selects every flagged row, most extreme first.
+"""
 
 from __future__ import annotations
 
 import math
 
-from contracts import Evidence, Finding, Ok, na, ok
+from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.charts import Marker, histogram_from_rows
+from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, unscaled
 from contracts.sql import histogram_sql
 from contracts.sql import quote_ident as _q
 
 UPSTREAM = "numeric_summary"
+SMALL_COUNT = 3
+"""Up to this many flagged values are never a heavy tail, however short the column."""
 
 
 def _lit(value: float) -> str:
@@ -24,23 +43,13 @@ def _num(value):
     return None if math.isnan(value) else value
 
 
-MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(0.75): MAD of a normal sample -> sigma
-
-
-def outlier_condition(
-    column: str, median: float, scale: float, threshold: float, log: bool = False
-) -> str:
-    x = f"CAST({_q(column)} AS DOUBLE)"
-    value = f"ln({x})" if log else x
-    return f"abs({value} - {_lit(median)}) / {_lit(scale)} > {_lit(threshold)}"
-
-
-def wide_positive(summary: dict) -> bool:
-    """Strictly positive and spanning two orders of magnitude or more (p99/p01 >= 100):
-    such columns are judged on the log scale, where a multiplicative (lognormal) tail
-    is ordinary and only values far off in ratio terms stand out."""
-    low, p01, p99 = _num(summary.get("min")), _num(summary.get("p01")), _num(summary.get("p99"))
-    return bool(low is not None and low > 0 and p01 and p99 and p99 / p01 >= 100)
+def _robust(ctx, name: str, scale: dict) -> tuple[float | None, float | None]:
+    """Median and MAD of the column on its judged scale (over all rows, in SQL)."""
+    v = scaled_expr(name, scale)
+    r = ctx.data.sql(
+        f"SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE {_q(name)} IS NOT NULL"
+    ).to_pylist()[0]
+    return _num(r["m"]), _num(r["d"])
 
 
 def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log: bool):
@@ -70,8 +79,11 @@ def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log
 
 def run(ctx):
     threshold = float(ctx.settings.get("threshold", 3.5))
-    min_share = float(ctx.settings.get("min_share", 0.01))
+    max_share = float(ctx.settings.get("max_share", 0.02))
+    gross = float(ctx.settings.get("gross_threshold", 7.0))
+    listed = int(ctx.settings.get("listed", 10))
     min_values = int(ctx.settings.get("min_values", 20))
+    min_distinct = int(ctx.settings.get("min_distinct", 20))
     mode = str(ctx.settings.get("scale", "auto"))
     upstream = ctx.upstream.get(UPSTREAM)
     if not isinstance(upstream, Ok):
@@ -84,143 +96,167 @@ def run(ctx):
             checked=[f"upstream {UPSTREAM}: {reason}"],
         )
 
-    roles = {c.name: c.role for c in ctx.data.columns}
     summaries = upstream.metrics.get("columns", {})
-    candidates = [n for n in sorted(summaries) if roles.get(n, "numeric") != "identifier"]
+    quantities = set(ctx.data.names("numeric", semantic=QUANTITY_SEMANTICS))
+    candidates = [n for n in sorted(summaries) if n in quantities]
+    checked = [
+        f"{c.name}: not judged, semantic {c.semantic} ({c.semantic_rule})"
+        for c in ctx.data.columns
+        if c.role == "numeric" and c.name not in quantities
+    ]
     if not candidates:
         return na(
             "NOT_APPLICABLE",
-            "There are no numeric, non-identifier columns to check for outliers.",
-            checked=[f"{UPSTREAM}: {len(summaries)} summarized columns"],
+            "There are no quantity columns (semantic quantity, count or share) to check for "
+            "outliers.",
+            checked=checked or [f"{UPSTREAM}: {len(summaries)} summarized columns"],
         )
 
     findings = []
-    checked = []
     measured = {}
+    heavy = []
     for name in candidates:
         s = summaries[name]
         count = int(s.get("count") or 0)
-        median = _num(s.get("p50"))
-        mad = _num(s.get("mad"))
-        scale = _num(s.get("mad_normal"))
-        if count < min_values or median is None or scale is None:
+        if count < min_values:
             checked.append(f"{name}: skipped, {count} values (< {min_values})")
             continue
-        log = mode == "log" or (mode == "auto" and wide_positive(s))
-        if log:
-            x = f"CAST({_q(name)} AS DOUBLE)"
-            stats = ctx.data.sql(
-                f"SELECT median(ln({x})) AS m, mad(ln({x})) AS d, min({x}) AS lo FROM data "
-                f"WHERE {x} IS NOT NULL"
-            ).to_pylist()[0]
-            if not (_num(stats["lo"]) or 0) > 0:
-                checked.append(f"{name}: log scale needs positive values; skipped")
-                continue
-            median = float(stats["m"])
-            mad = _num(stats["d"])
-            scale = (mad or 0.0) * MAD_TO_SIGMA
-        if not scale > 0:
+        distinct = ctx.data.column(name).distinct_count
+        if distinct < min_distinct:
+            checked.append(
+                f"{name}: skipped, {distinct} distinct values (< {min_distinct}): a discrete "
+                "scale, whose extremes are levels rather than outliers"
+            )
+            continue
+        scale_of = judged_scale(s, ctx.data.column(name).semantic, mode)
+        median, mad = _robust(ctx, name, scale_of)
+        scale = (mad or 0.0) * MAD_TO_SIGMA
+        if median is None or not scale > 0:
             checked.append(f"{name}: skipped, MAD is 0 (over half the values are equal)")
             continue
-        cond = outlier_condition(name, median, scale, threshold, log)
+        z = f"abs({scaled_expr(name, scale_of)} - {_lit(median)}) / {_lit(scale)}"
         x = f"CAST({_q(name)} AS DOUBLE)"
-        query = (
-            f"SELECT count({x}) AS n, count(*) FILTER (WHERE {cond}) AS outliers, "
-            f"count(*) FILTER (WHERE {cond} AND {x} > {_lit(math.exp(median) if log else median)}) "
-            "AS high, "
-            f"avg({x}) AS mean_all, avg({x}) FILTER (WHERE NOT ({cond})) AS mean_inliers, "
-            f"min({x}) FILTER (WHERE {cond}) AS min_outlier, "
-            f"max({x}) FILTER (WHERE {cond}) AS max_outlier FROM data"
-        )
-        r = ctx.data.sql(query).to_pylist()[0]
-        n = int(r["n"])
-        outliers = int(r["outliers"])
+        centre = unscaled(median, scale_of)
+        r = ctx.data.sql(
+            f"SELECT count({x}) AS n, count(*) FILTER (WHERE {z} > {_lit(threshold)}) AS outliers, "
+            f"count(*) FILTER (WHERE {z} > {_lit(gross)}) AS gross, "
+            f"count(*) FILTER (WHERE {z} > {_lit(threshold)} AND {x} > {_lit(centre)}) AS high, "
+            f"avg({x}) AS mean_all, avg({x}) FILTER (WHERE NOT ({z} > {_lit(threshold)})) "
+            "AS mean_inliers FROM data"
+        ).to_pylist()[0]
+        n, outliers, n_gross = int(r["n"]), int(r["outliers"]), int(r["gross"])
         share = outliers / n if n else 0.0
-        lower = median - threshold * scale
-        upper = median + threshold * scale
-        if log:
-            lower, upper = math.exp(lower), math.exp(upper)
+        lower = unscaled(median - threshold * scale, scale_of)
+        upper = unscaled(median + threshold * scale, scale_of)
+        tail = outliers > max(SMALL_COUNT, max_share * n)
         measured[name] = {
             "values": n,
             "outliers": outliers,
+            "gross": n_gross,
             "share": share,
-            "scale": "log" if log else "raw",
+            "scale": scale_of["kind"],
+            "verdict": "heavy_tail" if tail else "outliers" if n_gross else "clean",
         }
-        checked.append(
-            f"{name}: {outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, {upper:.4g}]"
-        )
-        if not share > min_share:
-            continue
-        centre = math.exp(median) if log else median
-        high = int(r["high"])
-        mean_all = _num(r["mean_all"])
-        mean_in = _num(r["mean_inliers"])
-        severity = "high" if share >= 0.05 else "medium" if share >= 0.01 else "low"
-        shift = (
-            f" They move the mean from {mean_in:.4g} (without them) to {mean_all:.4g}."
-            if mean_all is not None and mean_in is not None
-            else ""
-        )
-        chart = outlier_chart(ctx, name, s, lower, upper, log)
-        findings.append(
-            Finding(
-                kind="robust_outliers",
-                title=f"{outliers} outliers in {name} ({share:.1%})",
-                severity=severity,
-                confidence=0.9 if outliers >= 10 else 0.7,
-                target=name,
-                what=(
-                    f"{outliers} of {n} values of {name} ({share:.2%}; {high} high, "
-                    f"{outliers - high} low) have a modified z-score above {threshold:g}"
-                    f"{' on the log scale' if log else ''}, i.e. lie outside "
-                    f"[{lower:.4g}, {upper:.4g}] around the median {centre:.4g}.{shift}"
-                ),
-                why=(
-                    "The modified z-score uses the median and MAD, which the outliers "
-                    f"themselves cannot distort; a share above {min_share:.1%} is more than "
-                    "a heavy tail alone explains and skews means, sums and model fits."
-                ),
-                recommendation=(
-                    f"Review the {outliers} extreme values of {name} (query in the evidence): "
-                    "correct or remove data-entry errors, and report medians or winsorize "
-                    "at p01/p99 where they are genuine."
-                ),
-                evidence=Evidence(
-                    columns=(name,),
-                    metrics={
-                        "values": n,
-                        "outliers": outliers,
-                        "outliers_high": high,
-                        "outliers_low": outliers - high,
-                        "share": share,
-                        "median": centre,
-                        "mad": mad,
-                        "mad_normal": scale,
-                        "log_scale": log,
-                        "threshold": threshold,
-                        "lower_bound": lower,
-                        "upper_bound": upper,
-                        "min_outlier": _num(r["min_outlier"]),
-                        "max_outlier": _num(r["max_outlier"]),
-                        "mean_all": mean_all,
-                        "mean_inliers": mean_in,
-                    },
-                    query=f"SELECT * FROM data WHERE {cond} ORDER BY {x} DESC",
-                    rows=outliers,
-                ),
-                charts=(chart,),
+        where = f"{outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, {upper:.4g}]"
+        if tail:
+            heavy.append(name)
+            checked.append(
+                f"{name}: {where}: more than {max_share:.0%}, a heavy tail or a second mode "
+                "(a property of the distribution), not outliers"
             )
+            continue
+        checked.append(f"{name}: {where}, {n_gross} beyond a modified z-score of {gross:g}")
+        if n_gross == 0:
+            continue
+        query = (
+            f"SELECT rowid AS row, {_q(name)}, {z} AS modified_z FROM data "
+            f"WHERE {z} > {_lit(threshold)} ORDER BY modified_z DESC, rowid"
         )
+        top = ctx.data.sql(f"{query} LIMIT {listed}").to_pylist()
+        # A log axis only where the judged scale is a plain log and the bounds are positive.
+        log_axis = scale_of["kind"] == "log" and scale_of["shift"] == 0 and lower > 0
+        chart = outlier_chart(ctx, name, s, lower, upper, log_axis)
+        findings.append(
+            _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scale,
+                     scale_of["kind"],
+                     threshold, gross, max_share, lower, upper, chart)
+        )  # fmt: skip
 
+    metrics = {"columns": measured, "heavy_tailed_columns": heavy, "max_share": max_share}
     if not findings:
+        tails = (
+            f"; {len(heavy)} with a heavy tail or second mode ({', '.join(heavy)})" if heavy else ""
+        )
         return na(
             "NO_SIGNIFICANT_EFFECT",
-            f"No numeric column has more than {min_share:.1%} of its values with a modified "
-            f"z-score above {threshold:g} ({len(candidates)} columns checked).",
+            f"No quantity column has a few gross outliers: checked {len(measured)} of "
+            f"{len(candidates)} quantity columns{tails}. A decision needs at most "
+            f"{max_share:.0%} of values beyond a modified z-score of {threshold:g}, one of "
+            f"them beyond {gross:g}.",
             checked=checked,
-            metrics={"columns": measured},
+            metrics=metrics,
         )
     return ok(
-        findings=findings,
-        metrics={"columns": measured, "flagged_columns": [f.target for f in findings]},
+        findings=findings, metrics=metrics | {"flagged_columns": [f.target for f in findings]}
+    )
+
+
+def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scale, kind,
+             threshold, gross, max_share, lower, upper, chart):  # fmt: skip
+    high = int(r["high"])
+    mean_all, mean_in = _num(r["mean_all"]), _num(r["mean_inliers"])
+    shown = ", ".join(f"{row[name]:.6g} (row {row['row']})" for row in top)
+    shift = (
+        f" They move the mean from {mean_in:.4g} (without them) to {mean_all:.4g}."
+        if mean_all is not None and mean_in is not None
+        else ""
+    )
+    return Finding(
+        kind="robust_outliers",
+        title=f"{outliers} outlier{'s' if outliers != 1 else ''} in {name}",
+        severity="medium" if n_gross >= 1 and share < 0.005 else "low",
+        confidence=0.9,
+        target=name,
+        what=(
+            f"{outliers} of {n} values of {name} ({share:.2%}; {high} high, {outliers - high} "
+            f"low) lie outside [{lower:.4g}, {upper:.4g}] around the median {centre:.4g} "
+            f"(modified z-score above {threshold:g}"
+            f"{f' on the {kind} scale' if kind != 'raw' else ''}); "
+            f"{n_gross} are beyond {gross:g}. Most extreme: {shown}.{shift}"
+        ),
+        why=(
+            f"So few values (at most {max_share:.0%}) so far from the bulk are not a tail of "
+            "the distribution: they are typically entry, unit or join errors, and they "
+            "distort means, sums and model fits."
+        ),
+        recommendation=(
+            f"Check the {min(outliers, len(top))} most extreme values of {name} listed above "
+            "(the query selects all flagged rows, most extreme first): correct or remove "
+            "errors; keep genuine ones and report medians."
+        ),
+        evidence=Evidence(
+            columns=(name,),
+            metrics={
+                "values": n,
+                "outliers": outliers,
+                "gross_outliers": n_gross,
+                "outliers_high": high,
+                "outliers_low": outliers - high,
+                "share": share,
+                "median": centre,
+                "mad": mad,
+                "mad_normal": scale,
+                "scale": kind,
+                "threshold": threshold,
+                "gross_threshold": gross,
+                "lower_bound": lower,
+                "upper_bound": upper,
+                "most_extreme": shown,
+                "mean_all": mean_all,
+                "mean_inliers": mean_in,
+            },
+            query=query,
+            rows=outliers,
+        ),
+        charts=(chart,),
     )

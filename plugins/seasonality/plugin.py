@@ -72,6 +72,7 @@ def run(ctx):
     min_weeks = int(ctx.settings.get("min_weeks", 4))
     min_jobs = int(ctx.settings.get("min_jobs_per_day", 5))
     max_processes = int(ctx.settings.get("max_processes", 200))
+    min_fill = float(ctx.settings.get("min_hour_fill", 0.1))
     roles = _roles(ctx)
     dtypes = {c.name: c.dtype for c in ctx.data.columns}
     tcol = roles["queued"] or roles["started"] or next(iter(ctx.data.names("timestamp")))
@@ -88,8 +89,10 @@ def run(ctx):
     findings = []
     checked = [f"time column {tcol}: {len(hourly)} hours with jobs"]
     metrics: dict[str, object] = {"strong_threshold": threshold, "time_column": tcol}
-    hourly_m = _hourly(hourly, min_weeks)
+    hourly_m, why_not = _hourly(hourly, min_weeks, min_fill)
     metrics["hourly_volume"] = hourly_m
+    if why_not:
+        checked.append(f"hourly volume: not decomposed, {why_not}")
     if hourly_m is not None:
         checked.append(
             f"hourly volume: daily strength {hourly_m['daily_strength']:.2f}, weekly "
@@ -211,18 +214,27 @@ def _zero_filled(days: list[date], vals: list) -> tuple[list[date], list[float]]
     return [first + timedelta(days=i) for i in range(n)], out
 
 
-def _hourly(rows: list[dict], min_weeks: int) -> dict | None:
+def _hourly(rows: list[dict], min_weeks: int, min_fill: float) -> tuple[dict | None, str]:
+    """MSTL of jobs per hour, or None and why not. The series must span ``min_weeks``
+    weeks and have jobs in at least ``min_fill`` of its hours: dates without a time of
+    day fill one hour in 24 (4%), monthly or yearly points far fewer, and such series
+    have no rhythm within the day to measure (MSTL would only be slow on them)."""
     if not rows:
-        return None
+        return None, "no time stamps"
     first = rows[0]["hour"]
     n = int((rows[-1]["hour"] - first).total_seconds() // 3600) + 1
     if n < 168 * min_weeks:
-        return None
+        return None, f"{n} hours span less than {min_weeks} weeks"
+    if len(rows) < min_fill * n:
+        return None, (
+            f"jobs in {len(rows)} of {n} hours ({len(rows) / n:.1%}; needs {min_fill:.0%}): "
+            "too sparse for a rhythm within the day (dates without a time of day?)"
+        )
     y = np.zeros(n)
     for r in rows:
         y[int((r["hour"] - first).total_seconds() // 3600)] = float(r["n"])
     if np.ptp(y) == 0:
-        return None
+        return None, "the same count every hour"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = MSTL(y, periods=(24, 168)).fit()
@@ -233,11 +245,12 @@ def _hourly(rows: list[dict], min_weeks: int) -> dict | None:
     profile = [float(np.mean(daily[hour_of_day == h])) for h in range(24)]
     return {
         "hours": n,
+        "hours_with_jobs": len(rows),
         "daily_strength": strength(daily, resid),
         "weekly_strength": strength(seasonal[:, 1], resid),
         "peak_hour": int(np.argmax(profile)),
         "hour_of_day_effect": profile,
-    }
+    }, ""
 
 
 def _process_series(ctx, roles, ts, max_processes: int):

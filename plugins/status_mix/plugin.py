@@ -21,7 +21,8 @@ def _words(name: str) -> list[str]:
 
 
 def _retry_column(ctx) -> str | None:
-    return next((n for n in ctx.data.names(role="numeric") if RETRY_WORDS & set(_words(n))), None)
+    counts = ctx.data.names(role="numeric", semantic=("count", "quantity"))
+    return next((n for n in counts if RETRY_WORDS & set(_words(n))), None)
 
 
 def _rows(status: str, retry: str | None, group: str | None) -> str:
@@ -246,6 +247,13 @@ def run(ctx):
         )
 
     metrics = {
+        "checked": f"mixes for {len(processes)} process(es) and {len(hosts)} host(s)"
+        + (
+            f" (the {max_groups} of each with the most jobs; more exist)"
+            if processes_capped or hosts_capped
+            else ""
+        )
+        + f"; {min(len(values), max_statuses)} of {len(values)} status values by name",
         "failure_pattern": fail_re,
         "failure_values": sorted(failing),
         "host_column": host,

@@ -139,6 +139,9 @@ def run(ctx):
         ).to_pylist()
         chosen = [str(r["host"]) for r in top[:max_hosts]]
         metrics["hosts_capped"] = len(top) > max_hosts
+        metrics["checked"] = f"hour-of-day profiles for {len(chosen)} host(s)" + (
+            f" (the {max_hosts} busiest; more exist)" if len(top) > max_hosts else ""
+        )
         if chosen:
             listed = ", ".join(_lit(c) for c in chosen)
             host_query = (

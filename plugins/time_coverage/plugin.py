@@ -185,6 +185,8 @@ def run(ctx):
             checked=[f"{c}: no values" for c in sorted(per_column)],
         )
     metrics = {
+        "checked": f"{len(described)} of {len(stamps)} timestamp columns"
+        + (f" (the first {max_columns} in dataset order)" if skipped else ""),
         "columns": per_column,
         "columns_capped": bool(skipped),
         "columns_skipped": sorted(skipped),

@@ -44,3 +44,24 @@ def test_redundant_features_heat_map_is_the_pearson_matrix(tmp_path):
     assert cols == list(chart.y_labels) and {"amount", "amount_eur"} <= set(cols)
     expected = np.corrcoef(np.array([data[c] for c in cols], dtype=float))
     assert np.array(chart.values, dtype=float) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_redundant_features_heat_map_of_a_wide_table_shows_the_named_columns(tmp_path):
+    # 80 quantity columns (more than a chart's 70 x 70 cells): the heat map keeps the
+    # columns the findings name, and only the first finding carries it
+    rng = np.random.default_rng(3)
+    base = {f"q{i:02d}": rng.normal(100, 10, 500) for i in range(78)}
+    data = {k: v.round(3).tolist() for k, v in base.items()}
+    data["q00_copy"] = (base["q00"] * 2 + rng.normal(0, 0.1, 500)).round(3).tolist()
+    data["q01_copy"] = (base["q01"] - 7 + rng.normal(0, 0.05, 500)).round(3).tolist()
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["q00_copy", "q01_copy"]
+    first, second = result.findings
+    assert second.charts == ()
+    (chart,) = first.charts
+    assert isinstance(chart, HeatMap) and chart_problem(chart) is None
+    cols = ["q00", "q01", "q00_copy", "q01_copy"]
+    assert list(chart.x_labels) == cols and "4 of the 80 quantity columns" in chart.title
+    expected = np.corrcoef(np.array([data[c] for c in cols], dtype=float))
+    assert np.array(chart.values, dtype=float) == pytest.approx(expected, rel=1e-9, abs=1e-12)

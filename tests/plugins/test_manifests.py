@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -65,3 +66,21 @@ def test_declared_data_access_is_sql(plugin_id: str) -> None:
     # Every one of these plugins reads only through ctx.data.sql (aggregates or a
     # LIMITed sample), so they scale to large datasets.
     assert manifest(plugin_id).data_access == "sql"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.parent.name)
+def test_numeric_requirements_name_the_semantics_they_accept(path: Path) -> None:
+    # A plugin that needs numeric columns says which meanings of numbers it accepts;
+    # none of them takes identifiers (codes, row numbers) as numbers.
+    m = msgspec.convert(yaml.safe_load(path.read_text(encoding="utf-8")), Manifest)
+    for req in m.requires.columns + m.applies_when.columns:
+        if req.role == "numeric":
+            assert req.semantic, f"{m.id}: role numeric without semantic"
+            assert "identifier" not in req.semantic, m.id
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.parent.name)
+def test_plugins_select_numeric_columns_by_semantic(path: Path) -> None:
+    # ctx.data.names("numeric") alone would hand identifiers and clock times over.
+    source = (path.parent / "plugin.py").read_text(encoding="utf-8")
+    assert not re.search(r"names\(\s*(role=)?\"numeric\"\s*\)", source), path.parent.name

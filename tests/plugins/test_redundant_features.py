@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 
 import msgspec
@@ -8,7 +9,7 @@ import pytest
 
 from contracts import Na, Ok
 
-from .conftest import run_plugin
+from .conftest import load_plugin, run_plugin
 
 T0 = datetime(2024, 1, 1)
 N = 2000
@@ -78,18 +79,20 @@ def test_each_later_copy_is_one_finding(tmp_path):
 def test_clean_table_is_no_significant_effect(tmp_path):
     result = run_plugin("redundant_features", _table(), tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
-    # epoch and id-like columns are not even compared
-    assert any("queued_epoch" in c and "skipped" in c for c in result.checked)
-    assert not any("job_number ~" in c for c in result.checked)
+    # epochs (semantic timestamp) and the row number (identifier) are not correlated
+    assert result.checked[0] == "correlations: 5 of 5 quantity columns"
+    assert result.metrics["quantity_columns"] == 5
+    assert "10 pairs of 5 quantity columns over all rows" in result.explanation
 
 
 def test_columns_that_only_follow_row_order_are_skipped(tmp_path):
     data = _table()
-    data["seq"] = np.arange(N).tolist()
-    data["batch_counter"] = (np.arange(N) // 10).tolist()
+    g = np.random.default_rng(8)
+    data["level_a"] = (np.arange(N) * 2.5 + g.normal(0, 1, N)).tolist()
+    data["level_b"] = (np.arange(N) * 0.7 + g.normal(0, 1, N)).tolist()
     result = run_plugin("redundant_features", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
-    assert any("seq ~ batch_counter" in c and "row order" in c for c in result.checked)
+    assert any("level_a ~ level_b" in c and "row order" in c for c in result.checked)
 
 
 def test_one_shared_extreme_row_is_not_redundancy(tmp_path):
@@ -117,7 +120,137 @@ def test_constant_columns_do_not_warn(tmp_path):
     assert isinstance(result, Na)
 
 
-def test_one_numeric_column_is_not_applicable(tmp_path):
-    data = {"amount": [1.0, 2.0, 3.5, 4.0], "label": ["a", "b", "a", "b"]}
-    result = run_plugin("redundant_features", data, tmp_path)
+def test_one_column_is_not_applicable(tmp_path):
+    result = run_plugin("redundant_features", {"amount": [1.0, 2.0, 3.5, 4.0]}, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+def _hhmm(minutes: np.ndarray) -> np.ndarray:
+    return 100 * (minutes // 60) + minutes % 60
+
+
+def test_a_coarser_encoding_of_a_clock_is_a_function_of_it(tmp_path):
+    g = np.random.default_rng(11)
+    minutes = g.integers(20, 92, size=N) * 15  # departures 05:00..22:45 every 15 min, HHMM
+    data = {
+        "sched_dep_time": _hhmm(minutes).tolist(),
+        "hour": (minutes // 60).tolist(),
+        "minute": (minutes % 60).tolist(),
+        "delay": g.normal(10, 5, N).tolist(),
+    }
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    by_target = {f.target: f for f in result.findings}
+    assert set(by_target) == {"hour", "minute"}  # the clock itself is never dropped
+    f = by_target["hour"]
+    assert f.evidence.columns == ("sched_dep_time", "hour")
+    assert f.evidence.metrics["relation"] == "function"
+    assert f.evidence.metrics["dependent_values"] == len(set((minutes // 60).tolist()))
+    assert "exact function of sched_dep_time" in f.what and "Drop hour" in f.recommendation
+    # one changed value breaks the function: nothing is claimed
+    data["hour"][0] = (data["hour"][0] + 1) % 24
+    again = run_plugin("redundant_features", data, tmp_path / "broken")
+    assert {f.target for f in again.findings} == {"minute"}
+
+
+def test_a_category_that_determines_a_quantity(tmp_path):
+    g = np.random.default_rng(12)
+    dest = g.choice(["BOS", "LAX", "ORD", "HNL"], size=N)
+    miles = {"BOS": 187.0, "LAX": 2475.0, "ORD": 719.0, "HNL": 4983.0}
+    distance = np.array([miles[d] for d in dest]) + g.normal(0, 10, N)
+    data = {
+        "dest": dest.tolist(),
+        "distance": distance.tolist(),
+        "delay": g.normal(0, 9, N).tolist(),
+    }
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.target == "distance" and f.evidence.columns == ("dest", "distance")
+    # adjusted eta², computed independently: within / total mean squares
+    groups = [distance[dest == d] for d in sorted(miles)]
+    within = sum(((x - x.mean()) ** 2).sum() for x in groups)
+    total = ((distance - distance.mean()) ** 2).sum()
+    eta2 = 1 - (within / (N - 4)) / (total / (N - 1))
+    assert f.evidence.metrics["eta_squared_adjusted"] == pytest.approx(eta2, rel=1e-9)
+
+
+def test_near_duplicate_text_columns_keep_the_more_complete_one(tmp_path):
+    g = np.random.default_rng(13)
+    city = g.choice(["Oslo", "Bergen", "Tromsø", "Bodø", "Molde"], size=N).tolist()
+    copy = list(city)
+    copy[5] = "Oslo " if copy[5] != "Oslo " else "x"  # one typo: 99.95% agreement
+    with_gaps = [None if i % 500 == 0 else c for i, c in enumerate(city)]
+    data = {"town": with_gaps, "city": copy, "x": g.normal(0, 1, N).tolist()}
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    # town is earlier but has 4 missing values: town is dropped, city kept
+    assert f.target == "town" and f.evidence.columns == ("city", "town")
+    # rows where both hold the common most frequent value agree trivially: left out
+    mode = Counter(city).most_common(1)[0][0]
+    pairs = [(a, b) for a, b in zip(with_gaps, copy, strict=True) if not a == b == mode]
+    equal = sum(1 for a, b in pairs if a == b)
+    assert f.evidence.metrics["agreement"] == pytest.approx(equal / len(pairs))
+    assert f.evidence.metrics["modal_rows_left_out"] == N - len(pairs)
+    assert "more missing values" in f.recommendation
+
+
+def test_mostly_zero_columns_are_not_near_duplicates(tmp_path):
+    g = np.random.default_rng(16)
+    a = np.where(g.random(N) < 0.003, g.integers(1, 16, N), 0)  # like edge pixels of digits
+    b = np.where(g.random(N) < 0.003, g.integers(1, 16, N), 0)
+    assert np.mean(a == b) > 0.99  # agree on the zeros only
+    result = run_plugin("redundant_features", {"a": a.tolist(), "b": b.tolist()}, tmp_path)
+    assert isinstance(result, Na)
+
+
+def test_a_shared_trend_is_not_redundancy(tmp_path):
+    g = np.random.default_rng(14)
+    days = [T0 + timedelta(days=i) for i in range(400)]
+    trend = np.arange(400) * 1.0
+    a = trend + np.cumsum(g.normal(0, 1, 400))  # a random walk on a trend
+    b = 0.5 * trend + np.cumsum(g.normal(0, 1, 400))  # another one, independent steps
+    c = 2 * a + g.normal(0, 0.5, 400)  # moves with a step by step
+    data = {"day": days, "a": a.tolist(), "b": b.tolist(), "c": c.tolist()}
+    result = run_plugin("redundant_features", data, tmp_path, positional_r=1.0)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["c"]
+    assert abs(np.corrcoef(a, b)[0, 1]) > 0.95
+    da, db = np.diff(a), np.diff(b)
+    assert any(
+        "a ~ b" in line and f"r = {np.corrcoef(da, db)[0, 1]:.3f} of their changes" in line
+        for line in result.metrics["notes"]
+    )
+
+
+def test_every_pair_is_correlated_however_many_columns(tmp_path):
+    g = np.random.default_rng(15)
+    data = {f"q{i:02d}": g.normal(0, 1, 300).tolist() for i in range(70)}
+    data["q69"] = (np.array(data["q68"]) * 3 + g.normal(0, 0.01, 300)).tolist()
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["q69"]
+    assert result.metrics["quantity_columns_correlated"] == 70
+    assert "2415 pairs of 70 quantity columns" in result.metrics["checked"]
+    capped = run_plugin("redundant_features", data, tmp_path / "capped", max_columns=60)
+    assert isinstance(capped, Na)
+    assert (
+        capped.checked[0]
+        == "correlations: 60 of 70 quantity columns (the first 60 in dataset order)"
+    )
+
+
+def test_near_unique_columns_are_compared_without_a_mode(tmp_path, monkeypatch):
+    module = load_plugin("redundant_features")
+    monkeypatch.setattr(module, "MODE_MAX_DISTINCT", 10)  # as if 10M distinct values
+    g = np.random.default_rng(17)
+    x = g.normal(100, 20, N)
+    copy = x.copy()
+    copy[:3] += 1.0  # 3 of 2000 rows differ: 99.85% agreement
+    result = run_plugin("redundant_features", {"x": x.tolist(), "x2": copy.tolist()}, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.evidence.metrics["relation"] == "near_duplicate"
+    assert f.evidence.metrics["agreement"] == pytest.approx((N - 3) / N)
+    assert f.evidence.metrics["modal_rows_left_out"] == 0

@@ -1,3 +1,6 @@
+"""robust_outliers: a few gross values are a decision; a heavy tail never is; codes and
+clock times are never judged. Expected counts are computed here with numpy/scipy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,56 +12,91 @@ from contracts import Na, Ok
 from .conftest import run_chain
 
 rng = np.random.default_rng(42)
-CLEAN = np.round(rng.normal(100.0, 10.0, size=400), 2)
-DIRTY = np.concatenate([CLEAN, [1000.0] * 8, [-900.0, -800.0]])
+CLEAN = np.round(rng.normal(100.0, 10.0, size=2000), 2)
+# four gross errors (a misplaced decimal point, a sign error) in 2004 values
+DIRTY = np.concatenate([CLEAN, [1000.0, 1000.0, 995.0, -900.0]])
 
 
-def _expected_outliers(values: np.ndarray, threshold: float = 3.5) -> int:
+def _modified_z(values: np.ndarray) -> np.ndarray:
     median = np.median(values)
-    scale = stats.median_abs_deviation(values, scale="normal")
-    return int(np.sum(np.abs(values - median) / scale > threshold))
+    return np.abs(values - median) / stats.median_abs_deviation(values, scale="normal")
 
 
-def test_planted_outliers_are_counted(tmp_path):
+def test_a_few_gross_values_are_a_decision_listing_the_extremes(tmp_path):
     data = {"amount": DIRTY.tolist(), "label": ["x"] * DIRTY.size}
     result = run_chain("robust_outliers", data, tmp_path)
     assert isinstance(result, Ok)
     (f,) = result.findings
     assert f.kind == "robust_outliers" and f.target == "amount"
-    expected = _expected_outliers(DIRTY)
-    assert expected >= 10
+    z = _modified_z(DIRTY)
     ev = f.evidence.metrics
-    assert ev["outliers"] == expected
-    assert ev["values"] == DIRTY.size
-    assert ev["share"] == pytest.approx(expected / DIRTY.size)
+    assert ev["outliers"] == int(np.sum(z > 3.5)) and ev["gross_outliers"] == 4
+    assert ev["values"] == DIRTY.size and ev["scale"] == "raw"
+    assert ev["share"] == pytest.approx(np.sum(z > 3.5) / DIRTY.size)
     assert ev["median"] == pytest.approx(np.median(DIRTY))
     assert ev["mad_normal"] == pytest.approx(stats.median_abs_deviation(DIRTY, scale="normal"))
-    assert ev["outliers_low"] >= 2 and ev["max_outlier"] == 1000.0
-    assert ev["min_outlier"] == -900.0
-    assert f.severity == "medium"  # 1% <= share < 5%
-    assert f.recommendation and f.evidence.rows == expected
+    # the most extreme first, with their row numbers (rowid counts from 0)
+    assert ev["most_extreme"].startswith(
+        "-900 (row 2003), 1000 (row 2000), 1000 (row 2001), 995 (row 2002)"
+    )
+    assert "ORDER BY modified_z DESC" in f.evidence.query
+    assert f.evidence.rows == ev["outliers"]
     assert result.metrics["flagged_columns"] == ["amount"]
 
 
-def test_threshold_setting_changes_the_count(tmp_path):
-    data = {"amount": DIRTY.tolist()}
-    result = run_chain("robust_outliers", data, tmp_path, threshold=2.0)
-    assert isinstance(result, Ok)
-    assert result.findings[0].evidence.metrics["outliers"] == _expected_outliers(DIRTY, 2.0)
+def test_a_heavy_tail_is_explained_not_decided(tmp_path):
+    t = np.random.default_rng(7).standard_t(2, size=5000) * 10 + 100  # tails, no errors
+    share = float(np.mean(_modified_z(t) > 3.5))
+    assert share > 0.02
+    result = run_chain("robust_outliers", {"delay": t.tolist()}, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    assert result.metrics["heavy_tailed_columns"] == ["delay"]
+    assert result.metrics["columns"]["delay"]["verdict"] == "heavy_tail"
+    assert result.metrics["columns"]["delay"]["share"] == pytest.approx(share)
+    assert "heavy tail or a second mode" in " ".join(result.checked)
 
 
-def test_clean_data_is_no_significant_effect(tmp_path):
-    assert _expected_outliers(CLEAN) / CLEAN.size <= 0.005
+def test_no_gross_value_is_no_decision(tmp_path):
+    assert not np.any(_modified_z(CLEAN) > 7)
     result = run_chain("robust_outliers", {"amount": CLEAN.tolist()}, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
-    assert any(c.startswith("amount:") for c in result.checked)
+    assert result.metrics["columns"]["amount"]["verdict"] == "clean"
+
+
+def test_threshold_setting_changes_the_count(tmp_path):
+    result = run_chain("robust_outliers", {"amount": DIRTY.tolist()}, tmp_path, threshold=3.0)
+    assert isinstance(result, Ok)
+    assert result.findings[0].evidence.metrics["outliers"] == int(np.sum(_modified_z(DIRTY) > 3))
+
+
+def test_identifiers_and_clock_times_are_never_judged(tmp_path):
+    n = 2000
+    minutes = (np.arange(n) * 7) % 1440
+    data = {
+        "rownames": list(range(1, n + 1)),
+        "flight": [int(v) for v in np.where(np.arange(n) < 5, 8500, (np.arange(n) % 300) + 1)],
+        "dep_time": (100 * (minutes // 60) + minutes % 60).tolist(),
+        "price": CLEAN[:n].tolist(),
+    }
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Na)
+    assert set(result.metrics["columns"]) == {"price"}
+    skipped = [c for c in result.checked if "not judged" in c]
+    assert [c.split(":")[0] for c in skipped] == ["rownames", "flight", "dep_time"]
 
 
 def test_zero_mad_column_is_skipped(tmp_path):
-    data = {"retries": [0.0] * 30 + [5.0] * 5}
+    data = {"retries": [0.0] * 30 + [float(v) for v in range(5, 30)]}
     result = run_chain("robust_outliers", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
-    assert result.checked == ("retries: skipped, MAD is 0 (over half the values are equal)",)
+    assert "retries: skipped, MAD is 0" in result.checked[-1]
+
+
+def test_a_discrete_scale_is_not_judged(tmp_path):
+    data = {"rating": [float(i % 5) for i in range(400)] + [40.0]}
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Na)
+    assert "6 distinct values (< 20)" in result.checked[-1]
 
 
 def test_no_numeric_columns_is_not_applicable(tmp_path):
@@ -66,21 +104,37 @@ def test_no_numeric_columns_is_not_applicable(tmp_path):
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
 
 
-def test_wide_lognormal_column_is_judged_on_the_log_scale(tmp_path):
-    rng = np.random.default_rng(3)
-    wide = rng.lognormal(5.0, 1.6, size=5000)  # spans several orders of magnitude
+def test_a_skewed_positive_column_is_judged_on_the_log_scale(tmp_path):
+    wide = np.random.default_rng(3).lognormal(5.0, 1.0, size=5000)
     result = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path)
-    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    assert isinstance(result, Na) and result.metrics["columns"]["amount"]["scale"] == "log"
+    logs = np.log(wide)
+    expected = np.abs(logs - np.median(logs)) / stats.median_abs_deviation(logs, scale="normal")
+    assert result.metrics["columns"]["amount"]["outliers"] == int(np.sum(expected > 3.5))
     raw = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path / "raw", scale="raw")
-    assert isinstance(raw, Ok)  # on the raw scale the ordinary tail looks like outliers
+    assert raw.metrics["columns"]["amount"]["verdict"] == "heavy_tail"  # the ordinary tail
 
 
-def test_ratio_outliers_in_a_wide_column_are_found(tmp_path):
-    rng = np.random.default_rng(4)
-    wide = rng.lognormal(5.0, 1.0, size=5000)
-    wide[:100] *= 1e6  # 2% off by six orders of magnitude
+def test_ratio_outliers_in_a_skewed_column_are_found(tmp_path):
+    wide = np.random.default_rng(4).lognormal(5.0, 1.0, size=5000)
+    wide[:10] *= 1e6  # ten values off by six orders of magnitude
     result = run_chain("robust_outliers", {"amount": wide.tolist()}, tmp_path)
     assert isinstance(result, Ok)
     (finding,) = result.findings
-    assert finding.target == "amount" and finding.evidence.metrics["log_scale"] is True
-    assert finding.evidence.metrics["outliers"] >= 100
+    assert finding.evidence.metrics["scale"] == "log"
+    assert finding.evidence.metrics["gross_outliers"] == 10
+
+
+def test_shares_are_judged_on_the_logit_scale(tmp_path):
+    g = np.random.default_rng(5)
+    share = np.clip(g.beta(2, 14, size=3000) * 100, 0.1, 99.9)  # a poverty rate in percent
+    share[:3] = [48.0, 47.0, 46.0]  # real extremes of a bounded share
+    data = {"perc_poverty": share.tolist()}
+    result = run_chain("robust_outliers", data, tmp_path)
+    col = result.metrics["columns"]["perc_poverty"]
+    assert col["scale"] == "logit"
+    p = np.clip(share / 100, 0.001, 0.999)
+    logit = np.log(p / (1 - p))
+    z = np.abs(logit - np.median(logit)) / stats.median_abs_deviation(logit, scale="normal")
+    assert col["gross"] == int(np.sum(z > 7)) == 0
+    assert isinstance(result, Na)

@@ -97,3 +97,20 @@ def test_drift_compares_whole_weeks_under_a_weekly_rhythm(tmp_path):
     window = next(c for c in checked if c.startswith("windows on"))
     first = data["queued_at"].min()
     assert f".. {(first + np.timedelta64(21, 'D')).astype(datetime).isoformat()})" in window
+
+
+def test_dates_without_a_time_of_day_have_no_hourly_rhythm(tmp_path):
+    data = _log(weekend_jobs=8)
+    hours = np.unique(data["queued_at"].astype("datetime64[h]"))
+    result = run_plugin("seasonality", data, tmp_path / "times")
+    assert result.metrics["hourly_volume"]["hours_with_jobs"] == hours.size
+    # the same log with its queue times cut to the day: one hour in 24 has jobs
+    dated = data | {"queued_at": data["queued_at"].astype("datetime64[D]")}
+    result = run_plugin("seasonality", dated, tmp_path / "dates")
+    assert result.metrics["hourly_volume"] is None
+    days = np.unique(dated["queued_at"]).size
+    span = (days - 1) * 24 + 1
+    note = next(c for c in result.checked if c.startswith("hourly volume: not decomposed"))
+    assert f"jobs in {days} of {span} hours" in note
+    # the daily series per process are still decomposed (days are what they need)
+    assert result.metrics["processes"]["rhythm"]["daily_volume"]["days"] == days
