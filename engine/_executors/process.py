@@ -34,6 +34,7 @@ import signal
 import socket
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -200,6 +201,10 @@ class ProcessPool:
         self._seq = itertools.count()
         self._tg: TaskGroup | None = None
         self._something_runs = anyio.Event()
+        # Workers are started from one thread that lives as long as the pool: the
+        # kernel sends PR_SET_PDEATHSIG when the *thread* that forked a worker ends,
+        # and the async backends' worker threads end after 10 s idle.
+        self._spawner: ThreadPoolExecutor | None = None
         self.replacements = 0
         """Worker processes started in a slot whose earlier process ended."""
 
@@ -220,6 +225,7 @@ class ProcessPool:
     async def __aenter__(self) -> Self:
         if self._tg is not None:
             raise EngineInternalError("ProcessPool entered twice")
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="engine-worker-spawner")
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -242,6 +248,9 @@ class ProcessPool:
         for _, _, task in self._backlog:
             self._complete(task, "EXECUTOR_UNAVAILABLE", "the executor was closed")
         self._backlog.clear()
+        if self._spawner is not None:  # every worker is dead and buried by now
+            self._spawner.shutdown(wait=False)
+            self._spawner = None
 
     # -- the contract
 
@@ -508,8 +517,13 @@ class ProcessPool:
         process = self._ctx.Process(
             target=worker_main, args=(child,), name=f"engine-worker-{index}", daemon=True
         )
+        spawner = self._spawner
+        if spawner is None:
+            raise EngineInternalError("ProcessPool started a worker outside `async with`")
         try:
-            await anyio.to_thread.run_sync(_start_with_fixed_hash_seed, process)
+            await anyio.to_thread.run_sync(
+                lambda: spawner.submit(_start_with_fixed_hash_seed, process).result()
+            )
         except BaseException:
             parent.close()
             raise

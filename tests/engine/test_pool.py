@@ -247,3 +247,47 @@ async def test_a_brief_spike_above_the_cap_is_caught(
     spikes = result.report.plugins[0]
     assert (spikes.status, spikes.reason_code) == ("failed", "RESOURCE_LIMIT")
     assert "above the 250 MB cap" in spikes.explanation
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_worker_outlives_the_thread_that_started_it(
+    make_plugin: MakePlugin,
+    plugins_dir: Path,
+    dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers ask for PR_SET_PDEATHSIG, which the kernel sends when the *thread*
+    that forked them ends. Started from the async backend's worker threads (which
+    end after 10 s idle), every worker of a long run was SIGKILLed mid-job
+    (WORKER_CRASHED). Here, once the worker is up, the test waits until every idle
+    thread of the backend has ended (within its 10 s idle timeout): the worker must
+    still be the one that ran the first job."""
+    import threading
+
+    from trio._core import _thread_cache
+
+    make_plugin("first", code=SMALL)
+    make_plugin("second", code=SMALL)
+    async with Engine(
+        plugins_dir=plugins_dir, runs_dir=tmp_path / "r", workers=1, cache=False
+    ) as engine:
+        one = await engine.run(dataset, select=["first"])
+        monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.01)  # no new idle waits
+        backend_threads = [t for t in threading.enumerate() if t.name.startswith("Trio thread")]
+        assert backend_threads  # the worker was started through one of them
+        for thread in backend_threads:
+            thread.join(30)
+            assert not thread.is_alive()
+        two = await engine.run(dataset, select=["second"])
+        pool = engine.executor
+        assert isinstance(pool, ProcessPool)
+        assert pool.replacements == 0
+    pids = [
+        e.pid
+        for run in (one, two)
+        for e in read_log(run.run_dir / "events.jsonl")
+        if isinstance(e, PluginStarted)
+    ]
+    assert len(pids) == 2 and pids[0] == pids[1]
+    assert outcome(two, "second") == ("ok", None)
