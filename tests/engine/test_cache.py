@@ -117,22 +117,58 @@ async def test_no_cache_runs_everything(fleet: Path, dataset: Path, tmp_path: Pa
     assert not any(r.cached for r in again.state.plugins.values())
 
 
-async def test_concurrent_runs_share_the_cache(fleet: Path, dataset: Path, tmp_path: Path) -> None:
+MEETS = """
+import time
+from pathlib import Path
+from contracts import Finding, ok
+def run(ctx):
+    # A barrier across the two runs: each says it is here and waits for the other,
+    # so the two engines (two SQLite connections) are mid-run at the same time.
+    here = Path(ctx.settings["dir"])
+    (here / ctx.run_id).touch()
+    deadline = time.monotonic() + 60
+    while len(list(here.iterdir())) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other run never arrived")
+        time.sleep(0.005)
+    return ok(findings=[Finding(kind="meets_kind", title="met", target="t", recommendation="r")])
+"""
+
+
+async def test_concurrent_runs_share_the_cache(
+    fleet: Path, make_plugin: MakePlugin, dataset: Path, tmp_path: Path
+) -> None:
     import anyio
 
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    make_plugin("meets", code=MEETS, settings={"dir": {"type": "str", "default": str(meeting)}})
     runs = tmp_path / "runs"
-    results: list[RunResult] = []
+    results: dict[int, RunResult] = {}
 
     async def one(seed: int) -> None:
-        results.append(await _run(fleet, runs, dataset, seed=seed))
+        results[seed] = await _run(fleet, runs, dataset, seed=seed, run_id=f"seed-{seed}")
 
     async with anyio.create_task_group() as tg:  # two engines, two SQLite connections
         for seed in (1, 2):
             tg.start_soon(one, seed)
-    assert len(results) == 2
-    warm = [await _run(fleet, runs, dataset, seed=seed) for seed in (1, 2)]
-    for result in warm:
-        assert _cache_events(result)["tuned"] == "hit"
+    assert sorted(p.name for p in meeting.iterdir()) == ["seed-1", "seed-2"]
+    for result in results.values():
+        assert _cache_events(result) == {
+            "tuned": "absent",
+            "consumer": "absent",
+            "broken": "absent",
+            "meets": "absent",
+        }
+    # Both engines' results were stored, each under its own seed.
+    for seed in (1, 2):
+        warm = await _run(fleet, runs, dataset, seed=seed)
+        assert _cache_events(warm) == {
+            "tuned": "hit",
+            "consumer": "hit",
+            "broken": "absent",
+            "meets": "hit",
+        }
 
 
 async def test_engine_code_and_library_versions_are_in_the_key(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
+import yaml
 
+from contracts import Manifest
 from engine import ConfigError, ManifestError, load_plugins
 
-from .conftest import MakePlugin
+from .conftest import MakePlugin, write_plugin
 
 
 def _messages(exc: ManifestError) -> list[str]:
@@ -20,7 +23,31 @@ def test_valid_fleet_loads_sorted(make_plugin: MakePlugin, plugins_dir: Path) ->
     make_plugin("a_exp", lane="explanation", diagnostic_only=True, downstream=["b_dec"])
     specs = load_plugins(plugins_dir)
     assert [s.id for s in specs] == ["a_exp", "b_dec"]
-    assert all(len(s.code_hash) == 64 for s in specs)
+    assert [s.code_hash for s in specs] == [
+        _documented_code_hash(plugins_dir / "a_exp"),
+        _documented_code_hash(plugins_dir / "b_dec"),
+    ]
+
+
+def _documented_code_hash(folder: Path) -> str:
+    """docs/architecture.md: SHA-256 over the contracts version and sources, then each
+    file's relative path, a NUL and the SHA-256 of its bytes, in path order."""
+    import hashlib
+
+    from contracts import CONTRACTS_VERSION
+    from engine._core.manifests import CONTRACTS_DIR
+
+    sources = hashlib.sha256()
+    for path in sorted(CONTRACTS_DIR.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        sources.update(path.relative_to(CONTRACTS_DIR).as_posix().encode() + b"\0")
+        sources.update(hashlib.sha256(path.read_bytes()).digest())
+    h = hashlib.sha256(f"contracts={CONTRACTS_VERSION}:{sources.hexdigest()}\n".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir: Path) -> None:
@@ -31,7 +58,10 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
     make_plugin("unknown_dep", depends_on=["ghost"])
     make_plugin("outside", entrypoint="..evil:run")
     make_plugin("missing_module", entrypoint="nowhere:run")
-    make_plugin("dup_a", id="dup_b")  # id differs from folder, and duplicates dup_b
+    # An id that differs from its folder is refused there, so it is never also
+    # reported as a duplicate of dup_b (folder names are unique: load_plugins cannot
+    # meet a duplicate id; the fleet check is tested on its own below).
+    make_plugin("dup_a", id="dup_b")
     make_plugin("dup_b")
     make_plugin("bad_default", settings={"k": {"type": "int", "default": "x"}})
     make_plugin("no_downstream", lane="explanation", requires_downstream_mapping=True)
@@ -40,23 +70,28 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
     (plugins_dir / "no_yaml").mkdir()
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    text = "\n".join(_messages(info.value))
-    expected = [
-        "plugins/unknown_key/plugin.yaml: $: Object contains unknown field `color`",
-        "plugins/bad_lane/plugin.yaml: $.lane: Invalid enum value 'sideways'",
-        "plugins/needs_capable/plugin.yaml: $.lane: 'decision' requires decision_capable",
-        "plugins/diag_decision/plugin.yaml: $.lane: diagnostic_only plugins cannot",
-        "plugins/unknown_dep/plugin.yaml: $.depends_on[0]: unknown plugin 'ghost'",
-        "plugins/outside/plugin.yaml: $.entrypoint:",
-        "plugins/missing_module/plugin.yaml: $.entrypoint: module 'nowhere' not found",
-        "plugins/dup_a/plugin.yaml: $.id: 'dup_b' does not match its folder name 'dup_a'",
+    # Every problem, each once, in folder order, each message whole.
+    assert _messages(info.value) == [
         "plugins/bad_default/plugin.yaml: $.settings.k.default: expected int, got str",
-        "plugins/no_downstream/plugin.yaml: $.downstream: requires_downstream_mapping",
-        "plugins/broken_yaml/plugin.yaml: invalid YAML:",
+        "plugins/bad_lane/plugin.yaml: $.lane: Invalid enum value 'sideways'",
+        "plugins/broken_yaml/plugin.yaml: invalid YAML: did not find expected ',' or ']' "
+        "(line 2, column 1)",
+        "plugins/diag_decision/plugin.yaml: $.lane: diagnostic_only plugins cannot be in the "
+        "'decision' lane",
+        "plugins/diag_decision/plugin.yaml: $.diagnostic_only: a plugin cannot be both "
+        "decision_capable and diagnostic_only",
+        "plugins/dup_a/plugin.yaml: $.id: 'dup_b' does not match its folder name 'dup_a'",
+        "plugins/missing_module/plugin.yaml: $.entrypoint: module 'nowhere' not found in "
+        "missing_module/",
+        "plugins/needs_capable/plugin.yaml: $.lane: 'decision' requires decision_capable: true",
+        "plugins/no_downstream/plugin.yaml: $.downstream: requires_downstream_mapping is set "
+        "but downstream is empty",
         "plugins/no_yaml/plugin.yaml: missing plugin.yaml",
+        "plugins/outside/plugin.yaml: $.entrypoint: '..evil:run' must be 'module:function' "
+        "inside the plugin folder",
+        "plugins/unknown_key/plugin.yaml: $: Object contains unknown field `color`",
+        "plugins/unknown_dep/plugin.yaml: $.depends_on[0]: unknown plugin 'ghost'",
     ]
-    for fragment in expected:
-        assert fragment in text, f"{fragment!r} not reported in:\n{text}"
 
 
 def test_duplicate_ids_name_both_files(plugins_dir: Path, make_plugin: MakePlugin) -> None:
@@ -68,7 +103,46 @@ def test_duplicate_ids_name_both_files(plugins_dir: Path, make_plugin: MakePlugi
     (nested / "plugin.yaml").write_text(text)
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    assert any("does not match its folder name" in str(p) for p in info.value.problems)
+    # The copy is reported for its folder name, and both files for the shared id.
+    assert [str(p) for p in info.value.problems] == [
+        "plugins/same_copy/plugin.yaml: $.id: 'same' does not match its folder name 'same_copy'",
+    ]
+
+
+def test_duplicate_ids_name_both_files_in_each_report(tmp_path: Path) -> None:
+    from engine._core.manifests import PluginSpec, _check_fleet
+    from engine.errors import ManifestProblem
+
+    root = tmp_path / "plugins"
+    specs = [
+        write_plugin(root, "same"),
+        write_plugin(root, "twin", id="same"),
+        write_plugin(root, "other"),
+    ]
+    loaded = []
+    for folder in specs:
+        manifest = msgspec.convert(yaml.safe_load((folder / "plugin.yaml").read_text()), Manifest)
+        loaded.append(
+            PluginSpec(
+                manifest=manifest,
+                directory=folder,
+                manifest_path=folder / "plugin.yaml",
+                code_hash="h",
+            )
+        )
+    problems: list[ManifestProblem] = []
+    _check_fleet(loaded, root, problems)
+    both = "plugins/same/plugin.yaml, plugins/twin/plugin.yaml"
+    assert [(str(p), p.plugin_id) for p in problems] == [
+        (
+            f"plugins/same/plugin.yaml: $.id: duplicate plugin id 'same' (declared in {both})",
+            "same",
+        ),
+        (
+            f"plugins/twin/plugin.yaml: $.id: duplicate plugin id 'same' (declared in {both})",
+            "same",
+        ),
+    ]
 
 
 def test_entrypoint_symlink_outside_folder_is_rejected(

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from contracts import DatasetInfo, Na, Plan, PlanStep, ok
+from contracts import DatasetInfo, Na, Ok, Plan, PlanStep, ok
 from contracts.dataset import DataAccess, SpanRecord
 from contracts.events import (
     CacheHit,
+    CacheMiss,
     DataAccessed,
     Event,
+    GateEvaluated,
     PlanBuilt,
     PluginDispatched,
     PluginFinished,
@@ -20,10 +22,12 @@ from contracts.events import (
     PluginStarted,
     PreflightFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
     StallDetected,
 )
-from engine import NondeterminismError, fold
+from contracts.report import QualityGates
+from engine import EngineInternalError, NondeterminismError, RunState, apply, fold
 
 STEP = PlanStep(
     plugin_id="p",
@@ -84,6 +88,125 @@ SPAN = (
 )
 
 
+CACHE_MISS = (CacheMiss, {"plugin_id": "p", "key": "k", "reason": "absent"})
+PREFLIGHT = (PreflightFailed, {"plugin_id": "p", "lane": "decision", "result": NA})
+FINISHED_NOT_RAN = (
+    PluginFinished,
+    {"plugin_id": "p", "lane": "decision", "result": NA, "ran": False},
+)
+GATES = (GateEvaluated, {"gates": QualityGates()})
+HEAD = [
+    (
+        RunStarted,
+        {
+            "run_id": "r",
+            "mode": "two_lane_strict",
+            "seed": 0,
+            "engine_version": "0",
+            "contracts_version": "1",
+            "dataset": DATASET,
+            "plugins_dir": "plugins",
+            "executor": "inline",
+            "workers": 1,
+        },
+    ),
+    (
+        PlanBuilt,
+        {
+            "plan": Plan(
+                mode="two_lane_strict",
+                seed=0,
+                dataset_schema_hash="s",
+                lane_policy_version="1",
+                steps=(STEP,),
+            )
+        },
+    ),
+]
+
+
+def _bare(*specs: tuple[type[Event], dict[str, Any]]) -> list[Event]:
+    return [
+        cls(seq=i, prev="", wall=float(i), mono=float(i), **fields)
+        for i, (cls, fields) in enumerate(specs)
+    ]
+
+
+def test_what_the_fold_records_for_a_plugin_that_ran() -> None:
+    result = Ok(metrics={"n": 1})
+    finished = (
+        PluginFinished,
+        {**FINISHED[1], "result": result, "duration_s": 2.5, "downstream_affected": ("q",)},
+    )
+    state = fold(
+        chain(
+            CACHE_MISS,
+            DISPATCHED,
+            STARTED,
+            ACCESS,
+            SPAN,
+            finished,
+            GATES,
+            (RunFinished, {"status": "ok"}),
+        )
+    )
+    record = state.plugins["p"]
+    assert (record.phase, record.result, record.duration_s, record.ran, record.cached) == (
+        "done",
+        result,
+        2.5,
+        True,
+        False,
+    )
+    assert (record.worker, record.pid, record.cache) == (0, 1, "absent")
+    assert (record.dispatched_wall, record.started_wall, record.finished_wall) == (3.0, 4.0, 7.0)
+    assert record.downstream_affected == ("q",) and not record.preflight
+    assert record.data_access == [DataAccess(kind="sql")] and len(record.spans) == 1
+    assert (state.done, state.outstanding(), state.events, state.last_wall) == (1, 0, 10, 9.0)
+    assert state.status_counts() == {"ok": 1, "failed": 0, "na": 0}
+    assert state.run_id == "r" and state.gates is not None and state.finished is not None
+
+
+def test_a_preflight_end_and_a_resume() -> None:
+    state = fold(chain(PREFLIGHT))
+    record = state.plugins["p"]
+    assert (record.phase, record.preflight, record.ran, record.finished_wall) == (
+        "done",
+        True,
+        False,
+        2.0,
+    )
+    assert state.status_counts() == {"ok": 0, "failed": 0, "na": 1}
+    resumed = fold(chain(DISPATCHED, STARTED, ACCESS, SPAN, (RunResumed, {"pending": ("p",)})))
+    record = resumed.plugins["p"]
+    assert (record.phase, record.worker, record.pid, record.data_access, record.spans) == (
+        "pending",
+        None,
+        None,
+        [],
+        [],
+    )
+    assert resumed.resumes == 1
+    again = fold(chain(DISPATCHED, STARTED, (RunResumed, {}), DISPATCHED, STARTED, FINISHED))
+    assert again.plugins["p"].phase == "done" and again.done == 1
+    stalled = fold(chain(DISPATCHED, (StallDetected, {"plugins": ("p",), "idle_s": 1.0})))
+    assert stalled.stalls == 1 and stalled.plugins["p"].phase == "dispatched"
+
+
+def test_resume_before_the_plan_and_an_unknown_event_raise() -> None:
+    with pytest.raises(NondeterminismError, match="event 1: run_resumed before the plan"):
+        fold(_bare(HEAD[0], (RunResumed, {})))
+    with pytest.raises(NondeterminismError, match="event 0: plan_built out of place"):
+        fold(_bare(HEAD[1]))
+
+    class Stranger:
+        seq = 0
+        wall = 0.0
+
+    with pytest.raises(EngineInternalError, match="no reducer branch for Stranger"):
+        apply(RunState(), Stranger())  # type: ignore[arg-type]
+
+
 def test_every_transition_the_engine_makes_folds() -> None:
     for path in (
         [DISPATCHED, STARTED, ACCESS, SPAN, FINISHED],  # ran
@@ -115,6 +238,13 @@ def test_every_transition_the_engine_makes_folds() -> None:
         ([DISPATCHED, (CacheHit, {"plugin_id": "p", "key": "k"})], "CacheHit for plugin 'p'"),
         ([(PluginDispatched, {"plugin_id": "nope", "lane": "decision"})], "not in the plan"),
         ([(RunFinished, {"status": "ok"})], "run_finished with 1 plugins unfinished"),
+        ([CACHE_MISS, DISPATCHED, CACHE_MISS], "CacheMiss for plugin 'p' while it is dispatched"),
+        ([DISPATCHED, PREFLIGHT], "PreflightFailed for plugin 'p' while it is dispatched"),
+        ([DISPATCHED, SPAN], "PluginSpan for plugin 'p' while it is dispatched"),
+        ([FINISHED_NOT_RAN, GATES, GATES], "event 4: gate_evaluated out of place"),
+        ([GATES], "event 2: gate_evaluated out of place"),
+        ([(RunStarted, HEAD[0][1])], "event 2: second run_started"),
+        ([(PlanBuilt, HEAD[1][1])], "event 2: plan_built out of place"),
     ],
 )
 def test_impossible_transitions_raise(
