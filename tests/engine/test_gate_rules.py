@@ -170,3 +170,11 @@ def test_offenders_come_in_plan_order_and_total_adds_every_gate() -> None:
     assert gates.total() == 2
     every = QualityGates(**{name: i + 1 for i, name in enumerate(GATE_NAMES)})
     assert every.total() == sum(range(1, len(GATE_NAMES) + 1))
+
+
+def test_a_missing_result_does_not_stop_the_count() -> None:
+    counts, offenders = _gates(
+        (_step("a", order=0), None, False), (_step("b", order=1), Ok(), True)
+    )
+    assert counts == {"skipped_count": 1, "analysis_ok_without_findings_count": 1}
+    assert [o[1] for o in offenders] == ["a", "b"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from contracts import DatasetInfo, Na, Ok, Plan, PlanStep, ok
@@ -230,7 +231,14 @@ def test_every_transition_the_engine_makes_folds() -> None:
         ([DISPATCHED, DISPATCHED], "PluginDispatched for plugin 'p' while it is dispatched"),
         ([DISPATCHED, ACCESS], "DataAccessed for plugin 'p' while it is dispatched"),
         ([DISPATCHED, STARTED, SPAN, STARTED], "PluginStarted for plugin 'p' while it is running"),
-        ([FINISHED], "PluginFinished for plugin 'p' while it is pending"),
+        (
+            [FINISHED],
+            "PluginFinished for plugin 'p' while it is pending (expected dispatched or running)",
+        ),
+        (
+            [DISPATCHED, (*FINISHED[:1], {**FINISHED[1], "cached": True})],
+            "event 3: PluginFinished for plugin 'p' while it is dispatched (expected pending)",
+        ),
         ([(*FINISHED[:1], {**FINISHED[1], "cached": True})], "without a cache_hit"),
         ([DISPATCHED, (*FINISHED[:1], {**FINISHED[1], "ran": False})], "while it is dispatched"),
         ([DISPATCHED, STARTED, FINISHED, FINISHED], "already finished"),
@@ -296,3 +304,68 @@ def test_events_are_deep_immutable_and_share_nothing_with_the_engine() -> None:
         finished.result.metrics["xs"].append(2)  # type: ignore[union-attr]
     with pytest.raises(TypeError):
         event.dataset.event_roles["case"] = "x"
+
+
+STEP_Q = msgspec.structs.replace(STEP, plugin_id="q", order=1)
+
+
+def _two(*specs: tuple[type[Event], dict[str, Any]]) -> list[Event]:
+    """A chain over a plan of two plugins, p and q."""
+    plan = Plan(
+        mode="two_lane_strict",
+        seed=0,
+        dataset_schema_hash="s",
+        lane_policy_version="1",
+        steps=(STEP, STEP_Q),
+    )
+    return _bare(HEAD[0], (PlanBuilt, {"plan": plan}), *specs)
+
+
+def _for(spec: tuple[type[Event], dict[str, Any]], pid: str) -> tuple[type[Event], dict[str, Any]]:
+    return spec[0], {**spec[1], "plugin_id": pid}
+
+
+def test_counts_over_two_plugins_add_up() -> None:
+    ok_result = Ok(metrics={"n": 1})
+    finished = {**FINISHED[1], "result": ok_result}
+    state = fold(
+        _two(
+            (PreflightFailed, {**PREFLIGHT[1], "downstream_affected": ("q",)}),
+            _for(DISPATCHED, "q"),
+            _for(STARTED, "q"),
+            _for(SPAN, "q"),
+            _for(SPAN, "q"),
+            (PluginFinished, {**finished, "plugin_id": "q"}),
+        )
+    )
+    assert state.plugins["p"].step == STEP and state.plugins["q"].step == STEP_Q
+    assert state.plugins["p"].downstream_affected == ("q",)
+    assert state.done == 2 and state.outstanding() == 0
+    assert state.status_counts() == {"ok": 1, "failed": 0, "na": 1}
+    assert state.plugins["q"].spans == [SPAN[1]["span"], SPAN[1]["span"]]
+    both_ran = fold(
+        _two(
+            DISPATCHED,
+            _for(DISPATCHED, "q"),
+            (PluginFinished, finished),
+            (PluginFinished, {**finished, "plugin_id": "q"}),
+        )
+    )
+    assert both_ran.done == 2 and both_ran.status_counts()["ok"] == 2
+
+
+def test_a_resume_puts_back_dispatched_and_running_plugins_each_time() -> None:
+    state = fold(
+        _two(
+            DISPATCHED,
+            _for(DISPATCHED, "q"),
+            _for(STARTED, "q"),
+            (StallDetected, {"plugins": ("p", "q"), "idle_s": 1.0}),
+            (StallDetected, {"plugins": ("p",), "idle_s": 1.0}),
+            (RunResumed, {}),
+            DISPATCHED,
+            (RunResumed, {}),
+        )
+    )
+    assert (state.plugins["p"].phase, state.plugins["q"].phase) == ("pending", "pending")
+    assert (state.resumes, state.stalls) == (2, 2)
