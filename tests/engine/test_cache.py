@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,52 @@ def test_the_schema_and_every_component_name_their_miss(tmp_path: Path) -> None:
         changed = type(key)(plugin_id="p", parts=parts, key=key.key + name)
         assert run.lookup(changed) == (None, reason)
     store.close()
+
+
+def test_the_key_and_its_policy_component_follow_their_definitions() -> None:
+    """The policy component is ``lane-policy version:mode:step lane``, so a lane
+    override (the step's lane) changes the key and is named ``policy_changed``; the key
+    is the SHA-256 of the canonical JSON of the plugin id and every component."""
+    import hashlib
+    import json
+
+    import msgspec
+
+    from contracts import ColumnInfo, DatasetInfo, PlanStep
+    from engine._core.cache import make_key
+    from engine._core.plan import LANE_POLICY_VERSION
+
+    step = PlanStep(
+        plugin_id="p",
+        version="1",
+        lane="decision",
+        manifest_lane="decision",
+        order=0,
+        depth=0,
+        priority=0,
+        code_hash="c",
+        settings={"k": 2},
+    )
+    info = DatasetInfo(
+        source="d.csv",
+        fingerprint="f",
+        rows=3,
+        columns=(ColumnInfo(name="x", dtype="DOUBLE", role="numeric"),),
+    )
+
+    def key(s: PlanStep, mode: str = "two_lane_strict", up: tuple[str, ...] = ("a", "b")) -> Any:
+        return make_key(s, mode=mode, dataset=info, seed=7, upstream_keys=up)
+
+    base = key(step)
+    assert base.parts["policy"] == f"{LANE_POLICY_VERSION}:two_lane_strict:decision"
+    assert (base.parts["code"], base.parts["dataset"], base.parts["seed"]) == ("c", "f", "7")
+    assert base.parts["settings"] == hashlib.sha256(b'{"k":2}').hexdigest()
+    assert base.parts["upstream"] == hashlib.sha256(b'["a","b"]').hexdigest()
+    canonical = json.dumps({"plugin_id": "p", **base.parts}, sort_keys=True, separators=(",", ":"))
+    assert base.key == hashlib.sha256(canonical.encode()).hexdigest()
+    moved = key(msgspec.structs.replace(step, lane="explanation"))
+    assert moved.parts["policy"] == f"{LANE_POLICY_VERSION}:two_lane_strict:explanation"
+    assert moved.key != base.key and moved.differing(base) == ["policy_changed"]
+    assert key(step, mode="legacy").differing(base) == ["policy_changed"]
+    assert key(step, up=("b", "a")).key == base.key  # upstream order does not matter
+    assert key(step, up=("a",)).differing(base) == ["upstream_changed"]

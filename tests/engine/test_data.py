@@ -626,12 +626,27 @@ def test_two_processes_read_the_same_database(tmp_path: Path) -> None:
     assert results == [(60, expected, 60), (60, expected, 60)]
 
 
+def _init_racer(barrier: Any) -> None:
+    """Both builders meet before their first rename: each has built its own files
+    and neither has found the other's, so the two renames really race."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if barrier is not None and str(dst).endswith(".duckdb"):
+            barrier.wait(timeout=60)
+        real(src, dst)
+
+    data_mod.os.replace = replace  # type: ignore[attr-defined]
+
+
 def test_racing_builds_both_leave_valid_file(tmp_path: Path) -> None:
     src = ops_log(tmp_path / "ops.csv")
     cache = tmp_path / "cache"
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
+    barrier = ctx.Barrier(2)
+    with ctx.Pool(2, initializer=_init_racer, initargs=(barrier,)) as pool:
         infos = pool.starmap(ingest, [(src, cache), (src, cache)])
+    assert barrier.n_waiting == 0 and not barrier.broken  # both arrived: both built
     assert infos[0] == infos[1]
     assert final_files(cache) == sorted(
         [f"{infos[0].fingerprint}.duckdb", f"{infos[0].fingerprint}.json"]

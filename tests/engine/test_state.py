@@ -343,6 +343,8 @@ def test_counts_over_two_plugins_add_up() -> None:
     assert state.done == 2 and state.outstanding() == 0
     assert state.status_counts() == {"ok": 1, "failed": 0, "na": 1}
     assert state.plugins["q"].spans == [SPAN[1]["span"], SPAN[1]["span"]]
+    both_preflight = fold(_two(PREFLIGHT, _for(PREFLIGHT, "q")))
+    assert both_preflight.done == 2 and both_preflight.outstanding() == 0
     both_ran = fold(
         _two(
             DISPATCHED,
