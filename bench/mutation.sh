@@ -5,6 +5,8 @@
 #   bench/mutation.sh engine/_core/gates.py  one file (or folder) at a time
 #   MUTATION_TESTS="tests/engine/test_state.py" bench/mutation.sh engine/_core/state.py
 #                                            a test selection of your own (pytest args)
+#   MUTATION_NAMES="engine._core.supervisor.x_run_status*" bench/mutation.sh engine/_core/supervisor.py
+#                                            only these mutants (mutmut's name patterns)
 #   MUTATION_FRESH=1 bench/mutation.sh ...   forget earlier results (start over)
 #
 # The sources are copied to .mutation/<id>/ (ignored by git; one folder per targets
@@ -94,7 +96,9 @@ fi
 cd "$work"
 start=$(date +%s)
 # Subprocesses a test starts (``python -m engine ...``) import the mutated copy too.
-PYTHONPATH="$work/mutants" "$root/.venv/bin/mutmut" run --max-children 2 >mutmut-run.log 2>&1 || {
+read -ra names <<<"${MUTATION_NAMES:-}"
+PYTHONPATH="$work/mutants" "$root/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
+    >mutmut-run.log 2>&1 || {
     tail -40 mutmut-run.log
     exit 1
 }

@@ -73,6 +73,14 @@ def failed(message: str, code: str = "PREFLIGHT_MISSING_COLUMN") -> Failed:
             failed("needs at least 101 rows, dataset has 100", "PREFLIGHT_TOO_FEW_ROWS"),
         ),
         ({"min_rows": 100}, None),
+        (
+            {"columns": [{"min_count": 4}]},
+            failed("hard requirement not met: needs 4 x any column, found 3"),
+        ),
+        (
+            {"columns": [{"name": "amount", "min_count": 2}]},
+            failed("hard requirement not met: needs 2 x column 'amount', found 1"),
+        ),
     ],
 )
 def test_hard_requirements(requires: dict[str, Any], outcome: Failed | None) -> None:
@@ -123,3 +131,7 @@ def test_only_unbounded_plugins_are_refused_above_the_threshold(mode: str) -> No
     )
     assert preflight(plugin, DATASET, large_dataset_rows=99) == expected
     assert preflight(plugin, DATASET) is None  # the default threshold is 1,000,000
+    at = msgspec.structs.replace(DATASET, rows=1_000_000)
+    above = msgspec.structs.replace(DATASET, rows=1_000_001)
+    assert preflight(plugin, at) is None
+    assert (preflight(plugin, above) is None) == (mode != "unbounded")
