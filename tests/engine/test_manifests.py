@@ -198,3 +198,65 @@ def test_contracts_source_hash_follows_the_sources(tmp_path: Path) -> None:
     (copy / "results.py").write_text((copy / "results.py").read_text() + "\n# changed\n")
     contracts_source_hash.cache_clear()
     assert contracts_source_hash(copy) != before
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "problem"),
+    [
+        ({"type": "int", "default": 0}, 3, None),
+        ({"type": "int", "default": 0}, True, "expected int, got bool"),
+        ({"type": "int", "default": 0}, 1.5, "expected int, got float"),
+        ({"type": "float", "default": 0.0}, 2, None),
+        ({"type": "float", "default": 0.0}, False, "expected float, got bool"),
+        ({"type": "float", "default": 0.0}, "x", "expected float, got str"),
+        ({"type": "str", "default": ""}, "x", None),
+        ({"type": "str", "default": ""}, 1, "expected str, got int"),
+        ({"type": "bool", "default": False}, True, None),
+        ({"type": "bool", "default": False}, 1, "expected bool, got int"),
+        ({"type": "int", "default": 0, "minimum": 2}, 2, None),
+        ({"type": "int", "default": 0, "minimum": 2}, 1, "1 is below the minimum 2.0"),
+        ({"type": "float", "default": 0, "maximum": 1}, 1.0, None),
+        ({"type": "float", "default": 0, "maximum": 1}, 1.5, "1.5 is above the maximum 1.0"),
+        ({"type": "str", "default": "a", "minimum": 1, "maximum": 2}, "zz", None),
+        ({"type": "str", "default": "a", "choices": ["a", "b"]}, "b", None),
+        (
+            {"type": "str", "default": "a", "choices": ["a", "b"]},
+            "c",
+            "'c' is not one of ['a', 'b']",
+        ),
+        ({"type": "str", "default": "a"}, "anything", None),
+    ],
+)
+def test_setting_problems(spec: dict[str, object], value: object, problem: str | None) -> None:
+    from contracts.manifest import SettingSpec
+    from engine._core.manifests import setting_problem
+
+    assert setting_problem(msgspec.convert(spec, SettingSpec), value) == problem
+
+
+def test_yaml_reasons_name_the_line_and_column(plugins_dir: Path) -> None:
+    from engine._core.manifests import SAFE_LOADER, _yaml_reason
+
+    with pytest.raises(yaml.YAMLError) as info:
+        yaml.load("a: 1\nb: [x\n", Loader=SAFE_LOADER)
+    assert _yaml_reason(info.value) == "did not find expected ',' or ']' (line 3, column 1)"
+    bare = yaml.YAMLError("first line\nsecond line")
+    assert _yaml_reason(bare) == "first line"
+
+
+def test_the_spec_cache_reuses_a_folder_only_while_its_bytes_are_the_same(
+    make_plugin: MakePlugin, plugins_dir: Path
+) -> None:
+    from engine._core.manifests import SpecCache, code_hash
+
+    folder = make_plugin("cached")
+    cache = SpecCache()
+    first = load_plugins(plugins_dir, cache=cache)[0]
+    assert SpecCache.signature(folder) == code_hash(folder) == first.code_hash
+    assert cache.get(folder, first.code_hash) is first
+    assert load_plugins(plugins_dir, cache=cache)[0] is first  # not parsed again
+    assert cache.get(folder, "other") is None
+    assert cache.get(plugins_dir / "elsewhere", first.code_hash) is None
+    (folder / "plugin.py").write_text((folder / "plugin.py").read_text() + "\n# edited\n")
+    second = load_plugins(plugins_dir, cache=cache)[0]
+    assert second is not first and second.code_hash == code_hash(folder)
