@@ -44,59 +44,7 @@ DATASET = DatasetInfo(source="d.csv", fingerprint="f", rows=1, columns=())
 NA = Na(reason_code="NO_SIGNIFICANT_EFFECT", explanation="x")
 
 
-def chain(*specs: tuple[type[Event], dict[str, Any]]) -> list[Event]:
-    head: list[tuple[type[Event], dict[str, Any]]] = [
-        (
-            RunStarted,
-            {
-                "run_id": "r",
-                "mode": "two_lane_strict",
-                "seed": 0,
-                "engine_version": "0",
-                "contracts_version": "1",
-                "dataset": DATASET,
-                "plugins_dir": "plugins",
-                "executor": "inline",
-                "workers": 1,
-            },
-        ),
-        (
-            PlanBuilt,
-            {
-                "plan": Plan(
-                    mode="two_lane_strict",
-                    seed=0,
-                    dataset_schema_hash="s",
-                    lane_policy_version="1",
-                    steps=(STEP,),
-                )
-            },
-        ),
-    ]
-    return [
-        cls(seq=i, prev="", wall=float(i), mono=float(i), **fields)
-        for i, (cls, fields) in enumerate(head + list(specs))
-    ]
-
-
-DISPATCHED = (PluginDispatched, {"plugin_id": "p", "lane": "decision"})
-STARTED = (PluginStarted, {"plugin_id": "p", "worker": 0, "pid": 1})
-FINISHED = (PluginFinished, {"plugin_id": "p", "lane": "decision", "result": NA})
-ACCESS = (DataAccessed, {"plugin_id": "p", "access": DataAccess(kind="sql")})
-SPAN = (
-    PluginSpan,
-    {"plugin_id": "p", "span": SpanRecord(index=0, parent=-1, name="s", start_wall=0, end_wall=1)},
-)
-
-
-CACHE_MISS = (CacheMiss, {"plugin_id": "p", "key": "k", "reason": "absent"})
-PREFLIGHT = (PreflightFailed, {"plugin_id": "p", "lane": "decision", "result": NA})
-FINISHED_NOT_RAN = (
-    PluginFinished,
-    {"plugin_id": "p", "lane": "decision", "result": NA, "ran": False},
-)
-GATES = (GateEvaluated, {"gates": QualityGates()})
-HEAD = [
+HEAD: list[tuple[type[Event], dict[str, Any]]] = [
     (
         RunStarted,
         {
@@ -126,11 +74,35 @@ HEAD = [
 ]
 
 
+def chain(*specs: tuple[type[Event], dict[str, Any]]) -> list[Event]:
+    """run_started and plan_built (of the one-step plan), then ``specs``."""
+    return _bare(*HEAD, *specs)
+
+
 def _bare(*specs: tuple[type[Event], dict[str, Any]]) -> list[Event]:
     return [
         cls(seq=i, prev="", wall=float(i), mono=float(i), **fields)
         for i, (cls, fields) in enumerate(specs)
     ]
+
+
+DISPATCHED = (PluginDispatched, {"plugin_id": "p", "lane": "decision"})
+STARTED = (PluginStarted, {"plugin_id": "p", "worker": 0, "pid": 1})
+FINISHED = (PluginFinished, {"plugin_id": "p", "lane": "decision", "result": NA})
+ACCESS = (DataAccessed, {"plugin_id": "p", "access": DataAccess(kind="sql")})
+SPAN = (
+    PluginSpan,
+    {"plugin_id": "p", "span": SpanRecord(index=0, parent=-1, name="s", start_wall=0, end_wall=1)},
+)
+
+
+CACHE_MISS = (CacheMiss, {"plugin_id": "p", "key": "k", "reason": "absent"})
+PREFLIGHT = (PreflightFailed, {"plugin_id": "p", "lane": "decision", "result": NA})
+FINISHED_NOT_RAN = (
+    PluginFinished,
+    {"plugin_id": "p", "lane": "decision", "result": NA, "ran": False},
+)
+GATES = (GateEvaluated, {"gates": QualityGates()})
 
 
 def test_what_the_fold_records_for_a_plugin_that_ran() -> None:
