@@ -1,7 +1,7 @@
 """Print the mutation score and every surviving mutant by file (``bench/mutation.sh``).
 
 Reads mutmut's result files (``mutants/<path>.py.meta``: an exit code per mutant)
-and, for the survivors, the mutated line from ``mutmut show``. Killed and timed-out
+and, for the survivors, the mutated line (from the mutated copy of the file). Killed and timed-out
 mutants count as killed; a mutant no test reached ("no tests") counts as a survivor:
 nothing would notice it either.
 
@@ -10,8 +10,9 @@ nothing would notice it either.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,27 +22,31 @@ KILLED = {1: "killed", 3: "killed", 36: "timeout", -24: "timeout", 24: "timeout"
 SURVIVED = {0: "survived", 5: "no tests", 33: "no tests"}
 
 
-def _mutated_line(work: Path, name: str) -> str:
-    """The line the mutant changed, as ``- old`` / ``+ new`` (from ``mutmut show``)."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", name],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.splitlines()
-    changed = [
-        line[1:].strip()
-        for line in shown
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
+def _functions(mutated: Path) -> dict[str, str]:
+    """Every function of a mutated file (mutmut writes each mutant as a function of
+    its own beside ``..._orig``), source by name."""
+    text = mutated.read_text()
+    return {
+        node.name: ast.get_source_segment(text, node) or ""
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def _mutated_line(functions: dict[str, str], name: str) -> str:
+    """The line the mutant changed, as ``old  ->  new``."""
+    short = name.rsplit(".", 1)[-1]
+    original = functions.get(short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+    mutant = functions.get(short, "")
+    old = original.splitlines()[1:]  # the def line names the function: skip it
+    new = mutant.splitlines()[1:]
+    changed = [line[2:].strip() for line in difflib.ndiff(old, new) if line[:2] in ("- ", "+ ")]
     return "  ->  ".join(changed) or "(no diff)"
 
 
 def main(argv: list[str]) -> int:
     mutants = Path(argv[0]).resolve()
     targets = [t.rstrip("/") for t in argv[1:]]
-    work = mutants.parent
     totals: Counter[str] = Counter()
     survivors: dict[str, list[str]] = {}
     rows = []
@@ -80,8 +85,9 @@ def main(argv: list[str]) -> int:
     )
     for source, names in survivors.items():
         print(f"\n{source}: {len(names)} surviving")
+        functions = _functions(mutants / source)
         for name in names:
-            print(f"  {name}: {_mutated_line(work, name)}")
+            print(f"  {name}: {_mutated_line(functions, name)}")
     return 0
 
 
