@@ -159,3 +159,25 @@ def test_a_long_chain_has_its_depths(make_plugin: MakePlugin, plugins_dir: Path)
         make_plugin(f"c{i:02d}", depends_on=[f"c{i - 1:02d}"] if i else [])
     plan = build_plan(load_plugins(plugins_dir))
     assert [(s.plugin_id, s.depth) for s in plan.steps] == [(f"c{i:02d}", i) for i in range(30)]
+
+
+def test_what_the_first_rules_left_untested(chain: Path) -> None:
+    plugins = load_plugins(chain)
+    plan = build_plan(plugins, timeouts={"mid": 0.5}, lanes={"loose": "explanation"})
+    steps = {s.plugin_id: s for s in plan.steps}
+    assert plan.seed == 0  # the default
+    assert steps["mid"].timeout_s == 0.5  # any positive timeout
+    assert steps["loose"].lane == "explanation"  # an override to its own lane is fine
+    by_id = {p.id: p for p in plugins}
+    assert {p: (s.version, s.code_hash) for p, s in steps.items()} == {
+        p: ("1.0", by_id[p].code_hash) for p in steps
+    }
+    # Selecting two plugins whose closures overlap takes both closures whole.
+    both = build_plan(plugins, select=["top", "free"])
+    assert sorted(s.plugin_id for s in both.steps) == ["free", "mid", "root", "top"]
+
+
+def test_a_cycle_after_a_finished_component_is_still_found() -> None:
+    # c reaches the cycle a <-> b, found first; c <-> d is a cycle of its own.
+    deps = {"a": ["b"], "b": ["a"], "c": ["a", "d"], "d": ["c"]}
+    assert find_cycles(deps) == [["a", "b"], ["c", "d"]]
