@@ -384,6 +384,11 @@ def render_report_html(
 def write_artifacts(
     run_dir: Path, state: RunState, last_hash: str, chart_cache: Path | None = None
 ) -> Report:
+    # A process killed while writing leaves its temporary file behind (never a torn
+    # file under the final name): a rewrite (resume) removes it.
+    for name in (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME, TRACE_NAME):
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     report = build_report(state)
     manifest = build_run_manifest(state, report, last_hash)
     atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))

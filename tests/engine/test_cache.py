@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,22 +118,58 @@ async def test_no_cache_runs_everything(fleet: Path, dataset: Path, tmp_path: Pa
     assert not any(r.cached for r in again.state.plugins.values())
 
 
-async def test_concurrent_runs_share_the_cache(fleet: Path, dataset: Path, tmp_path: Path) -> None:
+MEETS = """
+import time
+from pathlib import Path
+from contracts import Finding, ok
+def run(ctx):
+    # A barrier across the two runs: each says it is here and waits for the other,
+    # so the two engines (two SQLite connections) are mid-run at the same time.
+    here = Path(ctx.settings["dir"])
+    (here / ctx.run_id).touch()
+    deadline = time.monotonic() + 60
+    while len(list(here.iterdir())) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other run never arrived")
+        time.sleep(0.005)
+    return ok(findings=[Finding(kind="meets_kind", title="met", target="t", recommendation="r")])
+"""
+
+
+async def test_concurrent_runs_share_the_cache(
+    fleet: Path, make_plugin: MakePlugin, dataset: Path, tmp_path: Path
+) -> None:
     import anyio
 
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    make_plugin("meets", code=MEETS, settings={"dir": {"type": "str", "default": str(meeting)}})
     runs = tmp_path / "runs"
-    results: list[RunResult] = []
+    results: dict[int, RunResult] = {}
 
     async def one(seed: int) -> None:
-        results.append(await _run(fleet, runs, dataset, seed=seed))
+        results[seed] = await _run(fleet, runs, dataset, seed=seed, run_id=f"seed-{seed}")
 
     async with anyio.create_task_group() as tg:  # two engines, two SQLite connections
         for seed in (1, 2):
             tg.start_soon(one, seed)
-    assert len(results) == 2
-    warm = [await _run(fleet, runs, dataset, seed=seed) for seed in (1, 2)]
-    for result in warm:
-        assert _cache_events(result)["tuned"] == "hit"
+    assert sorted(p.name for p in meeting.iterdir()) == ["seed-1", "seed-2"]
+    for result in results.values():
+        assert _cache_events(result) == {
+            "tuned": "absent",
+            "consumer": "absent",
+            "broken": "absent",
+            "meets": "absent",
+        }
+    # Both engines' results were stored, each under its own seed.
+    for seed in (1, 2):
+        warm = await _run(fleet, runs, dataset, seed=seed)
+        assert _cache_events(warm) == {
+            "tuned": "hit",
+            "consumer": "hit",
+            "broken": "absent",
+            "meets": "hit",
+        }
 
 
 async def test_engine_code_and_library_versions_are_in_the_key(
@@ -206,3 +243,150 @@ def test_the_schema_and_every_component_name_their_miss(tmp_path: Path) -> None:
         changed = type(key)(plugin_id="p", parts=parts, key=key.key + name)
         assert run.lookup(changed) == (None, reason)
     store.close()
+
+
+def test_the_key_and_its_policy_component_follow_their_definitions() -> None:
+    """The policy component is ``lane-policy version:mode:step lane``, so a lane
+    override (the step's lane) changes the key and is named ``policy_changed``; the key
+    is the SHA-256 of the canonical JSON of the plugin id and every component."""
+    import hashlib
+    import json
+
+    import msgspec
+
+    from contracts import ColumnInfo, DatasetInfo, PlanStep
+    from engine._core.cache import make_key
+    from engine._core.plan import LANE_POLICY_VERSION
+
+    step = PlanStep(
+        plugin_id="p",
+        version="1",
+        lane="decision",
+        manifest_lane="decision",
+        order=0,
+        depth=0,
+        priority=0,
+        code_hash="c",
+        settings={"k": 2},
+    )
+    info = DatasetInfo(
+        source="d.csv",
+        fingerprint="f",
+        rows=3,
+        columns=(ColumnInfo(name="x", dtype="DOUBLE", role="numeric"),),
+    )
+
+    def key(s: PlanStep, mode: str = "two_lane_strict", up: tuple[str, ...] = ("a", "b")) -> Any:
+        return make_key(s, mode=mode, dataset=info, seed=7, upstream_keys=up)
+
+    base = key(step)
+    assert base.parts["policy"] == f"{LANE_POLICY_VERSION}:two_lane_strict:decision"
+    assert (base.parts["code"], base.parts["dataset"], base.parts["seed"]) == ("c", "f", "7")
+    assert base.parts["settings"] == hashlib.sha256(b'{"k":2}').hexdigest()
+    assert base.parts["upstream"] == hashlib.sha256(b'["a","b"]').hexdigest()
+    canonical = json.dumps({"plugin_id": "p", **base.parts}, sort_keys=True, separators=(",", ":"))
+    assert base.key == hashlib.sha256(canonical.encode()).hexdigest()
+    moved = key(msgspec.structs.replace(step, lane="explanation"))
+    assert moved.parts["policy"] == f"{LANE_POLICY_VERSION}:two_lane_strict:explanation"
+    assert moved.key != base.key and moved.differing(base) == ["policy_changed"]
+    assert key(step, mode="legacy").differing(base) == ["policy_changed"]
+    assert key(step, up=("b", "a")).key == base.key  # upstream order does not matter
+    assert key(step, up=("a",)).differing(base) == ["upstream_changed"]
+
+
+def _unit_key(plugin_id: str = "p", **changed: str) -> Any:
+    from engine._core.cache import COMPONENTS, CacheKey
+
+    parts = {name: f"{name}-0" for name, _ in COMPONENTS}
+    parts.update(changed)
+    return CacheKey(plugin_id=plugin_id, parts=parts, key=f"{plugin_id}:{sorted(parts.items())}")
+
+
+def test_the_store_keeps_what_is_flushed_and_prunes_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from contracts import DataAccess, ok
+    from engine._core import cache
+    from engine._core.cache import CachedResult, ResultCache, RunCache
+
+    # Each flush is stamped one second after the one before: "newest" is by that.
+    clock = iter(range(1000, 2000))
+    monkeypatch.setattr(cache, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+
+    store = ResultCache(tmp_path / "cache")
+    assert store.stats() == {"entries": 0, "plugins": 0, "payload_bytes": 0}
+    run = RunCache(store, ["p", "q"])
+    assert run.lookup(_unit_key()) == (None, "absent")
+    run.store(_unit_key(), ok(metrics={"a": 1}), (DataAccess(kind="sql", rows=3),), 0.25)
+    assert store.stats()["entries"] == 0  # nothing written before the flush
+    run.flush()
+    RunCache(store, ["p"]).store(_unit_key(code="code-1"), ok(metrics={"a": 2}), (), 0.5)
+    store.flush()
+    store.put(_unit_key("q"), CachedResult(result=ok()))
+    store.close()  # flushes what is pending
+
+    store = ResultCache(tmp_path / "cache")
+    stats = store.stats()
+    assert (stats["entries"], stats["plugins"]) == (3, 2) and stats["payload_bytes"] > 0
+    preloaded = store.preload(["q", "p", "p"])
+    assert sorted(preloaded) == ["p", "q"]
+    assert [k.parts["code"] for k, _ in preloaded["p"]] == ["code-1", "code-0"]  # newest first
+    run = RunCache(store, ["p", "q"])
+    cached, why = run.lookup(_unit_key())
+    assert why == "hit" and cached is not None
+    assert (cached.result, cached.accesses, cached.duration_s) == (
+        ok(metrics={"a": 1}),
+        (DataAccess(kind="sql", rows=3),),
+        0.25,
+    )
+    assert store.prune(keep_per_plugin=1) == 1
+    assert store.stats()["entries"] == 2
+    assert RunCache(store, ["p"]).lookup(_unit_key())[1] == "code_changed"  # the older went
+    store.close()
+
+
+def test_a_miss_is_named_by_the_closest_entry() -> None:
+    from engine._core.cache import RunCache
+
+    run = RunCache.__new__(RunCache)
+    # Two stored entries: one differs in settings and seed, one only in the dataset.
+    run._entries = {
+        "p": [
+            (_unit_key(settings="s-1", seed="seed-1"), b""),
+            (_unit_key(dataset="d-1"), b""),
+        ]
+    }
+    assert run.lookup(_unit_key())[1] == "dataset_changed"
+    # Same components but another key (an older key formula): named by upstream.
+    run._entries = {"p": [(_unit_key(), b"")]}
+    other = _unit_key()
+    object.__setattr__(other, "key", "another")
+    assert run.lookup(other) == (None, "upstream_changed")
+    assert run.lookup(_unit_key("nobody")) == (None, "absent")
+
+
+def test_what_is_cached_and_the_schema_hash() -> None:
+    import msgspec
+
+    from contracts import ColumnInfo, DatasetInfo, Failed, Na, ok
+    from engine._core.cache import cacheable, environment, schema_hash
+
+    assert cacheable(ok(), ran=True) and cacheable(Na(reason_code="X", explanation="x"), ran=True)
+    assert not cacheable(Failed(reason_code="PLUGIN_ERROR"), ran=True)
+    assert not cacheable(ok(), ran=False)
+    info = DatasetInfo(
+        source="a.csv",
+        fingerprint="f",
+        rows=3,
+        columns=(ColumnInfo(name="x", dtype="DOUBLE", role="numeric", null_count=1),),
+        event_roles={"case": "x"},
+    )
+    elsewhere = msgspec.structs.replace(info, source="b.csv", rows=9, db_path="/x")
+    assert schema_hash(info) == schema_hash(elsewhere)  # not the counts, not the paths
+    assert schema_hash(info) != schema_hash(msgspec.structs.replace(info, event_roles={}))
+    found = environment()
+    assert found["python"].split()[0] in {"CPython", "PyPy"}
+    assert set(found) >= {"python", "machine", "numpy", "duckdb", "lifelines"}
+    assert found["lifelines"] in {"absent"} or found["lifelines"][0].isdigit()

@@ -91,3 +91,61 @@ async def test_overrides_are_recorded_in_the_run_manifest(
     assert result.run_dir.parent == tmp_path / "runs"
     lanes = {p.id: p.lane for p in result.report.plugins}
     assert lanes == {"dual": "decision", "decider": "decision"}
+
+
+def test_every_bad_value_is_reported_together_and_the_bounds_are_allowed(tmp_path: Path) -> None:
+    from engine import ConfigError, load_settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "workers: 0\nworker_memory_mb: 0\nstall_timeout_s: 0\nlarge_dataset_rows: -1\n"
+        "timeouts: {a: 0, b: -2, c: 1}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(bad)
+    assert str(info.value) == "; ".join(
+        f"{bad}: {p}"
+        for p in (
+            "$.workers: must be at least 1",
+            "$.worker_memory_mb: must be at least 1 (or null for no cap)",
+            "$.stall_timeout_s: must be positive",
+            "$.large_dataset_rows: must be >= 0",
+            "$.timeouts.a: must be positive",
+            "$.timeouts.b: must be positive",
+        )
+    )
+    edge = tmp_path / "edge.yaml"
+    edge.write_text(
+        "workers: 1\nworker_memory_mb: 1\nstall_timeout_s: 0.5\nlarge_dataset_rows: 0\n"
+        "timeouts: {a: 0.25}\n"
+    )
+    settings = load_settings(edge)
+    assert (settings.workers, settings.worker_memory_mb, settings.stall_timeout_s) == (1, 1, 0.5)
+    assert (settings.large_dataset_rows, settings.timeouts) == (0, {"a": 0.25})
+
+
+def test_unreadable_settings_files_say_why(tmp_path: Path) -> None:
+    from engine import ConfigError, ProjectSettings, load_settings
+
+    cases = {
+        "latin.yaml": (b"mode: caf\xe9\n", "not UTF-8 (invalid continuation byte at byte 9)"),
+        "broken.yaml": (b"mode: [x\n", "invalid YAML: while parsing a flow sequence"),
+        "list.yaml": (b"- a\n", "expected a mapping, got list"),
+    }
+    for name, (data, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ConfigError) as info:
+            load_settings(path)
+        assert str(info.value) == f"{path}: {words}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "missing.yaml")
+    assert str(info.value) == f"{tmp_path / 'missing.yaml'}: settings file not found"
+    empty = tmp_path / "sub" / "empty.yaml"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    settings = load_settings(empty)
+    assert settings == ProjectSettings(
+        plugins_dir=str(empty.parent.resolve() / "plugins"),
+        runs_dir=str(empty.parent.resolve() / "runs"),
+    )

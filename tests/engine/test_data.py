@@ -7,6 +7,7 @@ databases on disk.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -241,8 +242,7 @@ def test_fingerprint_stable_and_content_sensitive(
     b = write_csv(tmp_path / "b.csv", ["x"], [[1], [2]])
     c = write_csv(tmp_path / "c.csv", ["x"], [[1], [3]])
     fa = fingerprint_file(a)
-    assert fa == fingerprint_file(a) == fingerprint_file(b)
-    assert len(fa) == 64 and int(fa, 16) >= 0
+    assert fa == fingerprint_file(b) == _documented_fingerprint(a.read_bytes())
     assert fingerprint_file(c) != fa
     monkeypatch.setattr(data_mod, "INGEST_VERSION", INGEST_VERSION + "-next")
     assert fingerprint_file(a) != fa
@@ -250,8 +250,21 @@ def test_fingerprint_stable_and_content_sensitive(
 
 def test_fingerprint_streams_large_files(tmp_path: Path) -> None:
     big = tmp_path / "big.csv"
-    big.write_bytes(b"x\n" + b"1\n" * (3 << 20))  # > 1 MiB chunk
-    assert fingerprint_file(big) == fingerprint_file(big)
+    content = b"x\n" + b"1\n" * (3 << 20)  # 6 MiB: several 1 MiB chunks
+    big.write_bytes(content)
+    assert fingerprint_file(big) == _documented_fingerprint(content)
+    # One byte changed in the last chunk changes it.
+    edited = content[:-2] + b"2\n"
+    big.write_bytes(edited)
+    assert fingerprint_file(big) == _documented_fingerprint(edited)
+    assert _documented_fingerprint(edited) != _documented_fingerprint(content)
+
+
+def _documented_fingerprint(content: bytes) -> str:
+    """docs/architecture.md: SHA-256 of the file's bytes followed by the ingest version."""
+    return hashlib.sha256(
+        content + b"\x00engine-ingest-version:" + INGEST_VERSION.encode()
+    ).hexdigest()
 
 
 def test_second_ingest_reuses_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -619,12 +632,27 @@ def test_two_processes_read_the_same_database(tmp_path: Path) -> None:
     assert results == [(60, expected, 60), (60, expected, 60)]
 
 
+def _init_racer(barrier: Any) -> None:
+    """Both builders meet before their first rename: each has built its own files
+    and neither has found the other's, so the two renames really race."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if barrier is not None and str(dst).endswith(".duckdb"):
+            barrier.wait(timeout=60)
+        real(src, dst)
+
+    data_mod.os.replace = replace  # type: ignore[attr-defined]
+
+
 def test_racing_builds_both_leave_valid_file(tmp_path: Path) -> None:
     src = ops_log(tmp_path / "ops.csv")
     cache = tmp_path / "cache"
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
+    barrier = ctx.Barrier(2)
+    with ctx.Pool(2, initializer=_init_racer, initargs=(barrier,)) as pool:
         infos = pool.starmap(ingest, [(src, cache), (src, cache)])
+    assert barrier.n_waiting == 0 and not barrier.broken  # both arrived: both built
     assert infos[0] == infos[1]
     assert final_files(cache) == sorted(
         [f"{infos[0].fingerprint}.duckdb", f"{infos[0].fingerprint}.json"]

@@ -85,6 +85,42 @@ def test_bundled_fleet_same_projection_with_1_and_2_workers_on_asyncio_and_trio(
     assert keys.isdisjoint({"traceback", "message", "data_access", "ran", "cached", "source"})
 
 
+@pytest.mark.slow
+def test_the_fleet_gives_one_projection_across_processes_and_hash_seeds(
+    ops_data: Path, tmp_path: Path
+) -> None:
+    """The bundled fleet in separate engine processes with different string-hash seeds.
+    Inline, the plugins run in the engine process itself, under its hash seed (pool
+    workers always get PYTHONHASHSEED=0, which would hide a plugin that depends on
+    the order of a set of strings). The in-process runs on the pool (above) use the
+    same dataset and seed."""
+    import os
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    made = []
+    for run_id, hashseed in (("inline-1", "1"), ("inline-2", "2")):
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "engine", "run", str(ops_data)),
+                *("--plugins", str(PLUGINS), "--run-dir", str(runs), "--run-id", run_id),
+                *("--seed", "11", "--executor", "inline", "--no-cache"),
+                "--quiet",
+            ],
+            env={**os.environ, "PYTHONHASHSEED": hashseed},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode in (0, 1), proc.stderr
+        made.append(runs / run_id)
+    result = compare_runs(*made)
+    assert result.identical, result.describe()
+    assert result.plugins == len(list(PLUGINS.glob("*/plugin.yaml")))
+    assert result.findings > 0
+
+
 @pytest.mark.anyio
 async def test_verify_determinism_repeats_with_the_cache_off(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path

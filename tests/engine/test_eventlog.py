@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_chain_links_every_record(tmp_path: Path) -> None:
     assert [e.seq for e in events] == [0, 1, 2, 3]
     assert events[0].prev == GENESIS
     for line, event in zip(lines, events[1:], strict=False):
-        assert event.prev == record_hash(line)
+        assert event.prev == hashlib.sha256(line).hexdigest() == record_hash(line)
 
 
 def test_log_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -73,7 +74,17 @@ def test_tampering_is_detected_with_its_sequence_number(tmp_path: Path, how: str
     with pytest.raises(LogIntegrityError) as info:
         read_log(path)
     assert info.value.seq == expected
-    assert str(path) in str(info.value)
+    words = {
+        "edit": "hash chain broken: prev does not match the previous record",
+        "reorder": "out of sequence: record says seq 2",
+        "delete": "out of sequence: record says seq 3",
+    }
+    if how in words:
+        assert str(info.value) == f"{path}: record {expected}: {words[how]}"
+    else:
+        assert str(info.value).startswith(f"{path}: record 3: undecodable record: ")
+    if how != "garbage":  # without verification the records are read as they are
+        assert len(read_log(path, verify=False)) == len(lines)
 
 
 @pytest.mark.parametrize("torn", [b'{"type":"run_sta', b"garbage-without-newline"])
@@ -99,3 +110,45 @@ def test_a_bad_record_before_the_tail_is_never_repaired(tmp_path: Path) -> None:
     with pytest.raises(LogIntegrityError) as info:
         read_log(path, repair_tail=True)
     assert info.value.seq == 1
+
+
+def test_reopen_continues_the_chain_and_the_lock_holds(tmp_path: Path) -> None:
+    from engine import ConfigError
+    from engine._core.eventlog import last_hash
+
+    path = tmp_path / "run" / "events.jsonl"
+    path.parent.mkdir()
+    _write(path, 2)
+    log, events = EventLog.reopen(path)
+    last_line = path.read_bytes().splitlines()[-1]
+    assert (log.next_seq, log.last_hash) == (2, hashlib.sha256(last_line).hexdigest())
+    assert last_hash(events, path) == log.last_hash and last_hash([], path) == GENESIS
+    with pytest.raises(ConfigError) as info:
+        EventLog.reopen(path)
+    assert str(info.value) == (
+        f"{path.parent}: the run is in use by another engine (its event log is locked); "
+        "wait for it to end"
+    )
+    event = log.append(RunStarted, **_FIELDS)
+    assert (event.seq, event.prev) == (2, hashlib.sha256(last_line).hexdigest())
+    log.close()
+    with pytest.raises(ValueError, match="log is closed"):
+        log.append(RunStarted, **_FIELDS)
+    assert [e.seq for e in read_log(path)] == [0, 1, 2]
+    with pytest.raises(LogIntegrityError, match="record 0: no such event log"):
+        EventLog.reopen(tmp_path / "nowhere.jsonl")
+    with pytest.raises(LogIntegrityError, match="record 0: no such event log"):
+        read_log(tmp_path / "nowhere.jsonl")
+
+
+_FIELDS = {
+    "run_id": "r",
+    "mode": "two_lane_strict",
+    "seed": 0,
+    "engine_version": "t",
+    "contracts_version": "1",
+    "dataset": DatasetInfo(source="d.csv", fingerprint="f", rows=1, columns=()),
+    "plugins_dir": "p",
+    "executor": "inline",
+    "workers": 1,
+}

@@ -3,6 +3,7 @@ the permissive baseline that completes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import jsonschema
 import pytest
 
 from contracts.events import GateEvaluated, RunFinished
+from contracts.report import QualityGates
 from contracts.schema import load as load_schema
-from engine import Engine, RunResult, fold, read_log
-from engine._core.gates import evaluate_gates
+from engine import Engine, RunResult, read_log
 
 from .conftest import MakePlugin
 
@@ -96,9 +97,31 @@ async def test_each_breach_is_named_and_fails_strict(
     assert manifest["orchestrator_mode"] == "two_lane_strict" and not manifest["pre_contract"]
     md = (result.run_dir / "report.md").read_text()
     assert "Quality gates: FAILED" in md and "orphan_explainer" in md
-    # The gates are a pure fold of the log: recomputing gives the recorded answer.
-    gates, offenders = evaluate_gates(fold(events))
-    assert (gates, offenders) == (events[-2].gates, events[-2].offenders)
+    # What the log recorded is what the fleet was built to break, once each.
+    recorded = events[-2]
+    assert recorded.gates == QualityGates(
+        analysis_ok_without_findings_count=1,
+        unexplained_plugin_count=1,
+        blank_kind_findings_count=1,
+        na_without_explanation_count=1,
+        nondecision_missing_downstream_count=1,
+        undeclared_finding_kind_count=1,
+    )
+    assert not recorded.passed and recorded.enforced
+    blank_id = hashlib.sha256(b"blank_kind\x1f  \x1fx").hexdigest()[:16]
+    details = {
+        "ok_empty": "decision plugin returned ok without findings (should be na with a reason)",
+        "blank_kind": f"finding {blank_id} has a blank kind",
+        "undeclared": "finding kind 'surprise' is not declared in finding_kinds "
+        "['undeclared_kind']",
+        "unknown_code": "na reason code 'NOT_A_CODE' is not a registered na code",
+        "blank_na": "na NO_SIGNIFICANT_EFFECT has no explanation",
+        "orphan_explainer": "explanation plugin maps to no decision plugin (downstream is empty)",
+    }
+    order = [r.step.plugin_id for r in result.state.ordered()]
+    assert [(o.plugin_id, o.gate, o.detail) for o in recorded.offenders] == sorted(
+        ((pid, EXPECTED[pid], details[pid]) for pid in EXPECTED), key=lambda t: order.index(t[0])
+    )
 
 
 async def test_legacy_is_the_permissive_pre_contract_baseline(

@@ -3,15 +3,17 @@ error, never anything else; nothing is written outside the run directory."""
 
 from __future__ import annotations
 
-import contextlib
+import re
 import tempfile
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts import Manifest
 from engine import (
     ConfigError,
     EngineError,
@@ -70,6 +72,17 @@ def _fleet(root: Path, docs: list[dict[str, object]]) -> None:
         (folder / "plugin.py").write_text("def run(ctx):\n    return None\n")
 
 
+def _decode_problem(doc: object) -> str | None:
+    """What the strict decode says of ``doc`` (msgspec's words, path first), or None."""
+    try:
+        msgspec.convert(doc, Manifest)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = re.search(r" - at `(\$[^`]*)`$", message)
+        return f"{where.group(1)}: {message[: where.start()]}" if where else f"$: {message}"
+    return None
+
+
 @SETTINGS
 @given(st.lists(manifests, min_size=1, max_size=3))
 def test_random_manifests_load_or_raise_manifest_error(docs: list[dict[str, object]]) -> None:
@@ -77,9 +90,19 @@ def test_random_manifests_load_or_raise_manifest_error(docs: list[dict[str, obje
         root = Path(tmp) / "plugins"
         _fleet(root, docs)
         try:
-            load_plugins(root)
+            specs = load_plugins(root)
         except ManifestError as exc:
-            assert exc.problems and all(str(p).startswith("plugins/") for p in exc.problems)
+            problems = [str(p) for p in exc.problems]
+        else:
+            problems = []
+            assert [s.manifest for s in specs] == [msgspec.convert(d, Manifest) for d in docs]
+        for i, doc in enumerate(docs):
+            shown = f"plugins/p{i}/plugin.yaml: "
+            mine = [p.removeprefix(shown) for p in problems if p.startswith(shown)]
+            expected = _decode_problem(yaml.safe_load(yaml.safe_dump(doc)))
+            if expected is not None:  # refused by the decode: that one problem, exactly
+                assert mine == [expected]
+        assert all(p.startswith("plugins/p") for p in problems)
 
 
 @SETTINGS
@@ -90,8 +113,25 @@ def test_random_manifest_bytes(data: bytes) -> None:
         folder.mkdir(parents=True)
         (folder / "plugin.yaml").write_bytes(data)
         (folder / "plugin.py").write_text("def run(ctx):\n    return None\n")
-        with contextlib.suppress(ManifestError):
-            load_plugins(folder.parent)
+        with pytest.raises(ManifestError) as info:
+            load_plugins(folder.parent)  # random bytes are never a whole valid manifest
+        [problem] = [str(p) for p in info.value.problems]
+        assert problem.startswith("plugins/p0/plugin.yaml: ")
+        said = problem.removeprefix("plugins/p0/plugin.yaml: ")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            assert said == f"not UTF-8 ({exc.reason} at byte {exc.start})"
+            return
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            assert said.startswith("invalid YAML: ")
+            return
+        if not isinstance(doc, dict):
+            assert said == f"expected a mapping, got {type(doc).__name__}"
+        else:
+            assert said == _decode_problem(doc)
 
 
 @SETTINGS
@@ -100,8 +140,60 @@ def test_random_log_bytes(data: bytes, repair: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         path.write_bytes(data)
-        with contextlib.suppress(LogIntegrityError):
-            read_log(path, repair_tail=repair)
+        lines = data.split(b"\n")
+        # Random bytes are no event: the first record is the bad one. Only a torn
+        # *last* record may be cut: one line without a newline, or one line and its
+        # newline.
+        if not data:
+            assert read_log(path, repair_tail=repair) == []
+        elif repair and len(lines) <= 2 and (len(lines) == 1 or lines[1] == b""):
+            assert read_log(path, repair_tail=True) == []
+            assert path.read_bytes() == b""
+        else:
+            with pytest.raises(LogIntegrityError) as info:
+                read_log(path, repair_tail=repair)
+            assert info.value.seq == 0
+            reason = "record has no terminating newline" if len(lines) == 1 else ""
+            assert str(info.value).startswith(f"{path}: record 0: undecodable record: {reason}")
+            assert path.read_bytes() == data  # nothing cut
+
+
+def _real_log(path: Path, records: int) -> bytes:
+    from contracts import Na
+    from contracts.events import PluginFinished
+    from engine._core.eventlog import EventLog
+
+    log = EventLog(path)
+    result = Na(reason_code="NO_SIGNIFICANT_EFFECT", explanation="x")
+    for i in range(records):
+        log.append(PluginFinished, plugin_id=f"p{i}", lane="decision", result=result)
+    log.close()
+    return path.read_bytes()
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(0, 10**6))
+def test_a_log_cut_anywhere_keeps_exactly_its_whole_records(records: int, where: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        whole = _real_log(path, records)
+        cut = where % (len(whole) + 1)  # the log's length varies with its times
+        path.write_bytes(whole[:cut])
+        ends = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")]
+        complete = sum(end <= cut for end in ends)
+        if cut in (0, *ends):  # cut at a record boundary: an intact, shorter log
+            assert [e.seq for e in read_log(path)] == list(range(complete))
+        else:
+            with pytest.raises(LogIntegrityError) as info:
+                read_log(path)
+            assert info.value.seq == complete
+            assert str(info.value).endswith(
+                f"record {complete}: undecodable record: record has no terminating newline"
+            )
+            assert path.read_bytes() == whole[:cut]
+        events = read_log(path, repair_tail=True)
+        assert [e.seq for e in events] == list(range(complete))
+        assert path.read_bytes() == whole[: ([0, *ends])[complete]]
 
 
 @pytest.mark.parametrize("run_id", ["../up", "a/b", "a\\b", ".", "..", "", "x" * 200, "-lead"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
+import yaml
 
+from contracts import Manifest
 from engine import ConfigError, ManifestError, load_plugins
 
-from .conftest import MakePlugin
+from .conftest import MakePlugin, write_plugin
 
 
 def _messages(exc: ManifestError) -> list[str]:
@@ -20,7 +23,31 @@ def test_valid_fleet_loads_sorted(make_plugin: MakePlugin, plugins_dir: Path) ->
     make_plugin("a_exp", lane="explanation", diagnostic_only=True, downstream=["b_dec"])
     specs = load_plugins(plugins_dir)
     assert [s.id for s in specs] == ["a_exp", "b_dec"]
-    assert all(len(s.code_hash) == 64 for s in specs)
+    assert [s.code_hash for s in specs] == [
+        _documented_code_hash(plugins_dir / "a_exp"),
+        _documented_code_hash(plugins_dir / "b_dec"),
+    ]
+
+
+def _documented_code_hash(folder: Path) -> str:
+    """docs/architecture.md: SHA-256 over the contracts version and sources, then each
+    file's relative path, a NUL and the SHA-256 of its bytes, in path order."""
+    import hashlib
+
+    from contracts import CONTRACTS_VERSION
+    from engine._core.manifests import CONTRACTS_DIR
+
+    sources = hashlib.sha256()
+    for path in sorted(CONTRACTS_DIR.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        sources.update(path.relative_to(CONTRACTS_DIR).as_posix().encode() + b"\0")
+        sources.update(hashlib.sha256(path.read_bytes()).digest())
+    h = hashlib.sha256(f"contracts={CONTRACTS_VERSION}:{sources.hexdigest()}\n".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir: Path) -> None:
@@ -31,7 +58,10 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
     make_plugin("unknown_dep", depends_on=["ghost"])
     make_plugin("outside", entrypoint="..evil:run")
     make_plugin("missing_module", entrypoint="nowhere:run")
-    make_plugin("dup_a", id="dup_b")  # id differs from folder, and duplicates dup_b
+    # An id that differs from its folder is refused there, so it is never also
+    # reported as a duplicate of dup_b (folder names are unique: load_plugins cannot
+    # meet a duplicate id; the fleet check is tested on its own below).
+    make_plugin("dup_a", id="dup_b")
     make_plugin("dup_b")
     make_plugin("bad_default", settings={"k": {"type": "int", "default": "x"}})
     make_plugin("no_downstream", lane="explanation", requires_downstream_mapping=True)
@@ -40,23 +70,28 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
     (plugins_dir / "no_yaml").mkdir()
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    text = "\n".join(_messages(info.value))
-    expected = [
-        "plugins/unknown_key/plugin.yaml: $: Object contains unknown field `color`",
-        "plugins/bad_lane/plugin.yaml: $.lane: Invalid enum value 'sideways'",
-        "plugins/needs_capable/plugin.yaml: $.lane: 'decision' requires decision_capable",
-        "plugins/diag_decision/plugin.yaml: $.lane: diagnostic_only plugins cannot",
-        "plugins/unknown_dep/plugin.yaml: $.depends_on[0]: unknown plugin 'ghost'",
-        "plugins/outside/plugin.yaml: $.entrypoint:",
-        "plugins/missing_module/plugin.yaml: $.entrypoint: module 'nowhere' not found",
-        "plugins/dup_a/plugin.yaml: $.id: 'dup_b' does not match its folder name 'dup_a'",
+    # Every problem, each once, in folder order, each message whole.
+    assert _messages(info.value) == [
         "plugins/bad_default/plugin.yaml: $.settings.k.default: expected int, got str",
-        "plugins/no_downstream/plugin.yaml: $.downstream: requires_downstream_mapping",
-        "plugins/broken_yaml/plugin.yaml: invalid YAML:",
+        "plugins/bad_lane/plugin.yaml: $.lane: Invalid enum value 'sideways'",
+        "plugins/broken_yaml/plugin.yaml: invalid YAML: did not find expected ',' or ']' "
+        "(line 2, column 1)",
+        "plugins/diag_decision/plugin.yaml: $.lane: diagnostic_only plugins cannot be in the "
+        "'decision' lane",
+        "plugins/diag_decision/plugin.yaml: $.diagnostic_only: a plugin cannot be both "
+        "decision_capable and diagnostic_only",
+        "plugins/dup_a/plugin.yaml: $.id: 'dup_b' does not match its folder name 'dup_a'",
+        "plugins/missing_module/plugin.yaml: $.entrypoint: module 'nowhere' not found in "
+        "missing_module/",
+        "plugins/needs_capable/plugin.yaml: $.lane: 'decision' requires decision_capable: true",
+        "plugins/no_downstream/plugin.yaml: $.downstream: requires_downstream_mapping is set "
+        "but downstream is empty",
         "plugins/no_yaml/plugin.yaml: missing plugin.yaml",
+        "plugins/outside/plugin.yaml: $.entrypoint: '..evil:run' must be 'module:function' "
+        "inside the plugin folder",
+        "plugins/unknown_key/plugin.yaml: $: Object contains unknown field `color`",
+        "plugins/unknown_dep/plugin.yaml: $.depends_on[0]: unknown plugin 'ghost'",
     ]
-    for fragment in expected:
-        assert fragment in text, f"{fragment!r} not reported in:\n{text}"
 
 
 def test_duplicate_ids_name_both_files(plugins_dir: Path, make_plugin: MakePlugin) -> None:
@@ -68,7 +103,46 @@ def test_duplicate_ids_name_both_files(plugins_dir: Path, make_plugin: MakePlugi
     (nested / "plugin.yaml").write_text(text)
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    assert any("does not match its folder name" in str(p) for p in info.value.problems)
+    # The copy is reported for its folder name, and both files for the shared id.
+    assert [str(p) for p in info.value.problems] == [
+        "plugins/same_copy/plugin.yaml: $.id: 'same' does not match its folder name 'same_copy'",
+    ]
+
+
+def test_duplicate_ids_name_both_files_in_each_report(tmp_path: Path) -> None:
+    from engine._core.manifests import PluginSpec, _check_fleet
+    from engine.errors import ManifestProblem
+
+    root = tmp_path / "plugins"
+    specs = [
+        write_plugin(root, "same"),
+        write_plugin(root, "twin", id="same"),
+        write_plugin(root, "other"),
+    ]
+    loaded = []
+    for folder in specs:
+        manifest = msgspec.convert(yaml.safe_load((folder / "plugin.yaml").read_text()), Manifest)
+        loaded.append(
+            PluginSpec(
+                manifest=manifest,
+                directory=folder,
+                manifest_path=folder / "plugin.yaml",
+                code_hash="h",
+            )
+        )
+    problems: list[ManifestProblem] = []
+    _check_fleet(loaded, root, problems)
+    both = "plugins/same/plugin.yaml, plugins/twin/plugin.yaml"
+    assert [(str(p), p.plugin_id) for p in problems] == [
+        (
+            f"plugins/same/plugin.yaml: $.id: duplicate plugin id 'same' (declared in {both})",
+            "same",
+        ),
+        (
+            f"plugins/twin/plugin.yaml: $.id: duplicate plugin id 'same' (declared in {both})",
+            "same",
+        ),
+    ]
 
 
 def test_entrypoint_symlink_outside_folder_is_rejected(
@@ -124,3 +198,65 @@ def test_contracts_source_hash_follows_the_sources(tmp_path: Path) -> None:
     (copy / "results.py").write_text((copy / "results.py").read_text() + "\n# changed\n")
     contracts_source_hash.cache_clear()
     assert contracts_source_hash(copy) != before
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "problem"),
+    [
+        ({"type": "int", "default": 0}, 3, None),
+        ({"type": "int", "default": 0}, True, "expected int, got bool"),
+        ({"type": "int", "default": 0}, 1.5, "expected int, got float"),
+        ({"type": "float", "default": 0.0}, 2, None),
+        ({"type": "float", "default": 0.0}, False, "expected float, got bool"),
+        ({"type": "float", "default": 0.0}, "x", "expected float, got str"),
+        ({"type": "str", "default": ""}, "x", None),
+        ({"type": "str", "default": ""}, 1, "expected str, got int"),
+        ({"type": "bool", "default": False}, True, None),
+        ({"type": "bool", "default": False}, 1, "expected bool, got int"),
+        ({"type": "int", "default": 0, "minimum": 2}, 2, None),
+        ({"type": "int", "default": 0, "minimum": 2}, 1, "1 is below the minimum 2.0"),
+        ({"type": "float", "default": 0, "maximum": 1}, 1.0, None),
+        ({"type": "float", "default": 0, "maximum": 1}, 1.5, "1.5 is above the maximum 1.0"),
+        ({"type": "str", "default": "a", "minimum": 1, "maximum": 2}, "zz", None),
+        ({"type": "str", "default": "a", "choices": ["a", "b"]}, "b", None),
+        (
+            {"type": "str", "default": "a", "choices": ["a", "b"]},
+            "c",
+            "'c' is not one of ['a', 'b']",
+        ),
+        ({"type": "str", "default": "a"}, "anything", None),
+    ],
+)
+def test_setting_problems(spec: dict[str, object], value: object, problem: str | None) -> None:
+    from contracts.manifest import SettingSpec
+    from engine._core.manifests import setting_problem
+
+    assert setting_problem(msgspec.convert(spec, SettingSpec), value) == problem
+
+
+def test_yaml_reasons_name_the_line_and_column(plugins_dir: Path) -> None:
+    from engine._core.manifests import SAFE_LOADER, _yaml_reason
+
+    with pytest.raises(yaml.YAMLError) as info:
+        yaml.load("a: 1\nb: [x\n", Loader=SAFE_LOADER)
+    assert _yaml_reason(info.value) == "did not find expected ',' or ']' (line 3, column 1)"
+    bare = yaml.YAMLError("first line\nsecond line")
+    assert _yaml_reason(bare) == "first line"
+
+
+def test_the_spec_cache_reuses_a_folder_only_while_its_bytes_are_the_same(
+    make_plugin: MakePlugin, plugins_dir: Path
+) -> None:
+    from engine._core.manifests import SpecCache, code_hash
+
+    folder = make_plugin("cached")
+    cache = SpecCache()
+    first = load_plugins(plugins_dir, cache=cache)[0]
+    assert SpecCache.signature(folder) == code_hash(folder) == first.code_hash
+    assert cache.get(folder, first.code_hash) is first
+    assert load_plugins(plugins_dir, cache=cache)[0] is first  # not parsed again
+    assert cache.get(folder, "other") is None
+    assert cache.get(plugins_dir / "elsewhere", first.code_hash) is None
+    (folder / "plugin.py").write_text((folder / "plugin.py").read_text() + "\n# edited\n")
+    second = load_plugins(plugins_dir, cache=cache)[0]
+    assert second is not first and second.code_hash == code_hash(folder)

@@ -95,14 +95,19 @@ async def test_a_verdict_wins_over_a_result_that_arrives_during_the_kill(
 
 
 HOARDS = """
+import os
 from contracts import ok
 KEPT = []
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 def run(ctx):
+    before = rss_mb()
     block = bytearray(200 * 1024 * 1024)
     for i in range(0, len(block), 4096):
         block[i] = 1
     KEPT.append(block)  # kept by the worker after the job
-    return ok(metrics={"kept_mb": 200})
+    return ok(metrics={"before_mb": before, "after_mb": rss_mb()})
 """
 SMALL = "from contracts import ok\ndef run(ctx):\n    return ok(metrics={'x': 1})\n"
 
@@ -126,6 +131,19 @@ async def test_the_memory_cap_is_charged_to_the_job_not_to_what_ran_before(
     assert outcome(result, "hoards") == ("ok", None)
     assert outcome(result, "small") == ("ok", None)
     assert outcome(alone, "small") == ("ok", None)
+    # Measured, not assumed: what the worker held when hoards began, plus the 200 MB
+    # it added, is above the cap, so charging a job its worker's whole memory would
+    # have failed hoards; and the worker that kept it all was recycled (above the
+    # cap after a job), so small ran on a fresh one.
+    hoards = next(p for p in result.report.plugins if p.id == "hoards").metrics
+    assert hoards["before_mb"] + 200 > 250
+    assert hoards["after_mb"] - hoards["before_mb"] >= 200
+    started = {
+        e.plugin_id: e.pid
+        for e in read_log(result.run_dir / "events.jsonl")
+        if isinstance(e, PluginStarted)
+    }
+    assert started["hoards"] != started["small"]
 
 
 async def test_the_run_finishes_when_no_worker_can_be_started_again(

@@ -1,11 +1,12 @@
 """``engine replay``: the stored artifacts are the fold of the log, or replay says where not.
 
-Also holds the recorder of the ``v2`` replay fixture (``tests/fixtures/logs/v2``):
-``python -m tests.engine.test_replay tests/fixtures/logs/v2`` records it afresh.
+Also holds the recorder of the replay fixtures (``v2``, ``v3``) and the command that
+refreshes the newest one's artifacts from its committed log (see the end of the file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -36,6 +37,7 @@ from .conftest import MakePlugin, write_plugin
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 VERSIONS = sorted(p.name for p in FIXTURES.iterdir() if (p / "events.jsonl").is_file())
+NEWEST = "v3"
 
 SPANNED = """
 from contracts import Evidence, Finding, Impact, ok
@@ -94,7 +96,8 @@ def _fixture_plugins(root: Path) -> None:
 
 
 async def record_v2(work: Path, dest: Path) -> Path:
-    """Record the v2 fixture run in ``work`` and copy its log and artifacts to ``dest``.
+    """Record the fixture run in ``work`` and copy its log and artifacts to ``dest``
+    (``expected.json`` is written by hand: see test_the_expected_outcomes_follow_from_the_fleet).
 
     Cache misses (``absent``, ``code_changed``, ``upstream_changed``) and hits, child
     spans, a gate offender, a preflight ``na`` and a resume after an interruption
@@ -122,19 +125,22 @@ async def record_v2(work: Path, dest: Path) -> Path:
     async with Engine(plugins_dir=plugins, runs_dir=runs, workers=1) as engine:
         resumed = await engine.resume(done.run_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    # The committed v2 fixture predates report.html; a fresh recording has it.
-    for name in ("events.jsonl", "report.json", "run_manifest.json", "report.md", "report.html"):
+    for name in ("events.jsonl", *ARTIFACTS):
         shutil.copyfile(done.run_dir / name, dest / name)
-    expected = {
-        "status": resumed.report.status,
-        "plan_hash": resumed.report.plan_hash,
-        "plugins": {
-            p.id: [p.status, p.reason_code, [f.id for f in p.findings]]
-            for p in resumed.report.plugins
-        },
-    }
-    (dest / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+    assert resumed.report.status == "failed"
     return dest
+
+
+def refresh_artifacts(folder: Path) -> list[str]:
+    """Rewrite a fixture's artifacts from its committed log (a deliberate format change)."""
+    from engine import last_hash
+    from engine._tools.replay import finished_run, rebuild_artifacts
+
+    events, state = finished_run(folder)
+    built = rebuild_artifacts(state, last_hash(events, folder / "events.jsonl"))
+    for name, data in built.items():
+        (folder / name).write_bytes(data)
+    return [str(folder / name) for name in built]
 
 
 def _tags(events: list[Event]) -> set[str]:
@@ -188,20 +194,61 @@ def test_there_is_a_v2_fixture_with_artifacts() -> None:
         assert (FIXTURES / "v2" / name).is_file(), name
 
 
+NOT_STORED = "{}: not stored (written by a version without it)"
+COMPAT = {
+    "v1": ([], [NOT_STORED.format(name) for name in ARTIFACTS]),
+    "v2": (
+        ["run_manifest.json", "report.md"],
+        [
+            "report.json: written by an older version; it lacks 3 field(s) the current version "
+            "adds: $.plugins[0].findings[0].charts, $.plugins[3].findings[0].charts, "
+            "$.plugins[4].findings[0].charts",
+            NOT_STORED.format("report.html"),
+        ],
+    ),
+    "v3": (list(ARTIFACTS), []),
+}
+"""What replaying each recorded fixture gives, artifact by artifact: identical byte for
+byte, or (``compat``) the exact note on what an older version did not write."""
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_recorded_logs_keep_replaying(version: str) -> None:
     folder = FIXTURES / version
     result = replay(folder, compat=True)  # artifacts may predate the current version
     assert result.ok, [str(d) for d in result.divergences]
     assert result.status == json.loads((folder / "expected.json").read_text())["status"]
-    if (folder / "report.json").is_file():
-        # Every value the old artifacts hold equals the current fold's.
-        assert "report.json" in result.identical or any(
-            n.startswith("report.json") for n in result.notes
-        )
-    else:  # v1 stored no artifacts: replay is folding and building without error
-        assert result.identical == []
-        assert len(result.notes) == len(ARTIFACTS)
+    assert (result.identical, result.notes) == COMPAT[version]
+
+
+def test_the_newest_fixture_is_rebuilt_byte_for_byte_without_compat() -> None:
+    """The committed artifacts of the newest fixture are what the current code builds
+    from its committed log, byte for byte. A deliberate change of an artifact's format
+    refreshes them with ``python -m tests.engine.test_replay --refresh
+    tests/fixtures/logs/v3`` (the log itself is never re-recorded)."""
+    result = replay(FIXTURES / NEWEST)
+    assert result.ok, [str(d) for d in result.divergences]
+    assert (result.identical, result.notes) == (list(ARTIFACTS), [])
+
+
+@pytest.mark.parametrize("version", ["v2", NEWEST])
+def test_the_expected_outcomes_follow_from_the_fleet(version: str) -> None:
+    """``expected.json`` was written by hand from how the fixture fleet is built, not
+    by the code it checks: finding ids are the documented hash of plugin id, kind and
+    target; each plugin's status is what its code returns."""
+    expected = json.loads((FIXTURES / version / "expected.json").read_text())
+
+    def fid(pid: str, target: str) -> str:
+        return hashlib.sha256(f"{pid}\x1f{pid}_kind\x1f{target}".encode()).hexdigest()[:16]
+
+    assert expected["status"] == "failed"  # orphan breaks the downstream gate
+    assert expected["plugins"] == {
+        "decider": ["ok", None, [fid("decider", "data")]],
+        "explainer": ["ok", None, [fid("explainer", "data")]],
+        "inapplicable": ["na", "NOT_APPLICABLE", []],
+        "orphan": ["ok", None, [fid("orphan", "orphan")]],
+        "quiet": ["na", "NO_SIGNIFICANT_EFFECT", []],
+    }
 
 
 def test_v2_fixture_covers_cache_resume_spans_and_gates() -> None:
@@ -217,6 +264,14 @@ async def test_recording_v2_afresh_replays_byte_for_byte(tmp_path: Path) -> None
     assert result.ok, [str(d) for d in result.divergences]
     assert result.identical == ["report.json", "run_manifest.json", "report.md", "report.html"]
     assert result.notes == []
+    # The code of today gives the outcomes committed with the newest fixture.
+    report = json.loads((dest / "report.json").read_text())
+    expected = json.loads((FIXTURES / NEWEST / "expected.json").read_text())
+    got = {
+        p["id"]: [p["status"], p["reason_code"], [f["id"] for f in p["findings"]]]
+        for p in report["plugins"]
+    }
+    assert (report["status"], got) == (expected["status"], expected["plugins"])
 
 
 # --------------------------------------------------------------------------- real runs
@@ -342,6 +397,15 @@ def test_first_difference_paths() -> None:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURES / "v2"
-    with tempfile.TemporaryDirectory() as scratch:
-        print(anyio.run(record_v2, Path(scratch), target))
+    # Deliberate, separate commands, never run by the tests:
+    #   python -m tests.engine.test_replay --refresh tests/fixtures/logs/v3
+    #       rewrite the artifacts from the committed log (an artifact format changed)
+    #   python -m tests.engine.test_replay tests/fixtures/logs/vN
+    #       record a new fixture (a new folder when the log format gains something)
+    args = sys.argv[1:]
+    if args[:1] == ["--refresh"]:
+        print("\n".join(refresh_artifacts(Path(args[1]))))
+    else:
+        target = Path(args[0])
+        with tempfile.TemporaryDirectory() as scratch:
+            print(anyio.run(record_v2, Path(scratch), target))

@@ -3,6 +3,7 @@ uninterrupted run's (timings aside), and the resumed part is visible in the log.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -267,3 +268,185 @@ def test_the_log_is_synced_after_settling_records(tmp_path: Path) -> None:
     log.append(PluginFinished, plugin_id="p", lane="decision", result=result)
     log.close()  # stops the syncer after it served the pending request
     assert log.syncs == 1
+
+
+WAITS_FOR_THE_TEST = """
+import time
+from pathlib import Path
+from contracts import Finding, ok
+def run(ctx):
+    here = Path(ctx.settings["dir"])
+    if not (here / "interrupted").exists():
+        (here / "running").touch()  # the test interrupts the engine now
+        time.sleep(120)  # stopped with its worker when the engine leaves
+    return ok(findings=[Finding(kind="waits_kind", title="t", target="x", recommendation="r")])
+"""
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``path`` exists (the plugin says it runs), or the process ended."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None, "the engine ended before the plugin ran"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_keeps_the_log_and_resume_finishes(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    here = tmp_path / "signals"
+    here.mkdir()
+    make_plugin("before")
+    make_plugin(
+        "waits",
+        code=WAITS_FOR_THE_TEST,
+        depends_on=["before"],
+        settings={"dir": {"type": "str", "default": str(here)}},
+    )
+    runs = tmp_path / "runs"
+    engine = [sys.executable, "-m", "engine"]
+    proc = subprocess.Popen(
+        [
+            *engine,
+            "run",
+            str(dataset),
+            "--plugins",
+            str(plugins_dir),
+            "--run-dir",
+            str(runs),
+            "--run-id",
+            "stopped",
+            "--workers",
+            "1",
+            "--no-cache",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _wait_for(here / "running", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted: the run's event log is kept, unfinished" in err.decode()
+    log = runs / "stopped" / "events.jsonl"
+    events = read_log(log)  # whole records only, and the chain verifies
+    assert not isinstance(events[-1], RunFinished)
+    assert [e.plugin_id for e in events if isinstance(e, PluginFinished)] == ["before"]
+    assert not (runs / "stopped" / "report.json").exists()
+    (here / "interrupted").touch()
+    resumed = subprocess.run(
+        [*engine, "resume", str(runs / "stopped")], capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    after = read_log(log)
+    assert after[: len(events)] == events
+    assert isinstance(after[-1], RunFinished) and after[-1].status == "ok"
+    assert [e.plugin_id for e in after if isinstance(e, PluginFinished)] == ["before", "waits"]
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from pathlib import Path
+import anyio
+from engine import Engine
+import engine._core.artifacts as artifacts
+
+target, how = sys.argv[4], sys.argv[5]
+real_fdopen, real_replace = os.fdopen, os.replace
+
+class HalfThenDie:
+    # The file object of the temporary file: half the bytes, then SIGKILL.
+    def __init__(self, fh):
+        self.fh = fh
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.fh.__exit__(*exc)
+    def write(self, data):
+        self.fh.write(data[: len(data) // 2])
+        self.fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+def fdopen(fd, mode="r", *args, **kwargs):
+    fh = real_fdopen(fd, mode, *args, **kwargs)
+    name = os.readlink(f"/proc/self/fd/{fd}")
+    if how == "half" and Path(name).name.startswith(f".{target}."):
+        return HalfThenDie(fh)
+    return fh
+
+def replace(src, dst, *args, **kwargs):
+    if how == "before-rename" and Path(dst).name == target:
+        os.kill(os.getpid(), signal.SIGKILL)  # the whole temporary file is written
+    return real_replace(src, dst, *args, **kwargs)
+
+artifacts.os.fdopen = fdopen
+artifacts.os.replace = replace
+
+async def main():
+    async with Engine(plugins_dir=sys.argv[1], runs_dir=sys.argv[2], workers=1,
+                      cache=False) as engine:
+        await engine.run(sys.argv[3], seed=3, run_id="victim")
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "how"), [("report.json", "half"), ("report.md", "before-rename")]
+)
+def test_an_artifact_is_whole_or_absent_after_a_kill_while_writing_it(
+    make_plugin: MakePlugin,
+    plugins_dir: Path,
+    dataset: Path,
+    tmp_path: Path,
+    target: str,
+    how: str,
+) -> None:
+    from engine._tools.replay import replay
+
+    make_plugin("only")
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_WHILE_WRITING,
+            str(plugins_dir),
+            str(runs),
+            str(dataset),
+            target,
+            how,
+        ],
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    run_dir = runs / "victim"
+    assert isinstance(read_log(run_dir / "events.jsonl")[-1], RunFinished)  # the log is whole
+    assert not (run_dir / target).exists()  # never half a file under its final name
+    leftovers = sorted(p.name for p in run_dir.glob(f".{target}.*.tmp"))
+    assert len(leftovers) == 1
+    if target == "report.md":  # written in order: what came before is whole
+        assert json.loads((run_dir / "report.json").read_text())["status"] == "ok"
+    assert not (run_dir / "report.html").exists()
+
+    async def resume() -> RunResult:
+        async with Engine(plugins_dir=plugins_dir, runs_dir=runs, workers=1, cache=False) as e:
+            return await e.resume(run_dir)
+
+    resumed = anyio.run(resume)
+    assert resumed.ok
+    result = replay(run_dir)  # every artifact now the fold of the log, byte for byte
+    assert result.ok and result.identical == [
+        "report.json",
+        "run_manifest.json",
+        "report.md",
+        "report.html",
+    ]
+    assert list(run_dir.glob(".*.tmp")) == []  # the torn temporary file is gone

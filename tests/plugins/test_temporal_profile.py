@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import msgspec
 import numpy as np
 import pytest
 from scipy import stats
@@ -74,12 +73,6 @@ def test_start_time_is_used_without_a_queue_time(tmp_path):
     result = run_plugin(PLUGIN, {"started_at": QUEUED, "x": list(range(9))}, tmp_path)
     assert result.metrics["time_column"] == "started_at"
     assert result.metrics["peak_hour"] == 14
-
-
-def test_deterministic(tmp_path):
-    first = run_plugin(PLUGIN, _data(), tmp_path / "a")
-    again = run_plugin(PLUGIN, _data(), tmp_path / "b")
-    assert msgspec.json.encode(first) == msgspec.json.encode(again)
 
 
 def test_without_timestamps_not_applicable(tmp_path):

@@ -244,8 +244,15 @@ def test_live_exporter_never_blocks_the_caller() -> None:
 
 
 def test_export_to_nowhere_is_reported_not_raised(tmp_path: Path) -> None:
+    import socket
+
     spans = spans_from_events(synthetic_events())
-    stats = export_spans(spans, "http://127.0.0.1:9", timeout_s=0.5)  # discard port: refused
+    # A port held by a socket that never listens: every connection is refused, and
+    # no other process can take the port while the test runs.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        stats = export_spans(spans, f"http://127.0.0.1:{port}", timeout_s=0.5)
     assert not stats.ok and stats.failed == len(spans) and stats.exported == 0
 
 

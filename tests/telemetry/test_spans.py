@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import msgspec
@@ -18,6 +19,28 @@ from telemetry.export import trace_dict, trace_dict_reference, trace_json
 from telemetry.spans import TraceBuilder, nanos, span_id_of, spans_from_events, trace_id_of
 
 from .conftest import RUN_ID, STEPS, T0, synthetic_events
+
+
+def documented_trace_id(run_id: str) -> int:
+    """telemetry/spans.py: the first 16 bytes of sha256("trace" \x1f run_id)."""
+    return int.from_bytes(hashlib.sha256(f"trace\x1f{run_id}".encode()).digest()[:16], "big")
+
+
+def documented_span_id(
+    run_id: str, lane: str | None = None, plugin: str | None = None, child: int | None = None
+) -> int:
+    """The first 8 bytes of sha256 over "span", the run id and each tagged part."""
+    parts = ["span", run_id]
+    for tag, value in (("lane", lane), ("plugin", plugin), ("child", child)):
+        if value is not None:
+            parts += [tag, str(value)]
+    return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "big")
+
+
+def test_ids_follow_their_documented_formulas() -> None:
+    assert trace_id_of(RUN_ID) == documented_trace_id(RUN_ID)
+    for parts in ((), ("decision",), ("decision", "p"), ("explanation", "p", 0), ("x", "y", 3)):
+        assert span_id_of(RUN_ID, *parts) == documented_span_id(RUN_ID, *parts)  # type: ignore[arg-type]
 
 
 def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
@@ -38,25 +61,34 @@ def _one(span: ReadableSpan) -> bytes:
 
 def test_public_names_resolve() -> None:
     assert sorted(telemetry.__all__) == sorted(dir(telemetry))
+    import importlib
+
+    from telemetry import _HOME
+
     for name in telemetry.__all__:
-        assert getattr(telemetry, name) is not None
+        # Each name is the object of the module the lazy loader says it lives in.
+        module = importlib.import_module(f"telemetry.{_HOME[name]}")
+        assert getattr(telemetry, name) is getattr(module, name)
+    assert sorted(_HOME) == sorted(telemetry.__all__)
 
 
 def test_every_plugin_has_a_span_under_its_lane_under_the_run() -> None:
     spans = by_name(spans_from_events(synthetic_events()))
-    trace = trace_id_of(RUN_ID)
+    trace = documented_trace_id(RUN_ID)
     assert {s.context.trace_id for s in spans.values()} == {trace}
     run = spans["run"]
     assert run.parent is None
-    assert run.context.span_id == span_id_of(RUN_ID)
+    assert run.context.span_id == documented_span_id(RUN_ID)
     for lane in ("decision", "explanation"):
         span = spans[f"lane {lane}"]
-        assert span.context.span_id == span_id_of(RUN_ID, lane)
+        assert span.context.span_id == documented_span_id(RUN_ID, lane)
         assert span.parent is not None and span.parent.span_id == run.context.span_id
     for step in STEPS:
         span = spans[step.plugin_id]
-        assert span.context.span_id == span_id_of(RUN_ID, step.lane, step.plugin_id)
-        assert span.parent is not None and span.parent.span_id == span_id_of(RUN_ID, step.lane)
+        assert span.context.span_id == documented_span_id(RUN_ID, step.lane, step.plugin_id)
+        assert span.parent is not None and span.parent.span_id == documented_span_id(
+            RUN_ID, step.lane
+        )
         assert span.attributes is not None
         assert span.attributes["plugin.id"] == step.plugin_id
         assert span.attributes["plugin.lane"] == step.lane
@@ -69,7 +101,7 @@ def test_child_spans_nest_as_the_plugin_opened_them() -> None:
     assert outer.parent is not None and inner.parent is not None
     assert outer.parent.span_id == spans["explain"].context.span_id
     assert inner.parent.span_id == outer.context.span_id
-    assert inner.context.span_id == span_id_of(RUN_ID, "explanation", "explain", 1)
+    assert inner.context.span_id == documented_span_id(RUN_ID, "explanation", "explain", 1)
     assert inner.attributes is not None and inner.attributes["table"] == "data"
     assert (inner.start_time, inner.end_time) == (nanos(T0 + 5.3), nanos(T0 + 5.4))
 
@@ -123,8 +155,10 @@ def test_ids_are_deterministic_and_unique() -> None:
     assert len(encoded(first)) == len(first)  # no two spans share an id
     other = spans_from_events(synthetic_events("another-run"))
     assert not {s.context.span_id for s in first} & {s.context.span_id for s in other}
-    assert trace_id_of(RUN_ID) != trace_id_of("another-run")
-    assert span_id_of(RUN_ID, "decision", "x", 0) != span_id_of(RUN_ID, "decision", "x")
+    assert documented_trace_id(RUN_ID) != documented_trace_id("another-run")
+    assert documented_span_id(RUN_ID, "decision", "x", 0) != documented_span_id(
+        RUN_ID, "decision", "x"
+    )
 
 
 def test_incremental_fold_completes_spans_as_plugins_end() -> None:
@@ -188,10 +222,12 @@ def test_trace_json_is_otlp_json_with_hex_ids() -> None:
     ]["attributes"]
     listed = resource["scopeSpans"][0]["spans"]
     assert len(listed) == len(spans)
-    assert {s["traceId"] for s in listed} == {f"{trace_id_of(RUN_ID):032x}"}
+    assert {s["traceId"] for s in listed} == {f"{documented_trace_id(RUN_ID):032x}"}
     ids = {s["name"]: s for s in listed}
-    assert ids["explain"]["spanId"] == f"{span_id_of(RUN_ID, 'explanation', 'explain'):016x}"
-    assert ids["explain"]["parentSpanId"] == f"{span_id_of(RUN_ID, 'explanation'):016x}"
+    assert (
+        ids["explain"]["spanId"] == f"{documented_span_id(RUN_ID, 'explanation', 'explain'):016x}"
+    )
+    assert ids["explain"]["parentSpanId"] == f"{documented_span_id(RUN_ID, 'explanation'):016x}"
     assert ids["explain"]["kind"] == 1  # SPAN_KIND_INTERNAL, as an integer (OTLP JSON)
     assert trace_json(spans) == trace_json(spans_from_events(synthetic_events()))
 
