@@ -13,7 +13,9 @@ contract as the process pool (:mod:`.base`).
   job to the worker it chose (``workers=[address]``, ``allow_other_workers=False``,
   ``retries=0``): Dask never moves or re-runs a job on its own, so a job that
   began runs at most once. Jobs wait in priority order; a worker gets up to
-  ``1 + pipeline`` per thread, written ahead only while jobs are short.
+  ``1 + pipeline`` per thread: 2 normally, 65 while recent jobs are under 20 ms, since a
+  round trip through the scheduler takes tens of milliseconds and a worker with
+  short jobs must never wait for its next one.
 - **Real starts.** The worker says when a job actually begins (a Dask event,
   forwarded to this client): that is ``JobStarted``, and the timeout runs from it.
 - **Lost workers.** The scheduler's ``remove-worker`` event ends the job that was
@@ -34,6 +36,7 @@ contract as the process pool (:mod:`.base`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import heapq
@@ -232,6 +235,8 @@ class _Remote:
         self._futures: dict[str, Any] = {}
         self._waiters: set[Any] = set()
         self._messages: list[tuple[Any, ...]] = []
+        self._finished: list[tuple[str, Any]] = []
+        self._gathering: Any = None
         self._wake: Any = None
         self._libraries: tuple[str, ...] = ()
         self._expected: dict[str, str] = {}
@@ -251,7 +256,8 @@ class _Remote:
         import cloudpickle
         from distributed import Client, LocalCluster
 
-        # Travels by value: workers need no engine installed.
+        # The host plugin and the version check travel by value: workers need no
+        # engine installed.
         cloudpickle.register_pickle_by_value(dask_worker)
         self._wake = asyncio.Event()
         self._libraries = libraries
@@ -262,7 +268,11 @@ class _Remote:
                 threads_per_worker=1,
                 processes=True,
                 asynchronous=True,
+                host="127.0.0.1",  # one machine: nothing listens beyond it
                 dashboard_address=None,
+                # The scheduler's HTTP routes (health, metrics) on a port of its own
+                # choosing, never the dashboard's well-known one.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             )
         try:
             self.client = await Client(  # type: ignore[no-untyped-call]
@@ -294,12 +304,19 @@ class _Remote:
             if address in found
         )
 
-    def submit(self, key: str, request: dict[str, Any], address: str, priority: int) -> None:
+    def submit(
+        self,
+        run_task: Callable[..., Any],
+        key: str,
+        request: dict[str, Any],
+        address: str,
+        priority: int,
+    ) -> None:
         import asyncio
 
         try:
             future = self.client.submit(
-                dask_worker.run_task,
+                run_task,
                 request,
                 key=key,
                 workers=[address],
@@ -317,18 +334,38 @@ class _Remote:
         waiter.add_done_callback(self._waiters.discard)
 
     async def _result(self, key: str, future: Any) -> None:
+        """Wait for one job's task; finished results are fetched in batches."""
         from distributed.client import FutureCancelledError
 
         try:
-            result = await future
+            await future._state.wait()  # what Future.result waits on, without the fetch
+            if future.status == "finished":
+                self._finished.append((key, future))
+                if self._gathering is None or self._gathering.done():
+                    self._gathering = asyncio.ensure_future(self._gather())
+                return
+            await future.result()  # raises what the task raised
+            raise EngineInternalError(f"Dask task {key} ended {future.status}")
         except FutureCancelledError:
             self._post(("done", key, {"status": "cancelled"}, None))
         except Exception as exc:
             self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
-        else:
-            self._post(("done", key, result, None))
-        finally:
-            self._futures.pop(key, None)  # released: the scheduler forgets the key
+        self._futures.pop(key, None)  # released: the scheduler forgets the key
+
+    async def _gather(self) -> None:
+        """Fetch every finished result, one request per batch (not per job)."""
+        while self._finished:
+            batch, self._finished = self._finished, []
+            try:
+                results = await self.client.gather([f for _, f in batch], errors="raise")
+            except Exception as exc:
+                for key, _ in batch:
+                    self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
+            else:
+                for (key, _), result in zip(batch, results, strict=True):
+                    self._post(("done", key, result, None))
+            for key, _ in batch:
+                self._futures.pop(key, None)
 
     async def cancel(self, keys: Sequence[str]) -> None:
         futures = [self._futures[k] for k in keys if k in self._futures]
@@ -422,8 +459,8 @@ class DaskExecutor:
         data_store: str | None = None,
         libraries: Sequence[str] = (),
         pipeline: int = 1,
-        short_pipeline: int = 4,
-        short_job_s: float = 0.05,
+        short_pipeline: int = 64,
+        short_job_s: float = 0.02,
         start_timeout_s: float = 120.0,
         no_worker_timeout_s: float = 60.0,
     ) -> None:
@@ -463,6 +500,7 @@ class DaskExecutor:
         self._workers_changed = anyio.Event()
         self._tmp_store: str | None = None
         self._host = ""  # the worker plugin's name
+        self._run_task: Callable[..., Any] = dask_worker.run_task
         self._unavailable: str | None = None  # why jobs cannot be placed now
         self.excluded: dict[str, str] = {}
         """Workers that joined but are not used (their versions differ), and why."""
@@ -493,9 +531,11 @@ class DaskExecutor:
         cm = start_blocking_portal("asyncio", name=f"engine-dask-{self._id}")
         self._portal = await anyio.to_thread.run_sync(cm.__enter__)
         self._portal_cm = cm
-        plugin = dask_worker.EngineHost(
-            f"engine-host-{self._runtime[0][:12]}", environment=WORKER_ENVIRONMENT
-        )
+        source = Path(dask_worker.__file__).read_text(encoding="utf-8")
+        name = f"_engine_dask_host_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+        plugin = dask_worker.HostPlugin(name, source, WORKER_ENVIRONMENT)
+        # The same module here, so a job's function pickles by reference to it.
+        self._run_task = dask_worker.install(name, source).run_task
         try:
             workers = await self._portal.call_async(
                 self._remote.start,
@@ -700,7 +740,9 @@ class DaskExecutor:
         if job.code_hash not in worker.shipped:
             request["code"] = self._bundles[job.code_hash]
             worker.shipped.add(job.code_hash)
-        self._call(self._remote.submit, task.key, request, worker.address, task.priority)
+        self._call(
+            self._remote.submit, self._run_task, task.key, request, worker.address, task.priority
+        )
 
     def _call(self, func: Callable[..., Any], *args: Any) -> None:
         """Start ``func`` on the Dask loop without waiting for it."""

@@ -1,10 +1,12 @@
 """What runs inside a Dask worker for the distributed executor.
 
-Nothing here imports the engine: the client registers this module with cloudpickle
-to travel **by value**, so a Dask worker needs the libraries (whose versions the
-client checks) but not the engine installed, and never a path shared with the
-client. The client installs :class:`EngineHost` as a worker plugin and submits
-:func:`run_task` once per job.
+Nothing here imports the engine, so a Dask worker needs the libraries (whose
+versions the client checks) but not the engine installed, and never a path shared
+with the client. The client registers :class:`HostPlugin` (pickled by value: a few
+hundred bytes) carrying this module's source; on each worker it installs the source
+as a module named after its hash and starts that module's :class:`EngineHost`. Jobs
+are :func:`run_task` of that module, pickled by reference to it: a task carries
+its request, not a function's code.
 
 - **Code by content.** A *bundle* is a msgpack map ``{relative path: bytes}``. The
   engine's worker code (the ``contracts`` package, ``engine/errors.py`` and
@@ -225,17 +227,45 @@ class _Child:
         self.conn.close()
 
 
-class EngineHost(WorkerPlugin):
-    """The engine's side of one Dask worker: code and data caches, job processes.
+def install(name: str, source: str) -> Any:
+    """The module ``name`` made from ``source`` (made once per process)."""
+    import types
+
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name)
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        sys.modules[name] = module
+    return module
+
+
+class HostPlugin(WorkerPlugin):
+    """Installs this module on a worker (by its source) and runs its host there.
 
     Args:
-        name: the plugin's name (it carries this module's hash, so clients with
-            different engine versions can share a cluster).
+        name: the installed module's name, which carries the source's hash: clients
+            with different engine versions can share a cluster.
+        source: this module's source.
         environment: set for job processes (``PYTHONHASHSEED=0``, one math thread).
     """
 
-    def __init__(self, name: str, environment: Mapping[str, str]) -> None:
+    def __init__(self, name: str, source: str, environment: Mapping[str, str]) -> None:
         self.name = name
+        self.source = source
+        self.environment = dict(environment)
+
+    def setup(self, worker: Any) -> None:
+        self.host = install(self.name, self.source).EngineHost(self.environment)
+        self.host.setup(worker)
+
+    def teardown(self, worker: Any) -> None:
+        self.host.teardown(worker)
+
+
+class EngineHost:
+    """The engine's side of one Dask worker: code and data caches, job processes."""
+
+    def __init__(self, environment: Mapping[str, str]) -> None:
         self.environment = dict(environment)
 
     def setup(self, worker: Any) -> None:
@@ -575,8 +605,9 @@ def run_task(request: Mapping[str, Any]) -> dict[str, Any]:
     from distributed import get_worker
 
     worker = get_worker()
-    host: Any = worker.plugins.get(request["host"])
-    if not hasattr(host, "run"):  # (not isinstance: this function travels alone)
+    plugin = worker.plugins.get(request["host"])
+    host: Any = getattr(plugin, "host", None)
+    if host is None:
         return {
             "status": "refused",
             "code": "EXECUTOR_UNAVAILABLE",
