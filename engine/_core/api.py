@@ -251,9 +251,8 @@ class Engine:
     ) -> Engine:
         """An engine configured by project settings (``engine.yaml``); keyword
         arguments override them (for example ``mode`` or ``workers`` from a CLI)."""
+        kind = executor or settings.executor
         kwargs: dict[str, Any] = {
-            "scheduler": settings.scheduler,
-            "data_store": settings.data_store,
             "plugins_dir": settings.plugins_dir,
             "runs_dir": settings.runs_dir,
             "workers": settings.workers,
@@ -266,8 +265,10 @@ class Engine:
             "stall_timeout_s": settings.stall_timeout_s,
             "trace_file": settings.trace_file,
         }
+        if kind == "dask":  # the file's cluster, unless the caller chose another executor
+            kwargs.update(scheduler=settings.scheduler, data_store=settings.data_store)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(executor=executor or settings.executor, **kwargs)
+        return cls(executor=kind, **kwargs)
 
     @property
     def executor(self) -> Executor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,10 @@ def test_settings_and_arguments_for_the_dask_executor(tmp_path: Path) -> None:
         Engine(executor="dask", scheduler="tcp://10.1.2.3:8786")
     with pytest.raises(ConfigError, match="need executor 'dask'"):
         Engine(executor="process", data_store=tmp_path)
+    # The command line may choose another executor than the file's: its cluster goes.
+    path.write_text("executor: dask\nscheduler: tcp://10.1.2.3:8786\ndata_store: store\n")
+    engine = Engine.from_settings(load_settings(path), executor="inline")
+    assert engine.executor.name == "inline"
 
 
 # -- the bundled fleet on a real cluster
@@ -312,6 +317,13 @@ async def test_a_hung_plugin_times_out_and_its_worker_serves_the_next(
         memory_limit_mb=100,
         cache=False,
     ) as engine:
+        before = await engine.run(dataset, select=["after"], run_id="before")
+        (first,) = events_of(before.run_dir, PluginStarted)
+        # The worker's copy of "after" goes away; its job process has imported it.
+        (copy,) = shared.folder_of(worker_of(first.worker_id)).glob(
+            f"local/*/worker-*/engine/code/{code_hash(plugins / 'after')}"
+        )
+        shutil.rmtree(copy)
         hung = await engine.run(dataset, select=["hung"], run_id="hung")
         after = await engine.run(dataset, select=["after"], run_id="after")
         hog = await engine.run(dataset, select=["hog"], run_id="hog")
@@ -322,9 +334,13 @@ async def test_a_hung_plugin_times_out_and_its_worker_serves_the_next(
     (next_one,) = events_of(after.run_dir, PluginStarted)
     # The same Dask worker (the executor fills the first idle worker first), in a
     # fresh job process: the hung one was killed.
+    assert worker_of(first.worker_id) == worker_of(timed_out.worker_id)
     assert worker_of(next_one.worker_id) == worker_of(timed_out.worker_id)
-    assert next_one.pid != timed_out.pid
+    assert first.pid == timed_out.pid != next_one.pid
+    # The fresh process needed "after" again, which the worker no longer had: it said
+    # so, and the executor sent the bundle again (the job had not begun: no retry).
     assert after.report.plugins[0].status == "ok"
+    assert dask_worker.read_folder(copy) == dask_worker.read_folder(plugins / "after")
     (report,) = hog.report.plugins
     assert (report.status, report.reason_code) == ("failed", "RESOURCE_LIMIT")
     assert "100 MB cap" in finished(hog.run_dir)["hog"].result.message
