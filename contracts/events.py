@@ -84,12 +84,15 @@ class PluginDispatched(_Event, frozen=True, tag="plugin_dispatched"):
 class PluginStarted(_Event, frozen=True, tag="plugin_started"):
     """The plugin's job actually began on a worker. ``worker`` is the executor's
     index of that worker, ``pid`` its process id, ``worker_id`` a name a person can
-    find it by (``process/1 pid 4242``; empty in logs written before it existed)."""
+    find it by (``process/1 pid 4242``, ``dask tcp://10.0.0.5:40331 pid 4242``;
+    empty in logs written before it existed), ``executor`` the executor's name
+    (``process``, ``inline``, ``dask``; empty in older logs)."""
 
     plugin_id: str
     worker: int
     pid: int
     worker_id: str = ""
+    executor: str = ""
 
 
 class DataAccessed(_Event, frozen=True, tag="data_accessed"):
@@ -116,6 +119,9 @@ class PluginFinished(_Event, frozen=True, tag="plugin_finished"):
     ran: bool = True
     downstream_affected: tuple[str, ...] = ()
     cached: bool = False
+    # SHA-256 of each artifact file by path, when the executor moved the files to
+    # the run directory (dask); empty otherwise.
+    artifact_sha256: dict[str, str] = {}
 
 
 class RunResumed(_Event, frozen=True, tag="run_resumed"):

@@ -78,7 +78,8 @@ _REGISTRY: tuple[ReasonCode, ...] = (
     ReasonCode(
         code="IMPORT_ERROR",
         kind="failed",
-        meaning="The plugin's entrypoint could not be imported or is not callable.",
+        meaning="The plugin's entrypoint could not be imported or is not callable, or its "
+        "folder no longer matched its code hash (it was not run).",
     ),
     ReasonCode(
         code="TIMEOUT",
@@ -88,7 +89,8 @@ _REGISTRY: tuple[ReasonCode, ...] = (
     ReasonCode(
         code="WORKER_CRASHED",
         kind="failed",
-        meaning="The worker process running the plugin died; the pool was repaired.",
+        meaning="The worker process running the plugin died, or its Dask worker left the "
+        "cluster (the message names it); the executor carried on without it.",
     ),
     ReasonCode(
         code="RESOURCE_LIMIT",
@@ -100,8 +102,9 @@ _REGISTRY: tuple[ReasonCode, ...] = (
     ReasonCode(
         code="EXECUTOR_UNAVAILABLE",
         kind="failed",
-        meaning="No worker could be started to run the plugin; the message carries the "
-        "executor's error. The run goes on and ends failed.",
+        meaning="No worker could run the plugin (none could be started or reached, or its code "
+        "or data could not be delivered); the message carries the executor's error. The "
+        "run goes on and ends failed.",
     ),
     ReasonCode(
         code="STALLED",

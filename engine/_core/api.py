@@ -26,7 +26,7 @@ from .._data.ingest import ingest
 from .._executors import Executor, make_executor
 from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
-from .cache import ResultCache, RunCache
+from .cache import RESULT_LIBRARIES, ResultCache, RunCache
 from .config import ProjectSettings
 from .eventlog import LOG_NAME, EventLog, read_log
 from .manifests import SpecCache, load_plugins
@@ -160,8 +160,16 @@ class Engine:
     Args:
         plugins_dir: folder of ``<id>/plugin.yaml`` plugins.
         runs_dir: where run directories (``<runs_dir>/<run_id>/``) are created.
-        workers: worker processes (default: the number of CPUs, at most 8).
-        executor: ``process`` (default) or ``inline`` (debugging, one at a time).
+        workers: worker processes (default: the number of CPUs, at most 8); for
+            ``dask`` without a scheduler, the local cluster's worker processes.
+        executor: ``process`` (default), ``inline`` (debugging, one at a time),
+            ``dask`` (a Dask cluster, see ``docs/distributed.md``), or an
+            :class:`Executor` instance.
+        scheduler: the Dask scheduler's address (``tcp://host:8786``) for
+            ``executor="dask"``; without it, a local cluster is started.
+        data_store: where the dask executor publishes datasets for its workers (a
+            folder or an fsspec URL every worker can read); required with
+            ``scheduler``.
         mode: ``two_lane_strict`` (default) or ``legacy``.
         settings: per-plugin setting overrides ``{plugin_id: {name: value}}``.
         large_dataset_rows: above this many rows, plugins that declare only
@@ -187,6 +195,8 @@ class Engine:
         runs_dir: str | Path = "runs",
         workers: int | None = None,
         executor: str | Executor = "process",
+        scheduler: str | None = None,
+        data_store: str | Path | None = None,
         mode: Mode = "two_lane_strict",
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         large_dataset_rows: int = 1_000_000,
@@ -229,7 +239,15 @@ class Engine:
             )
         self.memory_limit_mb = memory_limit_mb
         self._executor = (
-            executor if not isinstance(executor, str) else make_executor(executor, workers)
+            executor
+            if not isinstance(executor, str)
+            else make_executor(
+                executor,
+                workers,
+                scheduler=scheduler,
+                data_store=None if data_store is None else str(data_store),
+                libraries=RESULT_LIBRARIES,
+            )
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
@@ -239,10 +257,11 @@ class Engine:
 
     @classmethod
     def from_settings(
-        cls, settings: ProjectSettings, *, executor: str | Executor = "process", **overrides: Any
+        cls, settings: ProjectSettings, *, executor: str | Executor | None = None, **overrides: Any
     ) -> Engine:
         """An engine configured by project settings (``engine.yaml``); keyword
         arguments override them (for example ``mode`` or ``workers`` from a CLI)."""
+        kind = executor or settings.executor
         kwargs: dict[str, Any] = {
             "plugins_dir": settings.plugins_dir,
             "runs_dir": settings.runs_dir,
@@ -256,8 +275,10 @@ class Engine:
             "stall_timeout_s": settings.stall_timeout_s,
             "trace_file": settings.trace_file,
         }
+        if kind == "dask":  # the file's cluster, unless the caller chose another executor
+            kwargs.update(scheduler=settings.scheduler, data_store=settings.data_store)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(executor=executor, **kwargs)
+        return cls(executor=kind, **kwargs)
 
     @property
     def executor(self) -> Executor:

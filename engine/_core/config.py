@@ -38,6 +38,11 @@ class ProjectSettings(StrictWire, frozen=True):
         stall_timeout_s: seconds without any event, with work outstanding, after
             which the stall is recorded and outstanding plugins are stopped.
         trace_file: write ``trace.json`` (OTLP JSON of the run's spans) in every run.
+        executor: ``process`` (default), ``inline`` or ``dask``.
+        scheduler: the Dask scheduler's address (``tcp://host:8786``) for the dask
+            executor; without it, a local cluster of ``workers`` processes.
+        data_store: where the dask executor publishes datasets for its workers: a
+            folder (relative to the settings file) or an fsspec URL (``s3://...``).
     """
 
     mode: Mode = "two_lane_strict"
@@ -51,6 +56,9 @@ class ProjectSettings(StrictWire, frozen=True):
     worker_memory_mb: int | None = 4096
     stall_timeout_s: float = 900.0
     trace_file: bool = True
+    executor: Literal["process", "inline", "dask"] = "process"
+    scheduler: str | None = None
+    data_store: str | None = None
 
 
 def load_settings(path: str | Path) -> ProjectSettings:
@@ -84,11 +92,21 @@ def load_settings(path: str | Path) -> ProjectSettings:
     for pid, seconds in sorted(settings.timeouts.items()):
         if not seconds > 0:
             problems.append(f"$.timeouts.{pid}: must be positive")
+    if settings.executor != "dask":
+        problems += [
+            f"$.{name}: only with executor: dask"
+            for name in ("scheduler", "data_store")
+            if getattr(settings, name) is not None
+        ]
     if problems:
         raise ConfigError("; ".join(f"{path}: {p}" for p in problems))
     base = path.resolve().parent
+    store = settings.data_store
+    if store is not None and "://" not in store:
+        store = str(base / store)
     return msgspec.structs.replace(
         settings,
         plugins_dir=str(base / settings.plugins_dir),
         runs_dir=str(base / settings.runs_dir),
+        data_store=store,
     )

@@ -292,6 +292,7 @@ class Supervisor:
                 worker=message.worker,
                 pid=message.pid,
                 worker_id=message.worker_id,
+                executor=self._executor.name,
             )
         else:
             assert isinstance(message, JobDone)
@@ -341,6 +342,7 @@ class Supervisor:
             result=output.result,
             duration_s=output.duration_s,
             downstream_affected=affected,
+            artifact_sha256=output.artifact_sha256,
         )
         if self._cache is not None and cacheable(output.result, ran=True):
             self._cache.store(self._keys[pid], output.result, output.accesses, output.duration_s)

@@ -117,7 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     def execution(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workers", type=_positive, help="worker processes (default: CPU count)")
-        p.add_argument("--executor", choices=("process", "inline"), default="process")
+        p.add_argument(
+            "--executor",
+            choices=("process", "inline", "dask"),
+            help="where plugins run (default: process; dask: see docs/distributed.md)",
+        )
+        p.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="dask: the scheduler (tcp://HOST:8786); default: a local cluster",
+        )
+        p.add_argument(
+            "--data-store",
+            metavar="DIR|URL",
+            help="dask: where workers read datasets (a folder or fsspec URL they all reach)",
+        )
         p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
         p.add_argument("--no-cache", action="store_true", help="run every plugin, reuse nothing")
         p.add_argument(
@@ -272,6 +286,8 @@ def _engine(args: argparse.Namespace) -> Engine:
     return Engine.from_settings(
         _settings(args),
         executor=args.executor,
+        scheduler=args.scheduler,
+        data_store=args.data_store,
         workers=args.workers,
         cache=not args.no_cache,
         otlp_endpoint=args.otlp_endpoint,

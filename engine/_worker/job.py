@@ -48,6 +48,9 @@ class JobOutput(Wire, frozen=True):
     duration_s: float = 0.0
     pid: int = 0
     spans: tuple[SpanRecord, ...] = ()
+    artifact_sha256: dict[str, str] = {}
+    """SHA-256 of each artifact file by path, when the executor moved the files
+    (the dask executor returns them by content); empty otherwise."""
 
 
 class RunJob(Wire, frozen=True, tag="run"):

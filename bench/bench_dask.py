@@ -1,0 +1,177 @@
+"""The dask executor: its cost per plugin against bare Dask, and the fleet at scale.
+
+1. N trivial plugins (each returns ``na`` after summing 200 integers) through the
+   engine on a Dask ``LocalCluster`` (two worker processes, one thread each), vs the
+   same plugin body N times through bare ``client.submit`` on the same cluster,
+   interleaved run by run so both see the same machine conditions (result cache and
+   trace file off: this is the orchestration). Prints the per-plugin wall time of
+   each and their ratio.
+2. The whole fleet on a generated log (default 10M rows, ``ops_incidents``): one cold
+   run on two Dask workers (a ``LocalCluster`` the engine starts) and one on the
+   local process pool (two workers). Prints wall time and the peak memory of the
+   whole process tree (engine, Dask workers and their job processes).
+
+The last line is ``dask_overhead_ratio <engine/bare>`` (part 1, from ``run_started``
+to ``run_finished``: the report artifacts written after a run are the same for every
+executor and are printed apart).
+
+    python bench/bench_dask.py [--plugins 400] [--repeat 5] [--rows 10000000] [--no-fleet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_fleet import PeakSampler  # noqa: E402
+from bench_overhead import make_fleet  # noqa: E402
+
+from engine import LOG_NAME, Engine, read_log  # noqa: E402
+from engine._tools.synth import synthesize  # noqa: E402
+
+ROOT = HERE.parent
+
+
+def bare_run(client: object, n: int) -> float:
+    from trivial_plugin import bare_task
+
+    start = time.perf_counter()
+    futures = [client.submit(bare_task, i, pure=False) for i in range(n)]  # type: ignore[attr-defined]
+    client.gather(futures)  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
+def orchestration_s(run_dir: Path) -> float:
+    """From ``run_started`` to ``run_finished`` in the log: the run without the report
+    artifacts written after it (``report.html`` draws a timeline of every plugin)."""
+    events = read_log(run_dir / LOG_NAME)
+    return events[-1].wall - events[0].wall
+
+
+async def engine_runs(
+    root: Path, dataset: Path, scheduler: str, client: object, n: int, repeat: int
+) -> tuple[list[float], list[float], list[float]]:
+    bare: list[float] = []
+    engine: list[float] = []
+    orchestration: list[float] = []
+    async with Engine(
+        plugins_dir=root / "plugins",
+        runs_dir=root / "runs",
+        executor="dask",
+        scheduler=scheduler,
+        data_store=root / "store",
+        cache=False,
+        trace_file=False,
+    ) as eng:
+        await eng.run(dataset)  # warm: code shipped, job processes up, data fetched
+        for _ in range(repeat):
+            bare.append(await anyio.to_thread.run_sync(bare_run, client, n))
+            start = time.perf_counter()
+            result = await eng.run(dataset)
+            engine.append(time.perf_counter() - start)
+            orchestration.append(orchestration_s(result.run_dir))
+            assert result.report.summary.na == result.report.summary.plugins == n
+    return bare, engine, orchestration
+
+
+def per_plugin(args: argparse.Namespace) -> float:
+    from distributed import Client, LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="engine-bench-dask-"))
+    try:
+        dataset = make_fleet(root, args.plugins)
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            bare_run(client, 4 * args.plugins)  # warm: workers up, the module imported
+            bare, engine, orchestration = anyio.run(
+                engine_runs,
+                root,
+                dataset,
+                cluster.scheduler_address,
+                client,
+                args.plugins,
+                args.repeat,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n = args.plugins
+
+    def ms(times: list[float]) -> str:
+        runs = ", ".join(f"{t / n * 1e3:.2f}" for t in times)
+        return f"{statistics.median(times) / n * 1e3:.3f} ms/plugin (runs {runs})"
+
+    print(f"plugins {n}, 2 Dask workers x 1 thread, repeats {args.repeat}")
+    print(f"bare client.submit + gather: {ms(bare)}")
+    print(f"engine on dask, whole run (report artifacts included): {ms(engine)}")
+    print(f"engine on dask, run_started..run_finished (event log, lanes): {ms(orchestration)}")
+    print(f"whole-run ratio {statistics.median(engine) / statistics.median(bare):.2f}")
+    return statistics.median(orchestration) / statistics.median(bare)
+
+
+async def fleet_run(dataset: Path, runs: Path, executor: str) -> tuple[float, str, int]:
+    async with Engine(
+        plugins_dir=ROOT / "plugins", runs_dir=runs, executor=executor, workers=2, cache=False
+    ) as engine:
+        start = time.perf_counter()
+        result = await engine.run(dataset, seed=1)
+        elapsed = time.perf_counter() - start
+    return elapsed, result.status, result.report.summary.failed
+
+
+def fleet(rows: int, scenario: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="engine-bench-dask-fleet-"))
+    try:
+        dataset = tmp / "events.parquet"
+        synthesize(dataset, rows=rows, seed=1, scenario=scenario)
+        for executor in ("dask", "process"):
+            with PeakSampler() as sampler:
+                elapsed, status, failed = anyio.run(
+                    fleet_run, dataset, tmp / f"runs-{executor}", executor
+                )
+            print(
+                f"fleet, {rows:,} rows, {executor} (2 workers): {elapsed:.1f} s "
+                f"(ingest included), peak memory of all processes: PSS "
+                f"{sampler.peak_pss:,.0f} MB (RSS {sampler.peak:,.0f} MB), run {status}, "
+                f"failed {failed}"
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--plugins", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--scenario", default="ops_incidents")
+    parser.add_argument("--no-fleet", action="store_true", help="only the per-plugin part")
+    args = parser.parse_args()
+    ratio = per_plugin(args)
+    if not args.no_fleet:
+        fleet(args.rows, args.scenario)
+    print(f"dask_overhead_ratio {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
