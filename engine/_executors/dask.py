@@ -293,6 +293,9 @@ class _Remote:
                 ) from None
             found = await self.client.run(dask_worker.worker_environment, libraries)
             _check_versions(self._expected, found)
+            await self.client.register_plugin(
+                dask_worker.SchedulerInstaller(plugin.name, plugin.source), name=plugin.name
+            )
             await self.client.register_plugin(plugin, name=plugin.name)
             identity = await self.client.scheduler.identity(n_workers=-1)
         except BaseException:

@@ -4,9 +4,10 @@ Nothing here imports the engine, so a Dask worker needs the libraries (whose
 versions the client checks) but not the engine installed, and never a path shared
 with the client. The client registers :class:`HostPlugin` (pickled by value: a few
 hundred bytes) carrying this module's source; on each worker it installs the source
-as a module named after its hash and starts that module's :class:`EngineHost`. Jobs
-are :func:`run_task` of that module, pickled by reference to it: a task carries
-its request, not a function's code.
+as a module named after its hash and starts that module's :class:`EngineHost`
+(:class:`SchedulerInstaller` does the same on the scheduler, which unpickles every
+task graph). Jobs are :func:`run_task` of that module, pickled by reference to it:
+a task carries its request, not a function's code.
 
 - **Code by content.** A *bundle* is a msgpack map ``{relative path: bytes}``. The
   engine's worker code (the ``contracts`` package, ``engine/errors.py`` and
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 WATCH_INTERVAL_S = 0.1
 """How often a running job is looked at (timeout, memory, cancellation)."""
@@ -260,6 +261,18 @@ class HostPlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         self.host.teardown(worker)
+
+
+class SchedulerInstaller(SchedulerPlugin):
+    """Installs this module on the scheduler too: it unpickles every task graph, so
+    it must resolve :func:`run_task` by name as the workers do."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+
+    async def start(self, scheduler: Any) -> None:
+        install(self.name, self.source)
 
 
 class EngineHost:

@@ -318,6 +318,7 @@ async def test_a_hung_plugin_times_out_and_its_worker_serves_the_next(
         cache=False,
     ) as engine:
         before = await engine.run(dataset, select=["after"], run_id="before")
+        assert before.report.plugins[0].status == "ok", finished(before.run_dir)["after"].result
         (first,) = events_of(before.run_dir, PluginStarted)
         # The worker's copy of "after" goes away; its job process has imported it.
         (copy,) = shared.folder_of(worker_of(first.worker_id)).glob(
