@@ -150,12 +150,18 @@ async def test_the_invalid_result_table(
     )
     assert result.status == "failed"
     # A plugin's SystemExit ends the plugin, not its worker: no job ended
-    # WORKER_CRASHED and every plugin finished on the two workers.
+    # WORKER_CRASHED and no worker was replaced (each worker slot that ran a job ran
+    # every one of its jobs in the one process; how many of the two slots got a job
+    # is scheduling, not asserted).
     events = read_log(result.run_dir / "events.jsonl")
     ended = {getattr(e.result, "reason_code", "") for e in events if isinstance(e, PluginFinished)}
     assert "WORKER_CRASHED" not in ended
-    pids = {e.pid for e in events if isinstance(e, PluginStarted)}
-    assert len(pids) == 2
+    started = [e for e in events if isinstance(e, PluginStarted)]
+    pids_by_slot: dict[int, set[int]] = {}
+    for e in started:
+        pids_by_slot.setdefault(e.worker, set()).add(e.pid)
+    assert started and len(pids_by_slot) <= 2
+    assert all(len(pids) == 1 for pids in pids_by_slot.values()), pids_by_slot
 
 
 SEES_UPSTREAM = """
