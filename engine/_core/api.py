@@ -24,6 +24,7 @@ from contracts.plan import Mode
 
 from .._data.ingest import ingest
 from .._executors import Executor, make_executor
+from .._render.charts import ChartProcess
 from ..errors import ConfigError, EngineError
 from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import RESULT_LIBRARIES, ResultCache, RunCache
@@ -254,6 +255,9 @@ class Engine:
         self._specs = SpecCache()
         self.use_cache = cache
         self._store: ResultCache | None = None
+        # report.html's charts are drawn in a child process, off this process's GIL
+        # (started at the first chart to draw, stopped on exit).
+        self._drawer = ChartProcess()
 
     @classmethod
     def from_settings(
@@ -310,10 +314,11 @@ class Engine:
             if stack is not None:
                 await stack.__aexit__(exc_type, exc, tb)
         finally:
-            if self._store is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._drawer.close)
+                if self._store is not None:
                     await anyio.to_thread.run_sync(self._store.close)
-                self._store = None
+            self._store = None
 
     def ingest(self, dataset: str | Path) -> DatasetInfo:
         """Normalize ``dataset`` (cached by content fingerprint under ``runs_dir``)."""
@@ -563,7 +568,7 @@ class Engine:
                 # Drawn charts are reused like results: not when the cache is off.
                 charts = self.runs_dir / CACHE_DIR / "charts" if spec.cache else None
                 report = await anyio.to_thread.run_sync(
-                    write_artifacts, spec.run_dir, state, last, charts
+                    write_artifacts, spec.run_dir, state, last, charts, self._drawer
                 )
                 if self.trace_file:
                     # Reading the log back and encoding a whole trace (megabytes for

@@ -17,6 +17,7 @@ from contracts.report import GATE_NAMES, InputFingerprint, LaneSummary, Prefligh
 from telemetry.metrics import lane_metrics
 
 from .._render import ChartCache, render_html
+from .._render.charts import Drawer, draw_here
 from ..errors import EngineInternalError
 from .gates import legacy_skipped
 from .state import PluginRecord, RunState
@@ -369,20 +370,29 @@ def manifest_lanes(state: RunState) -> dict[str, str]:
 
 
 def render_report_html(
-    state: RunState, report: Report | None = None, chart_cache: Path | None = None
+    state: RunState,
+    report: Report | None = None,
+    chart_cache: Path | None = None,
+    drawer: Drawer = draw_here,
 ) -> str:
     """``report.html`` of a finished run (``report``: its :func:`build_report`, if
-    built; ``chart_cache``: a folder keeping drawn charts between runs)."""
+    built; ``chart_cache``: a folder keeping drawn charts between runs; ``drawer``:
+    where charts are drawn, here by default). The bytes do not depend on either."""
     return render_html(
         report if report is not None else build_report(state),
         build_timeline(state),
         manifest_lanes(state),
         ChartCache(chart_cache) if chart_cache is not None else None,
+        drawer,
     )
 
 
 def write_artifacts(
-    run_dir: Path, state: RunState, last_hash: str, chart_cache: Path | None = None
+    run_dir: Path,
+    state: RunState,
+    last_hash: str,
+    chart_cache: Path | None = None,
+    drawer: Drawer = draw_here,
 ) -> Report:
     # A process killed while writing leaves its temporary file behind (never a torn
     # file under the final name): a rewrite (resume) removes it.
@@ -394,5 +404,6 @@ def write_artifacts(
     atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))
     atomic_write(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
     atomic_write(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
-    atomic_write(run_dir / HTML_NAME, render_report_html(state, report, chart_cache).encode())
+    html = render_report_html(state, report, chart_cache, drawer)
+    atomic_write(run_dir / HTML_NAME, html.encode())
     return report

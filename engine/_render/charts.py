@@ -17,10 +17,14 @@ import hashlib
 import importlib.metadata
 import io
 import math
+import multiprocessing
 import os
+import pickle
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -391,35 +395,121 @@ class ChartCache:
         source = Path(__file__).read_bytes()
         return f"{importlib.metadata.version('matplotlib')}:".encode() + source
 
-    def svg(self, chart: Chart, key: str) -> str:
+    def _path(self, chart: Chart, key: str) -> Path:
         digest = hashlib.sha256(self._renderer)
         digest.update(b"\x00" + key.encode() + b"\x00" + msgspec.json.encode(chart))
-        path = self.directory / f"{digest.hexdigest()}.svg"
+        return self.directory / f"{digest.hexdigest()}.svg"
+
+    def get(self, chart: Chart, key: str) -> str | None:
+        """The kept drawing of ``chart`` under ``key``, if there is one."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = self._path(chart, key).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            pass
-        else:
-            self.hits += 1
-            return text
-        text = chart_svg(chart, key)
+            return None
+        self.hits += 1
+        return text
+
+    def put(self, chart: Chart, key: str, text: str) -> None:
+        path = self._path(chart, key)
         with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
+
+    def svg(self, chart: Chart, key: str) -> str:
+        """``chart`` drawn, or taken from the cache (and kept there once drawn)."""
+        text = self.get(chart, key)
+        if text is None:
+            text = chart_svg(chart, key)
+            self.put(chart, key, text)
         return text
 
 
-def charts_svg(charts: Sequence[Chart], key: str, cache: ChartCache | None = None) -> list[str]:
-    """Each chart drawn; one that cannot be drawn is a note, never an exception."""
-    draw = cache.svg if cache is not None else chart_svg
-    out = []
-    for i, chart in enumerate(charts):
+Drawing = tuple[bool, str]
+"""A chart drawn (``True``, its SVG) or not (``False``, the note shown instead)."""
+
+Drawer = Callable[[Sequence[tuple[Chart, str]]], list[Drawing]]
+"""Draws ``(chart, key)`` pairs, in order (see :func:`draw_here`, :class:`ChartProcess`)."""
+
+
+def _drawing(chart: Chart, key: str) -> Drawing:
+    try:
+        return True, chart_svg(chart, key)
+    except Exception as exc:  # a spec from an older or faulty plugin: say so, go on
+        return False, (
+            f'<p class="chart-error">This chart could not be drawn: {type(exc).__name__}</p>'
+        )
+
+
+def draw_here(items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
+    """The :data:`Drawer` that draws in this process and thread."""
+    return [_drawing(chart, key) for chart, key in items]
+
+
+class ChartProcess:
+    """A :data:`Drawer` that draws in a child process of its own, started when first
+    needed and kept until :meth:`close`.
+
+    matplotlib holds the GIL for long stretches (loading its extension modules,
+    laying out text), so drawing in a thread of an async service stalls that
+    service's event loop for as long (100-160 ms seen beside a first run). In a
+    child process the parent only waits on a pipe. The SVG is a pure function of
+    the spec and the renderer, so the bytes are those :func:`draw_here` gives (a
+    report rebuilt from the log later is identical). If the child cannot be used
+    (it died, or could not start) the charts are drawn here instead: slower for
+    the loop, never a lost chart."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
+        if not items:
+            return []
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
         try:
-            out.append(draw(chart, f"{key}-{i}"))
-        except Exception as exc:  # a spec from an older or faulty plugin: say so, go on
-            out.append(
-                f'<p class="chart-error">This chart could not be drawn: {type(exc).__name__}</p>'
-            )
+            return pool.submit(draw_here, list(items)).result()
+        except (BrokenProcessPool, OSError, pickle.PicklingError):
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=True, cancel_futures=True)
+            return draw_here(items)
+
+    def close(self) -> None:
+        """Stop the child (blocking: call it off the loop)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def draw_charts(
+    requests: Sequence[tuple[Sequence[Chart], str]],
+    cache: ChartCache | None = None,
+    drawer: Drawer = draw_here,
+) -> list[list[str]]:
+    """For each ``(charts, key)``, its charts drawn (one that cannot be drawn is a
+    note, never an exception): kept drawings from ``cache`` first, the others in one
+    batch by ``drawer`` (then kept)."""
+    flat = [(chart, f"{key}-{i}") for charts, key in requests for i, chart in enumerate(charts)]
+    found = [cache.get(chart, key) if cache is not None else None for chart, key in flat]
+    missing = [n for n, text in enumerate(found) if text is None]
+    for n, (drawn, text) in zip(missing, drawer([flat[n] for n in missing]), strict=True):
+        found[n] = text
+        if drawn and cache is not None:
+            cache.put(*flat[n], text)
+    out, start = [], 0
+    for charts, _ in requests:
+        out.append([text or "" for text in found[start : start + len(charts)]])
+        start += len(charts)
     return out
+
+
+def charts_svg(charts: Sequence[Chart], key: str, cache: ChartCache | None = None) -> list[str]:
+    """Each chart drawn here; one that cannot be drawn is a note, never an exception."""
+    return draw_charts([(charts, key)], cache)[0]

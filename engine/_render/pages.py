@@ -22,7 +22,7 @@ from contracts.charts import RunTimeline, TimelineEntry
 from contracts.diff import FindingDelta, RunDiff
 from contracts.report import GATE_NAMES
 
-from .charts import ChartCache, charts_svg, safe_id
+from .charts import ChartCache, Drawer, draw_charts, draw_here, safe_id
 from .timeline import timeline_svg
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -99,19 +99,6 @@ def is_decision(p: PluginReport, manifest_lanes: Mapping[str, str]) -> bool:
     return p.lane == "decision"
 
 
-class _Charts:
-    """Draws each finding's charts once, keyed by its place in the page."""
-
-    def __init__(self, cache: ChartCache | None) -> None:
-        self.count = 0
-        self.cache = cache
-
-    def __call__(self, f: Finding, where: str) -> list[Markup]:
-        drawn = charts_svg(f.charts, safe_id(f"{where}-{f.id or f.kind}"), self.cache)
-        self.count += len(drawn)
-        return [Markup(svg) for svg in drawn]
-
-
 def _entries(timeline: RunTimeline | None) -> dict[str, TimelineEntry]:
     return {e.plugin_id: e for e in timeline.entries} if timeline is not None else {}
 
@@ -121,6 +108,7 @@ def render_html(
     timeline: RunTimeline,
     manifest_lanes: Mapping[str, str],
     chart_cache: ChartCache | None = None,
+    drawer: Drawer = draw_here,
 ) -> str:
     """``report.html`` of a finished run.
 
@@ -131,13 +119,23 @@ def render_html(
             explanation plugins in a legacy run (which puts all on one lane).
         chart_cache: where drawn charts are kept between runs (the same page either
             way; see :class:`ChartCache`).
+        drawer: what draws the charts the cache does not hold (the same page either
+            way; the engine draws in a child process, see :class:`ChartProcess`).
     """
-    charts = _Charts(chart_cache)
     plugins = report.plugins
     decisions = [p for p in plugins if is_decision(p, manifest_lanes)]
     explanations = [p for p in plugins if not is_decision(p, manifest_lanes)]
     found = [(f, p) for p in decisions if p.status == "ok" for f in p.findings]
     found.sort(key=lambda fp: action_key(fp[0], fp[1].id))
+    # Every chart of the page drawn in one batch: action cards, then explanations.
+    wanted = [(f, f"action-{n}") for n, (f, _) in enumerate(found, 1)]
+    wanted += [(f, f"expl-{e.id}-{i}") for e in explanations for i, f in enumerate(e.findings)]
+    drawn = draw_charts(
+        [(f.charts, safe_id(f"{where}-{f.id or f.kind}")) for f, where in wanted],
+        chart_cache,
+        drawer,
+    )
+    svgs = {where: [Markup(svg) for svg in d] for (_, where), d in zip(wanted, drawn, strict=True)}
     supporters: dict[str, list[str]] = {p.id: [] for p in decisions}
     for e in explanations:
         for target in e.downstream:
@@ -150,7 +148,7 @@ def render_html(
             "plugin": p,
             "hours": monthly_hours(f),
             "anchor": safe_id(f"finding-{f.id or f.kind}-{n}"),
-            "charts": charts(f, f"action-{n}"),
+            "charts": svgs[f"action-{n}"],
             "metrics": sorted(f.evidence.metrics.items()),
             "supported_by": supporters.get(p.id, []),
         }
@@ -170,8 +168,7 @@ def render_html(
             groups.append({"decision": d, "members": members})
     orphans = [{"plugin": e, "first": True} for e in explanations if e.id not in shown]
     expl_charts = {
-        e.id: [charts(f, f"expl-{e.id}-{i}") for i, f in enumerate(e.findings)]
-        for e in explanations
+        e.id: [svgs[f"expl-{e.id}-{i}"] for i in range(len(e.findings))] for e in explanations
     }
     gates = report.summary.gates
     entries = _entries(timeline)
@@ -192,7 +189,7 @@ def render_html(
         timeline=timeline,
         timeline_svg=Markup(timeline_svg(timeline)),
         started=sum(e.started_s is not None for e in timeline.entries),
-        chart_count=charts.count,
+        chart_count=sum(map(len, drawn)),
     )
     return html
 

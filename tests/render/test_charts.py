@@ -25,7 +25,7 @@ from contracts.charts import (
     Series,
     chart_problem,
 )
-from engine._render.charts import chart_svg, charts_svg
+from engine._render.charts import ChartProcess, chart_svg, charts_svg
 from engine._worker.boundary import check_result
 
 DAYS = tuple(f"2024-03-{d:02d}" for d in range(1, 29))
@@ -79,6 +79,10 @@ CHARTS: dict[str, Chart] = {
         ),
     ),
 }
+
+# Valid by shape, but x values that are not ISO dates cannot be drawn (they come from a
+# plugin that skipped validation).
+BROKEN = Series(title="s", y_label="y", x=("not a date",), lines=(Line(label="l", values=(1.0,)),))
 
 
 @pytest.mark.parametrize("name", sorted(CHARTS))
@@ -185,3 +189,49 @@ def test_a_chart_that_cannot_be_drawn_becomes_a_note_not_an_exception() -> None:
     )
     (note,) = charts_svg([broken], "k")
     assert "could not be drawn" in note and "<svg" not in note
+
+
+def test_the_child_process_draws_the_same_bytes_and_the_parent_never_imports_matplotlib() -> None:
+    """The engine draws report charts in a child process (matplotlib holds the GIL for
+    long stretches; in a thread it would stall an async host's loop). The parent must
+    not import matplotlib at all, and the drawings are those drawn in process."""
+    code = (
+        "import sys\n"
+        "from tests.render.test_charts import BROKEN, CHARTS\n"
+        "from engine._render.charts import ChartProcess\n"
+        "items = [(CHARTS[n], f'k{n}') for n in sorted(CHARTS)] + [(BROKEN, 'kb')]\n"
+        "drawer = ChartProcess()\n"
+        "try:\n"
+        "    drawn = drawer(items)\n"
+        "finally:\n"
+        "    drawer.close()\n"
+        "assert 'matplotlib' not in sys.modules, 'the parent imported matplotlib'\n"
+        "sys.stdout.write('\\n'.join(f'{ok}:{svg}' for ok, svg in drawn))\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180
+    )
+    assert child.returncode == 0, child.stderr
+    here = [chart_svg(CHARTS[n], f"k{n}") for n in sorted(CHARTS)]
+    (note,) = charts_svg([BROKEN], "kb")
+    assert child.stdout == "\n".join([f"True:{svg}" for svg in here] + [f"False:{note}"])
+
+
+def test_a_dead_drawing_process_loses_no_chart() -> None:
+    """The child killed between two pages: the next page's charts are drawn all the
+    same (here, in the parent), byte for byte."""
+    import os
+    import signal
+
+    items = [(CHARTS[n], f"k{n}") for n in sorted(CHARTS)]
+    expected = [(True, chart_svg(chart, key)) for chart, key in items]
+    drawer = ChartProcess()
+    try:
+        assert drawer(items[:1]) == expected[:1]
+        pool = drawer._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the child, started by the first page
+            os.kill(pid, signal.SIGKILL)
+        assert drawer(items) == expected
+    finally:
+        drawer.close()
