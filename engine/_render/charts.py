@@ -447,6 +447,11 @@ def draw_here(items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
     return [_drawing(chart, key) for chart, key in items]
 
 
+DRAWING_NICENESS = 5
+"""How much lower than the engine's the chart process's scheduling priority is (as
+the plugin workers': the loop of the engine's process comes first)."""
+
+
 class ChartProcess:
     """A :data:`Drawer` that draws in a child process of its own, started when first
     needed and kept until :meth:`close`.
@@ -469,7 +474,12 @@ class ChartProcess:
             return []
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=os.nice,
+                    initargs=(DRAWING_NICENESS,),
+                )
             pool = self._pool
         try:
             return pool.submit(draw_here, list(items)).result()
