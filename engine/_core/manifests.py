@@ -191,7 +191,8 @@ def _load_one(
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    # An error without a message (``yaml.YAMLError()``) still gets words.
+    problem = getattr(exc, "problem", None) or next(iter(str(exc).splitlines()), type(exc).__name__)
     if mark is not None:
         return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
     return str(problem)

@@ -242,6 +242,7 @@ def test_yaml_reasons_name_the_line_and_column(plugins_dir: Path) -> None:
     assert _yaml_reason(info.value) == "did not find expected ',' or ']' (line 3, column 1)"
     bare = yaml.YAMLError("first line\nsecond line")
     assert _yaml_reason(bare) == "first line"
+    assert _yaml_reason(yaml.YAMLError()) == "YAMLError"  # no message: still words
 
 
 def test_the_spec_cache_reuses_a_folder_only_while_its_bytes_are_the_same(
