@@ -22,6 +22,7 @@ cache hit would make equality trivial) and compares every run with the first;
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,10 @@ def _builtins(value: Any) -> Any:
     return msgspec.to_builtins(value, order="deterministic")
 
 
-def _scrub(value: Any, replacements: Sequence[tuple[str, str]]) -> Any:
+def _scrub(value: Any, replacements: Sequence[tuple[re.Pattern[str], str]]) -> Any:
     if isinstance(value, str):
         for old, new in replacements:
-            if old:
-                value = value.replace(old, new)
+            value = old.sub(new, value)
         return value
     if isinstance(value, dict):
         return {_scrub(k, replacements): _scrub(v, replacements) for k, v in value.items()}
@@ -106,12 +106,17 @@ def project_report(report: Report, *, run_dir: str | Path | None = None) -> dict
         "offenders": [{"gate": o.gate, "plugin_id": o.plugin_id} for o in s.offenders],
         "plugins": plugins,
     }
-    replacements: list[tuple[str, str]] = []
+    replacements: list[tuple[re.Pattern[str], str]] = []
     if run_dir is not None:
         folder = Path(run_dir)
-        replacements += [(str(folder.resolve()), "<run_dir>"), (str(folder), "<run_dir>")]
+        for path in dict.fromkeys((str(folder.resolve()), str(folder))):  # absolute first
+            if path != ".":
+                replacements.append((re.compile(re.escape(path)), "<run_dir>"))
     if report.run_id:
-        replacements.append((report.run_id, "<run_id>"))
+        # The id as a whole word only: a short id ("ci") must not eat the inside of
+        # other words ("decision"), or two runs that differ only by id would differ.
+        token = rf"(?<![\w-]){re.escape(report.run_id)}(?![\w-])"
+        replacements.append((re.compile(token), "<run_id>"))
     scrubbed: dict[str, Any] = _scrub(projection, replacements)
     return scrubbed
 

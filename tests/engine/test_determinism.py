@@ -202,3 +202,27 @@ def test_cli_dataset_runs_and_usage(
     assert main(["verify-determinism", str(dataset), "--runs", str(made[0]), str(made[1])]) == 2
     assert main(["verify-determinism", "--runs", str(made[0]), str(tmp_path)]) == 2
     assert "no such event log" in capsys.readouterr().err
+
+
+def test_a_short_run_id_is_scrubbed_as_a_word_only() -> None:
+    """The projection replaces the run's id where it stands as a word; a short id
+    ("ci") inside other words ("decision") stays, so two runs that differ only by
+    id project the same."""
+    import msgspec
+
+    from contracts import Report
+    from engine._tools.determinism import project_report
+
+    fixture = Path(__file__).parent.parent / "fixtures" / "logs" / "v3" / "report.json"
+    report = msgspec.json.decode(fixture.read_bytes(), type=Report)
+    first = report.plugins[0]
+    said = "decision made in run ci (ci-2 is another run)"
+
+    def with_id(run_id: str) -> Report:
+        text = said.replace(" ci ", f" {run_id} ")
+        plugin = msgspec.structs.replace(first, explanation=text)
+        return msgspec.structs.replace(report, run_id=run_id, plugins=(plugin, *report.plugins[1:]))
+
+    a, b = project_report(with_id("ci")), project_report(with_id("x7"))
+    assert a == b
+    assert a["plugins"][0]["explanation"] == ("decision made in run <run_id> (ci-2 is another run)")
