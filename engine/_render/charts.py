@@ -417,14 +417,6 @@ class ChartCache:
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
 
-    def svg(self, chart: Chart, key: str) -> str:
-        """``chart`` drawn, or taken from the cache (and kept there once drawn)."""
-        text = self.get(chart, key)
-        if text is None:
-            text = chart_svg(chart, key)
-            self.put(chart, key, text)
-        return text
-
 
 Drawing = tuple[bool, str]
 """A chart drawn (``True``, its SVG) or not (``False``, the note shown instead)."""

@@ -189,7 +189,6 @@ def render_html(
         timeline=timeline,
         timeline_svg=Markup(timeline_svg(timeline)),
         started=sum(e.started_s is not None for e in timeline.entries),
-        chart_count=sum(map(len, drawn)),
     )
     return html
 
