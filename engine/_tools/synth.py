@@ -798,6 +798,31 @@ def _intensity(s: _Scenario) -> Floats:
     return per_minute
 
 
+def _close_extra(s: _Scenario) -> list[tuple[int, float]]:
+    """The month-end processes (index) and the share of the other processes' window jobs
+    each takes over, in the order they are drawn."""
+    names = [p.name for p in _PROCESSES]
+    total = sum(p.weight for p in _PROCESSES)
+    out = []
+    for spec in (s.close, s.close_busy):
+        if spec:
+            c = names.index(spec[0])
+            share = _PROCESSES[c].weight / total
+            out.append((c, share * (spec[1] - 1.0) / (1.0 - share)))
+    return out
+
+
+def _close_boost(s: _Scenario, weights: Floats) -> Floats:
+    """Arrival intensity with the close window's extra jobs on top: the other processes
+    keep their usual jobs per day there, as the month-end processes take theirs over."""
+    extra = _close_extra(s)
+    if not extra:
+        return weights
+    keep = float(np.prod([1.0 - e for _, e in extra]))
+    per_minute = close_window_days().repeat(24 * 60)
+    return np.where(per_minute, weights / keep, weights)
+
+
 def _arrivals(cdf: Floats, weights: Floats, quantiles: Floats) -> Ints:
     """Queue times (s after START) at the given quantiles of the intensity."""
     x = quantiles * cdf[-1]
@@ -867,15 +892,9 @@ def _chunk(
     cal = _rng(seed, chunk, _stream_id(s.name + ":close"))  # the close plants' own stream
     window = close_window_days()[np.clip(queued // _DAY, 0, DAYS - 1)]
     close_hosts = np.asarray([_HOSTS.index(h) for h in CLOSE_HOSTS], dtype=np.int64)
-    taken = [names.index(spec[0]) for spec in (s.close, s.close_busy) if spec]
-    for spec in (s.close, s.close_busy):
-        if spec:  # the window's extra jobs of a month-end process, taken from the others
-            c = names.index(spec[0])
-            share = float(weight[c] / weight.sum())
-            extra = share * (spec[1] - 1.0) / (1.0 - share)
-            proc = np.where(
-                window & ~np.isin(proc, taken) & (cal.random(n) < extra), c, proc
-            )
+    taken = [c for c, _ in _close_extra(s)]
+    for c, extra in _close_extra(s):  # the window's extra jobs of a month-end process
+        proc = np.where(window & ~np.isin(proc, taken) & (cal.random(n) < extra), c, proc)
     if s.close:  # in the window the close (and its competitor) run on the close hosts
         sent = proc == names.index(s.close[0])
         if s.close_mover:
@@ -1085,7 +1104,8 @@ def synthesize(
     fmt = _format_of(out_path)
     schema = _schema(s)
     weights = _intensity(s)
-    cdf = np.concatenate([[0.0], np.cumsum(weights)])
+    arriving = _close_boost(s, weights)
+    cdf = np.concatenate([[0.0], np.cumsum(arriving)])
     queues = {name: [0] * c for name, c in sorted(_servers(s, rows, weights).items())}
     tmp = _atomic_target(out_path)
     try:
@@ -1097,7 +1117,7 @@ def synthesize(
         with writer:
             for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - first)
-                table = _chunk(s, seed, rows, chunk, first, count, cdf, weights, queues)
+                table = _chunk(s, seed, rows, chunk, first, count, cdf, arriving, queues)
                 if fmt == "parquet":
                     writer.write_table(table, row_group_size=CHUNK_ROWS)
                 else:
