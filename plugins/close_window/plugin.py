@@ -121,6 +121,14 @@ def _events(ctx, roles: dict[str, str]) -> str:
 def run(ctx):
     cfg = _settings(ctx)
     roles = {r: ctx.data.event_role(r) for r in ("process", "host", "queued", "started", "ended")}
+    missing = sorted(r for r, c in roles.items() if c is None)
+    if missing:
+        return na(
+            "NOT_APPLICABLE",
+            "The close window needs process, host, queued, started and ended columns; none "
+            "was recognized for " + ", ".join(missing) + ".",
+            checked=[f"event role {r}: {c or 'not found'}" for r, c in sorted(roles.items())],
+        )
     ev = _events(ctx, roles)
     bounds = ctx.data.sql(f"WITH {ev} SELECT min(q) AS t0, max(q) AS t1, count(*) AS n FROM ev")
     b = bounds.to_pylist()[0]
