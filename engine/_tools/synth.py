@@ -398,18 +398,23 @@ CLOSE_HOSTS: Final = ("erp-app-03", "erp-app-04")
 """The hosts the close (and, in ``ops_calendar``, its competitor) runs on in the window."""
 
 
-def close_window_days() -> npt.NDArray[np.bool_]:
+def close_window_days(complete: bool = False) -> npt.NDArray[np.bool_]:
     """Per day of the covered range: is it one of the last :data:`CLOSE_DAYS` business
-    days of its month (weekends never are; no holidays)."""
+    days of its month (weekends never are; no holidays). ``complete``: only of the
+    months whose end the range covers (the close plants run there: a close whose month
+    ends after the log does would be cut off by it)."""
     first = np.datetime64(START[:10], "D")
     days = first + np.arange(DAYS)
     out = np.zeros(DAYS, dtype=bool)
     for m in np.unique(days.astype("datetime64[M]")):
         month = np.arange(np.datetime64(m, "D"), np.datetime64(m + 1, "D"))
         last = month[np.is_busday(month)][-CLOSE_DAYS:]
+        if complete and np.datetime64(m + 1, "D") > first + DAYS:
+            continue
         idx = (last - first).astype(np.int64)
         out[idx[(idx >= 0) & (idx < DAYS)]] = True
     return out
+
 
 KILLED: Final = "killed"
 RUNNING: Final = "running"
@@ -541,7 +546,8 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
             Planted(
                 id="close_spill",
                 description=f"{proc} is the month-end close: {volume:g}x its jobs in the last "
-                f"{CLOSE_DAYS} business days of each month, {run:g}x their run time, on "
+                f"{CLOSE_DAYS} business days of each month the log covers to its end, "
+                f"{run:g}x their run time, on "
                 f"{' and '.join(CLOSE_HOSTS)}, where they queue behind a competitor",
                 kinds=(
                     "close_spill",
@@ -819,7 +825,7 @@ def _close_boost(s: _Scenario, weights: Floats) -> Floats:
     if not extra:
         return weights
     keep = float(np.prod([1.0 - e for _, e in extra]))
-    per_minute = close_window_days().repeat(24 * 60)
+    per_minute = close_window_days(complete=True).repeat(24 * 60)
     return np.where(per_minute, weights / keep, weights)
 
 
@@ -890,7 +896,7 @@ def _chunk(
         moved = share * (s.growth[1] - 1.0) * (queued / float(_SPAN_S)) / (1.0 - share)
         proc = np.where((proc != g) & (plant.random(n) < moved), g, proc)
     cal = _rng(seed, chunk, _stream_id(s.name + ":close"))  # the close plants' own stream
-    window = close_window_days()[np.clip(queued // _DAY, 0, DAYS - 1)]
+    window = close_window_days(complete=True)[np.clip(queued // _DAY, 0, DAYS - 1)]
     close_hosts = np.asarray([_HOSTS.index(h) for h in CLOSE_HOSTS], dtype=np.int64)
     taken = [c for c, _ in _close_extra(s)]
     for c, extra in _close_extra(s):  # the window's extra jobs of a month-end process
