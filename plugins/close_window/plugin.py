@@ -53,6 +53,10 @@ def _p_text(p: float) -> str:
     return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _day(d: int) -> str:
     return str(np.datetime64(int(d), "D"))
 
@@ -432,7 +436,7 @@ def _contention(ctx, ctes, name, cal, classes, n_windows, roles, cfg, checked) -
             "wait_hours_per_month": per_month,
             "share_of_close_wait": share,
             "bins": len(resp),
-            "r_squared": float(fit.rsquared),
+            "r_squared": _num(float(fit.rsquared)),
             "tested": ", ".join(tested),
             "month_ends": n_windows,
             "volume_ratio": float(classes[mover]["ratio"]),
