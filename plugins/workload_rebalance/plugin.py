@@ -190,8 +190,10 @@ def run(ctx):
         checked.append(text)
         if per_month < min_per_month:
             continue
+        users = _users(ctx, c, process, host, failed)
         findings.append(
             _finding(
+                users,
                 c,
                 cells[dest],
                 rr,
@@ -226,7 +228,33 @@ def run(ctx):
     )
 
 
+def _users(ctx, c: dict, process: str, host: str, failed: str) -> dict:
+    """Who submits the failing pairing's jobs (user role, when there is one): the user
+    with the most failures there and that user's share of them (attribution only)."""
+    user = ctx.data.event_role("user")
+    if user is None:
+        return {}
+    rows = ctx.data.sql(
+        f"SELECT CAST({_q(user)} AS VARCHAR) AS u, CAST(count(*) AS BIGINT) AS n, "
+        f"CAST(count(*) FILTER (WHERE {failed}) AS BIGINT) AS f FROM data "
+        f"WHERE CAST({_q(process)} AS VARCHAR) = {_str_lit(c['process'])} "
+        f"AND CAST({_q(host)} AS VARCHAR) = {_str_lit(c['host'])} AND {_q(user)} IS NOT NULL "
+        "GROUP BY 1 "
+        "ORDER BY f DESC, n DESC, u LIMIT 100000"
+    ).to_pylist()
+    total = sum(int(r["f"]) for r in rows)
+    if not rows or total == 0:
+        return {}
+    top = rows[0]
+    return {
+        "users_in_cell": len(rows),
+        "top_user": top["u"],
+        "top_user_failure_share": int(top["f"]) / total,
+    }
+
+
 def _finding(
+    users,
     c,
     d,
     rr,
@@ -260,7 +288,14 @@ def _finding(
         "failures_avoided_per_month": per_month,
         "pearson_scale": float(fit.scale),
         "failure_values": ", ".join(failure_values),
+        **users,
     }
+    who = (
+        f" Its failures there come from {users['users_in_cell']} users; the most, "
+        f"{users['top_user']}, has {users['top_user_failure_share']:.0%} of them."
+        if users
+        else ""
+    )
     return Finding(
         kind="host_rebalance",
         measurement="modeled",
@@ -270,7 +305,7 @@ def _finding(
         target=name,
         what=f"{name}'s jobs on {src} fail {rate_here:.1%} ({int(c['failed'])} of "
         f"{int(c['n'])}), {rr:.1f}x what {name}'s own rate and {src}'s rate for every other "
-        f"process predict; on {dst} the model predicts {rate_dest:.2%} for it.",
+        f"process predict; on {dst} the model predicts {rate_dest:.2%} for it.{who}",
         why=f"{src} is not bad for every process (host rate ratio {host_rr[src]:.2f}) and "
         f"{name} is not bad everywhere: the failures belong to this pairing.",
         recommendation=f"Route {name}'s jobs from {src} to {dst}, and look for what {src} "

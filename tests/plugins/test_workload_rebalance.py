@@ -43,7 +43,9 @@ def _log(
         hosts += h.tolist()
         status += np.where(failed, "failed", "ok").tolist()
     q = np.sort(rng.uniform(0, 60 * 86400, len(procs)))
+    users = rng.choice(["a.adams", "b.baker", "c.carter"], len(procs), p=[0.6, 0.3, 0.1])
     return {
+        "user": users.tolist(),
         "process_name": procs,
         "host": hosts,
         "status": status,
@@ -73,6 +75,12 @@ def test_moves_the_process_off_the_bad_pairing(tmp_path):
     avoided = (m["failure_rate"] - m["predicted_rate_to_host"]) * m["jobs"] / months
     assert m["failures_avoided_per_month"] == pytest.approx(avoided)
     assert f.impact is not None and f.impact.unit == "failed jobs/month"
+    # attribution: who submitted the failing pairing's jobs (recomputed from the rows)
+    u = np.array(data["user"])[here & (s == "failed")]
+    names, counts = np.unique(u, return_counts=True)
+    assert m["users_in_cell"] == len(np.unique(np.array(data["user"])[here]))
+    assert m["top_user"] == names[np.argmax(counts)] == "a.adams"
+    assert m["top_user_failure_share"] == pytest.approx(counts.max() / counts.sum())
 
 
 def test_a_host_bad_for_every_process_is_not_a_move(tmp_path):
