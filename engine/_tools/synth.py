@@ -163,6 +163,9 @@ DECISION_KINDS: Final = (
     "volume_peak",
     "timeout_cutoff",
     "sla_breach",
+    "close_contention",
+    "close_spill",
+    "host_rebalance",
 )
 """The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
 (whose target is a finding id, so it never detects a plant) and ``top_action`` (which
@@ -335,6 +338,12 @@ class _Scenario:
     weekly_wait: tuple[str, tuple[float, ...]] | None = None  # process, factor Mon..Sun
     heavy_tail: tuple[str, float] | None = None  # process, run-time log sigma
     censor_end: bool = False  # jobs still running at the end have no ended_at
+    # month-end close (the last CLOSE_DAYS business days of each month):
+    close: tuple[str, float, float] | None = None  # close process, volume and run factor
+    close_mover: tuple[str, float] | None = None  # non-close process, close wait per job
+    close_busy: tuple[str, float] | None = None  # busy-by-design process, volume factor
+    host_fail: tuple[str, str, float] | None = None  # process, host, failure-rate factor
+    host_mix: tuple[str, str, float, float] | None = None  # process, host, share, fail factor
 
 
 SCENARIOS: Final[dict[str, _Scenario]] = {
@@ -374,8 +383,38 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         weekly_wait=("inv_stock_sync", (3.0, 2.0, 1.0, 1.0, 1.0, 0.5, 0.5)),
         heavy_tail=("ap_invoice_post", 0.9),
         censor_end=True,
+        close=("gl_period_close", 4.0, 2.0),
+        close_mover=("payroll_calc", 1800.0),
+        close_busy=("fa_depreciation", 3.0),
+        host_fail=("bank_statement_import", "erp-app-05", 10.0),
+        host_mix=("ar_dunning", "erp-app-07", 0.7, 6.0),
     ),
 }
+
+CLOSE_DAYS: Final = 3
+"""The month-end close window: the last this many business days (Mon-Fri) of a month."""
+
+CLOSE_HOSTS: Final = ("erp-app-03", "erp-app-04")
+"""The hosts the close (and, in ``ops_calendar``, its competitor) runs on in the window."""
+
+
+def close_window_days(complete: bool = False) -> npt.NDArray[np.bool_]:
+    """Per day of the covered range: is it one of the last :data:`CLOSE_DAYS` business
+    days of its month (weekends never are; no holidays). ``complete``: only of the
+    months whose end the range covers (the close plants run there: a close whose month
+    ends after the log does would be cut off by it)."""
+    first = np.datetime64(START[:10], "D")
+    days = first + np.arange(DAYS)
+    out = np.zeros(DAYS, dtype=bool)
+    for m in np.unique(days.astype("datetime64[M]")):
+        month = np.arange(np.datetime64(m, "D"), np.datetime64(m + 1, "D"))
+        last = month[np.is_busday(month)][-CLOSE_DAYS:]
+        if complete and np.datetime64(m + 1, "D") > first + DAYS:
+            continue
+        idx = (last - first).astype(np.int64)
+        out[idx[(idx >= 0) & (idx < DAYS)]] = True
+    return out
+
 
 KILLED: Final = "killed"
 RUNNING: Final = "running"
@@ -501,6 +540,50 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
                 target=proc,
             )
         )
+    if s.close:
+        proc, volume, run = s.close
+        out.append(
+            Planted(
+                id="close_spill",
+                description=f"{proc} is the month-end close: {volume:g}x its jobs in the last "
+                f"{CLOSE_DAYS} business days of each month the log covers to its end, "
+                f"{run:g}x their run time, on "
+                f"{' and '.join(CLOSE_HOSTS)}, where they queue behind a competitor",
+                kinds=(
+                    "close_spill",
+                    "control_chart_violation",
+                    "changepoint",
+                    "queue_bottleneck",
+                    "sla_breach",
+                ),
+                target=proc,
+            )
+        )
+    if s.close and s.close_mover:
+        proc, per_job = s.close_mover
+        out.append(
+            Planted(
+                id="close_contention",
+                description=f"{proc} (no month-end volume of its own) runs on "
+                f"{' and '.join(CLOSE_HOSTS)} in the close window; every job of it running "
+                f"there when a {s.close[0]} job is queued adds about {per_job:g} s (at its "
+                "busiest-hour load) to that job's wait",
+                kinds=("close_contention",),
+                target=proc,
+            )
+        )
+    if s.host_fail:
+        proc, host, factor = s.host_fail
+        out.append(
+            Planted(
+                id="host_rebalance",
+                description=f"{proc}'s jobs on {host} fail {factor:g}x as often as its jobs "
+                "on its other hosts (the other processes on that host fail as usual)",
+                kinds=("host_rebalance", "failure_hotspot"),
+                target=proc,
+                alt_targets=(host,),
+            )
+        )
     if s.duplicate_fraction:
         out.append(
             Planted(
@@ -576,6 +659,19 @@ def scenario_confounders(name: str) -> tuple[str, ...]:
             f"{proc}'s run times have a heavy but stable tail (log sigma {sigma:g}); nothing "
             "cuts it off and it does not change over time"
         )
+    if s.close_busy:
+        proc, volume = s.close_busy
+        out.append(
+            f"{proc} runs {volume:g}x its jobs in the close window by design, on every host, "
+            "and its waits stay as short as ever: a month-end process, but no contention"
+        )
+    if s.host_mix:
+        proc, host, share, factor = s.host_mix
+        out.append(
+            f"{proc} fails {factor:g}x as often as other processes on every host, and "
+            f"{share:.0%} of its jobs run on {host}: that host fails more only because of "
+            "its process mix"
+        )
     if s.censor_end:
         out.append(
             f"jobs still running at the end of the log have no ended_at (status {RUNNING!r}; "
@@ -606,6 +702,47 @@ def _servers(s: _Scenario, rows: int, weights: Floats) -> dict[str, int]:
         if not q.understaffed:
             servers = max(servers, math.ceil(load + 2.0 * math.sqrt(load)))
         out[q.process] = max(1, servers)
+    return out
+
+
+def _mover_load(s: _Scenario, rows: int, weights: Floats) -> float:
+    """The close competitor's jobs running at once on one close host in the busiest hour."""
+    assert s.close_mover
+    total = sum(p.weight for p in _PROCESSES)
+    peak_per_s = float(weights.max()) / float(weights.sum()) / 60.0 * rows
+    p = next(p for p in _PROCESSES if p.name == s.close_mover[0])
+    mean_run = p.run_s * math.exp(p.run_sigma**2 / 2)
+    return max(peak_per_s * p.weight / total * mean_run / len(CLOSE_HOSTS), 1e-6)
+
+
+def _contend(
+    s: _Scenario,
+    rows: int,
+    weights: Floats,
+    proc: Ints,
+    host: Ints,
+    window: npt.NDArray[np.bool_],
+    queued: Ints,
+    wait: Floats,
+    run: Floats,
+) -> Floats:
+    """The close's jobs queued in the window wait ``close_mover[1]`` seconds for every
+    competitor job running on their host when they are queued (per the competitor's
+    busiest-hour load, so the effect does not depend on ``rows``)."""
+    assert s.close and s.close_mover
+    names = [p.name for p in _PROCESSES]
+    victim_p, mover_p = names.index(s.close[0]), names.index(s.close_mover[0])
+    per_job = s.close_mover[1] / _mover_load(s, rows, weights)
+    start = queued + wait.astype(np.int64)
+    end = start + run.astype(np.int64)
+    out = wait.copy()
+    for h in (_HOSTS.index(x) for x in CLOSE_HOSTS):
+        mover = (proc == mover_p) & window & (host == h)
+        starts, ends = np.sort(start[mover]), np.sort(end[mover])
+        victims = np.flatnonzero((proc == victim_p) & window & (host == h))
+        t = queued[victims]
+        running = np.searchsorted(starts, t, side="right") - np.searchsorted(ends, t, side="right")
+        out[victims] = out[victims] + np.round(per_job * running)
     return out
 
 
@@ -665,6 +802,31 @@ def _intensity(s: _Scenario) -> Floats:
         start, length = s.outage
         per_minute[start // 60 : (start + length) // 60] = 0.0
     return per_minute
+
+
+def _close_extra(s: _Scenario) -> list[tuple[int, float]]:
+    """The month-end processes (index) and the share of the other processes' window jobs
+    each takes over, in the order they are drawn."""
+    names = [p.name for p in _PROCESSES]
+    total = sum(p.weight for p in _PROCESSES)
+    out = []
+    for spec in (s.close, s.close_busy):
+        if spec:
+            c = names.index(spec[0])
+            share = _PROCESSES[c].weight / total
+            out.append((c, share * (spec[1] - 1.0) / (1.0 - share)))
+    return out
+
+
+def _close_boost(s: _Scenario, weights: Floats) -> Floats:
+    """Arrival intensity with the close window's extra jobs on top: the other processes
+    keep their usual jobs per day there, as the month-end processes take theirs over."""
+    extra = _close_extra(s)
+    if not extra:
+        return weights
+    keep = float(np.prod([1.0 - e for _, e in extra]))
+    per_minute = close_window_days(complete=True).repeat(24 * 60)
+    return np.where(per_minute, weights / keep, weights)
 
 
 def _arrivals(cdf: Floats, weights: Floats, quantiles: Floats) -> Ints:
@@ -733,6 +895,22 @@ def _chunk(
         share = float(weight[g] / weight.sum())
         moved = share * (s.growth[1] - 1.0) * (queued / float(_SPAN_S)) / (1.0 - share)
         proc = np.where((proc != g) & (plant.random(n) < moved), g, proc)
+    cal = _rng(seed, chunk, _stream_id(s.name + ":close"))  # the close plants' own stream
+    window = close_window_days(complete=True)[np.clip(queued // _DAY, 0, DAYS - 1)]
+    close_hosts = np.asarray([_HOSTS.index(h) for h in CLOSE_HOSTS], dtype=np.int64)
+    taken = [c for c, _ in _close_extra(s)]
+    for c, extra in _close_extra(s):  # the window's extra jobs of a month-end process
+        proc = np.where(window & ~np.isin(proc, taken) & (cal.random(n) < extra), c, proc)
+    if s.close:  # in the window the close (and its competitor) run on the close hosts
+        sent = proc == names.index(s.close[0])
+        if s.close_mover:
+            sent |= proc == names.index(s.close_mover[0])
+        pick = close_hosts[cal.integers(0, close_hosts.size, size=n)]
+        host = np.where(window & sent, pick, host)
+    if s.host_mix:  # most of one process's jobs run on one host (a mix, not a host effect)
+        mix_host = _HOSTS.index(s.host_mix[1])
+        moved_mix = (proc == names.index(s.host_mix[0])) & (cal.random(n) < s.host_mix[2])
+        host = np.where(moved_mix, mix_host, host)
     z_wait = rng.standard_normal(n)
     z_rows = rng.standard_normal(n)
     z_run = rng.standard_normal(n)
@@ -761,6 +939,9 @@ def _chunk(
         tr_proc, tr_factor = s.trend
         growth = 1.0 + (tr_factor - 1.0) * queued / float(_SPAN_S)
         run_med = np.where(proc == names.index(tr_proc), run_med * growth, run_med)
+    if s.close:
+        closing = window & (proc == names.index(s.close[0]))
+        run_med = np.where(closing, run_med * s.close[2], run_med)
     run_sigma = per_process("run_sigma")[proc]
     if s.heavy_tail:
         run_sigma = np.where(proc == names.index(s.heavy_tail[0]), s.heavy_tail[1], run_sigma)
@@ -773,6 +954,8 @@ def _chunk(
     for q in s.queues:
         served = np.flatnonzero(proc == names.index(q.process))
         wait[served] = _serve(queues[q.process], queued[served], run[served])
+    if s.close and s.close_mover:
+        wait = _contend(s, rows, weights, proc, host, window, queued, wait, run)
     cores = per_process("cores")[proc] * np.exp2(rng.choice(3, size=n, p=_CORE_STEPS))
     util = rng.beta(5.0, 3.0, size=n)
     cpu_s = np.round(run * cores * util, 3)
@@ -790,6 +973,11 @@ def _chunk(
         p_fail = np.where(
             host == _HOSTS.index(s.failure_host[0]), p_fail * s.failure_host[1], p_fail
         )
+    if s.host_fail:
+        cell = (proc == names.index(s.host_fail[0])) & (host == _HOSTS.index(s.host_fail[1]))
+        p_fail = np.where(cell, p_fail * s.host_fail[2], p_fail)
+    if s.host_mix:
+        p_fail = np.where(proc == names.index(s.host_mix[0]), p_fail * s.host_mix[3], p_fail)
     if s.retry_hotspot:
         rh = proc == names.index(s.retry_hotspot[0])
         p_retried = np.where(rh, s.retry_hotspot[1], p_retried)
@@ -922,7 +1110,8 @@ def synthesize(
     fmt = _format_of(out_path)
     schema = _schema(s)
     weights = _intensity(s)
-    cdf = np.concatenate([[0.0], np.cumsum(weights)])
+    arriving = _close_boost(s, weights)
+    cdf = np.concatenate([[0.0], np.cumsum(arriving)])
     queues = {name: [0] * c for name, c in sorted(_servers(s, rows, weights).items())}
     tmp = _atomic_target(out_path)
     try:
@@ -934,7 +1123,7 @@ def synthesize(
         with writer:
             for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - first)
-                table = _chunk(s, seed, rows, chunk, first, count, cdf, weights, queues)
+                table = _chunk(s, seed, rows, chunk, first, count, cdf, arriving, queues)
                 if fmt == "parquet":
                     writer.write_table(table, row_group_size=CHUNK_ROWS)
                 else:

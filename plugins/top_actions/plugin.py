@@ -23,11 +23,14 @@ FAMILIES = {
     "control_chart_violation": "queue wait and capacity",
     "sla_breach": "queue wait and capacity",
     "concurrency_saturation": "queue wait and capacity",
+    "close_spill": "queue wait and capacity",
+    "close_contention": "queue wait and capacity",
     "tail_latency_hotspot": "run time",
     "trend": "run time",
     "timeout_cutoff": "run time",
     "retry_hotspot": "failures and retries",
     "failure_hotspot": "failures and retries",
+    "host_rebalance": "failures and retries",
     "volume_peak": "volume",
 }
 SPAN_KEYS = ("span_days", "observed_days", "days_charted", "days_in_series")

@@ -413,7 +413,10 @@ def test_capacity_and_calendar_plants_are_in_the_data(made: dict[str, Path], sce
     path = made[scenario]
     truth = _truth(path)
     planted = _planted(path)
-    assert set(planted) == {"capacity_shortfall", "volume_growth", "timeout_cutoff", "sla_breach"}
+    common = {"capacity_shortfall", "volume_growth", "timeout_cutoff", "sla_breach"}
+    if scenario == "ops_calendar":
+        common |= {"close_spill", "close_contention", "host_rebalance"}
+    assert set(planted) == common
     assert truth["confounders"]
     con = _con(path)
     assert _one(con, "SELECT count(*) FROM d") == ROWS
@@ -492,3 +495,82 @@ def test_calendar_rhythm_and_capacity_confounders(made: dict[str, Path]) -> None
         f"SELECT stddev(ln({RUN})) FROM d WHERE process_name = 'gl_journal_import' AND {RUN} > 0",
     )
     assert sigma == pytest.approx(0.9, abs=0.1)  # the heavy tail
+
+
+WINDOW_DAYS = "(" + ", ".join(f"DATE '{d}'" for d in (
+    "2024-04-26", "2024-04-29", "2024-04-30", "2024-05-29", "2024-05-30", "2024-05-31",
+    "2024-06-26", "2024-06-27", "2024-06-28",
+)) + ")"  # fmt: skip
+PLANTED_DAYS = WINDOW_DAYS.split(", DATE '2024-06-26'")[0] + ")"  # months that end in the log
+
+
+def test_close_window_days_follow_the_calendar() -> None:
+    # the last 3 business days of April, May and June 2024 (no holidays)
+    days = synth.close_window_days()
+    first = synth.np.datetime64(START[:10], "D")
+    got = [str(first + int(d)) for d in synth.np.flatnonzero(days)]
+    assert "(" + ", ".join(f"DATE '{d}'" for d in got) + ")" == WINDOW_DAYS
+    assert len(got) == 9
+    planted = [str(first + int(d)) for d in synth.np.flatnonzero(synth.close_window_days(True))]
+    assert planted == got[:6]
+
+
+def test_calendar_close_plants_are_in_the_data(made: dict[str, Path]) -> None:
+    con = _con(made["ops_calendar"])
+    planted = _planted(made["ops_calendar"])
+    close = planted["close_spill"]["target"]
+    mover = planted["close_contention"]["target"]
+    busy = "fa_depreciation"
+    win = f"CAST(queued_at AS DATE) IN {PLANTED_DAYS}"
+    other = f"NOT CAST(queued_at AS DATE) IN {WINDOW_DAYS}"
+    weekday = "isodow(queued_at) <= 5"
+
+    def per_day(proc: str) -> tuple[float, float]:
+        n_w, n_o = _one(
+            con,
+            f"SELECT count(*) FILTER (WHERE {win}), count(*) FILTER (WHERE {other}) "
+            f"FROM d WHERE process_name = '{proc}' AND {weekday}",
+        )
+        return n_w / 6, n_o / (65 - 9)
+
+    # the close runs about 4x its jobs a business day in the window, the others as usual
+    w, o = per_day(close)
+    assert 3.5 < w / o < 6.5
+    w, o = per_day(busy)
+    assert 2.5 < w / o < 4.5
+    for proc in (mover, "ap_invoice_post", "inv_stock_sync"):
+        w, o = per_day(proc)
+        assert 0.8 < w / o < 1.25, proc
+    # in the window the close and its competitor run on the close hosts only
+    hosts = _one(
+        con,
+        f"SELECT list(DISTINCT host ORDER BY host) FROM d WHERE {win} "
+        f"AND process_name IN ('{close}', '{mover}')",
+    )
+    assert hosts == list(synth.CLOSE_HOSTS)
+
+    # the close waits far longer in the window on average (the median rises only when the
+    # competitor has jobs running most of the time: with rows); the busy one does not
+    def wait_ratio(proc: str) -> float:
+        a, b = _one(
+            con,
+            f"SELECT avg({WAIT}) FILTER (WHERE {win}), avg({WAIT}) FILTER "
+            f"(WHERE {other}) FROM d WHERE process_name = '{proc}' AND {weekday}",
+        )
+        return float(a) / float(b)
+
+    assert wait_ratio(close) > 3.0
+    assert 0.8 < wait_ratio(busy) < 1.25
+    # the failing pairing: about 10x on its host; the mix host runs most of ar_dunning
+    proc, host = planted["host_rebalance"]["target"], planted["host_rebalance"]["alt_targets"][0]
+    fails = "avg((status = 'failed')::INT)"
+    here, there = _one(
+        con,
+        f"SELECT {fails} FILTER (WHERE host = '{host}'), {fails} FILTER (WHERE host <> '{host}') "
+        f"FROM d WHERE process_name = '{proc}'",
+    )
+    assert 6.0 < here / there < 15.0
+    share = _one(
+        con, "SELECT avg((host = 'erp-app-07')::INT) FROM d WHERE process_name = 'ar_dunning'"
+    )
+    assert share == pytest.approx(0.7 + 0.3 * 0.12, abs=0.03)
