@@ -95,6 +95,11 @@ if [ -d "$work/mutants" ]; then
 fi
 cd "$work"
 start=$(date +%s)
+# A mutant can turn a loop into one that never ends and grows a list without bound
+# (find_cycles did: 7 GB in two minutes, before the CPU limit mutmut sets). Address
+# space is capped per process, so such a mutant dies with MemoryError, counted as
+# killed, instead of taking the machine's memory (MUTATION_MEMORY_MB, default 4096).
+ulimit -v $(( ${MUTATION_MEMORY_MB:-4096} * 1024 ))
 # Subprocesses a test starts (``python -m engine ...``) import the mutated copy too.
 read -ra names <<<"${MUTATION_NAMES:-}"
 PYTHONPATH="$work/mutants" "$root/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
