@@ -23,6 +23,7 @@ FAMILIES = {
     "control_chart_violation": "queue wait and capacity",
     "sla_breach": "queue wait and capacity",
     "concurrency_saturation": "queue wait and capacity",
+    "arrival_burst": "queue wait and capacity",
     "tail_latency_hotspot": "run time",
     "trend": "run time",
     "timeout_cutoff": "run time",
