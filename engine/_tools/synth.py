@@ -371,7 +371,7 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         censor_end=True,
         bursts=("ar_dunning", 0.3, 2.0, 600),
         cron="ap_payment_run",
-        joint_anomaly=("gl_period_close", 0.03),
+        joint_anomaly=("gl_period_close", 0.04),
     ),
     "ops_calendar": _Scenario(
         "ops_calendar",

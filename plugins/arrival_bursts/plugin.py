@@ -81,7 +81,11 @@ def run(ctx):
     )
     span = ctx.data.sql(span_q).to_pylist()[0]
     if span["t0"] is None:
-        return na("INSUFFICIENT_DATA", "No job has both a process and a queue time.")
+        return na(
+            "INSUFFICIENT_DATA",
+            "No job has both a process and a queue time.",
+            checked=[f"rows with {roles['process']} and {roles['queued']} set: 0"],
+        )
     if int(span["marks"]) < MIN_MARKS:
         return na(
             "NOT_APPLICABLE",
