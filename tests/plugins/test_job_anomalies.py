@@ -100,7 +100,7 @@ def test_the_jointly_odd_process_is_found(tmp_path):
     assert all(r["process"] != "fast" or r["amount"] < 9e6 for r in triage)
     ids = [r["case_id"] for r in triage]
     assert m["triage_query"] == (
-        "SELECT * FROM data WHERE CAST(\"job_id\" AS VARCHAR) IN ("
+        'SELECT * FROM data WHERE CAST("job_id" AS VARCHAR) IN ('
         + ", ".join(f"'{i}'" for i in ids)
         + ")"
     )
