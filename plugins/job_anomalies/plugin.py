@@ -234,7 +234,7 @@ def _triage(view, names, raw, top_n: int, only: str | None = None) -> list[dict]
         }
         for j, (n, c) in enumerate(zip(names, raw, strict=True)):
             v = sample[c][i]
-            row[n] = None if v is None else float(v)
+            row[n] = float(v) if v is not None and np.isfinite(v) else None
             row[f"z_{n}"] = float(view["z"][i, j])
         out.append(row)
         if len(out) >= top_n:

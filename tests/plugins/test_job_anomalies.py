@@ -145,3 +145,14 @@ def test_bad_settings_and_tiny_input_are_na(tmp_path):
     one = {k: v[:150] for k, v in _log(n=150).items()}  # one process only
     result = run_plugin("job_anomalies", one, tmp_path / "one")
     assert isinstance(result, Na) and result.reason_code == "INSUFFICIENT_DATA"
+
+
+def test_nulls_infinities_and_constant_columns_do_not_break_it(tmp_path):
+    data = _log(n=400)
+    data["amount"] = [None if i % 7 == 0 else v for i, v in enumerate(data["amount"])]
+    data["amount"][1] = float("inf")
+    data["retry_count"] = [0] * len(data["retry_count"])  # constant
+    result = run_plugin("job_anomalies", data, tmp_path, top_n=5)
+    metrics = result.metrics
+    assert len(metrics["triage"]) == 5
+    assert all(r["z_retry_count"] == 0.0 for r in metrics["triage"])
