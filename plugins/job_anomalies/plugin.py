@@ -8,7 +8,10 @@ by normal scores of its within-process ranks (scipy.stats.rankdata, ties average
 the standard normal quantile): a monotone transform, so it needs no log scale for
 right-skewed columns, a heavy but stable tail or a zero-inflated count (retries) is
 not odd for its shape, and a process that is slow by design is not odd for being
-itself. An IsolationForest (scikit-learn, random_state from the run seed) is fitted on
+itself. The forest gets the randomized transform (ties broken at random from
+``ctx.rng()``), exactly standard normal in every process, so a spike of equal counts
+sitting at a different place in each process does not single one out; the reported z
+keep mid-ranks. An IsolationForest (scikit-learn, random_state from the run seed) is fitted on
 the sample and scores it; the rest is not scored (the result says how many were
 checked). A process is a decision when its anomalies are concentrated (share >=
 ``min_ratio`` x the other processes', enough of them, most odd in two features or more);
@@ -29,7 +32,7 @@ from contracts.sql import string_literal, timestamp_expr
 def _settings(ctx) -> dict:
     s = ctx.settings
     return {
-        "contamination": str(s.get("contamination", "0.01")),
+        "contamination": str(s.get("contamination", "0.005")),
         "n_estimators": int(s.get("n_estimators", 200)),
         "max_sample": int(s.get("max_sample", 50000)),
         "max_columns": int(s.get("max_columns", 8)),
@@ -73,15 +76,25 @@ def jobs_query(ctx, roles: dict[str, str], case: str | None, extra: list[str]) -
     )
 
 
-def normal_scores(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Per group, the standard normal quantile of each value's mid-rank (ties averaged;
-    nulls score 0); a constant column scores 0 everywhere."""
+def normal_scores(
+    values: np.ndarray, groups: np.ndarray, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Per group, the standard normal quantile of each value's rank, (rank - 0.5) / n;
+    nulls score 0. Ties get their mid-rank (a constant column scores 0 everywhere), or,
+    with ``rng``, are broken at random: the randomized probability integral transform,
+    whose result is exactly standard normal in every group even for a count with a
+    spike of equal values (zero retries)."""
     out = np.zeros(values.size, dtype=np.float64)
     for g in sorted(set(groups.tolist())):
         idx = np.flatnonzero((groups == g) & np.isfinite(values))
         if idx.size < 2:
             continue
-        ranks = stats.rankdata(values[idx], method="average")
+        if rng is None:
+            ranks = stats.rankdata(values[idx], method="average")
+        else:
+            order = np.lexsort((rng.random(idx.size), values[idx]))
+            ranks = np.empty(idx.size, dtype=np.float64)
+            ranks[order] = np.arange(1, idx.size + 1, dtype=np.float64)
         out[idx] = stats.norm.ppf((ranks - 0.5) / idx.size)
     return out
 
@@ -149,20 +162,21 @@ def run(ctx):
         c: [v for v, m in zip(vals, keep.tolist(), strict=True) if m] for c, vals in sample.items()
     }
     procs = np.asarray(sample["p"], dtype=object)
-    z = np.column_stack(
-        [
-            normal_scores(
-                np.asarray([np.nan if v is None else v for v in sample[c]], dtype=np.float64), procs
-            )
-            for c in raw
-        ]
-    )
+    columns = [
+        np.asarray([np.nan if v is None else v for v in sample[c]], dtype=np.float64) for c in raw
+    ]
+    # the forest sees randomized normal scores (each feature exactly standard normal in
+    # every process, so a process is never odd for the shape of its counts); the
+    # reported z and the count of odd features use mid-ranks (ties stay equal)
+    rng = ctx.rng()
+    x = np.column_stack([normal_scores(v, procs, rng) for v in columns])
+    z = np.column_stack([normal_scores(v, procs) for v in columns])
     forest = IsolationForest(
         n_estimators=cfg["n_estimators"], contamination=contamination, random_state=seed
     )
-    forest.fit(z)
-    score = -forest.score_samples(z)  # higher: more anomalous
-    flagged = forest.predict(z) == -1
+    forest.fit(x)
+    score = -forest.score_samples(x)  # higher: more anomalous
+    flagged = forest.predict(x) == -1
     odd = (np.abs(z) >= cfg["joint_z"]).sum(axis=1)
     n_flag = int(flagged.sum())
     checked.append(

@@ -92,7 +92,7 @@ def test_the_jointly_odd_process_is_found(tmp_path):
     m = result.metrics
     assert m["finished_jobs"] == 5 * 2500  # the censored jobs are left out
     assert m["sampled"] == 5 * 2500
-    assert m["anomalous"] == pytest.approx(0.01 * m["sampled"], abs=2)  # contamination 0.01
+    assert m["anomalous"] == pytest.approx(0.005 * m["sampled"], abs=2)  # contamination 0.005
     triage = m["triage"]
     assert len(triage) == 20
     scores = [r["score"] for r in triage]
