@@ -223,7 +223,7 @@ def _examine(ctx, roles, cfg, name, jobs, index, p_value, df, t0, t1, months):
     share = burst_jobs / jobs if jobs else 0.0
     inside, outside = waits.get(True), waits.get(False)
     excess = 0.0
-    if inside and outside and inside["mean_wait_s"] is not None and outside["mean_wait_s"]:
+    if inside and outside and None not in (inside["mean_wait_s"], outside["mean_wait_s"]):
         excess = float(inside["mean_wait_s"]) - float(outside["mean_wait_s"])
     waited = int(inside["waited"]) if inside else 0
     hours = max(0.0, excess) * waited / 3600.0 / months
