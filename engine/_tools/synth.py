@@ -166,6 +166,8 @@ DECISION_KINDS: Final = (
     "close_contention",
     "close_spill",
     "host_rebalance",
+    "arrival_burst",
+    "job_anomaly",
 )
 """The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
 (whose target is a finding id, so it never detects a plant) and ``top_action`` (which
@@ -344,6 +346,9 @@ class _Scenario:
     close_busy: tuple[str, float] | None = None  # busy-by-design process, volume factor
     host_fail: tuple[str, str, float] | None = None  # process, host, failure-rate factor
     host_mix: tuple[str, str, float, float] | None = None  # process, host, share, fail factor
+    bursts: tuple[str, float, float, int] | None = None  # process, share, bursts/day, drain s
+    cron: str | None = None  # process whose jobs are queued on a fixed, even grid
+    joint_anomaly: tuple[str, float] | None = None  # process, share of jointly odd jobs
 
 
 SCENARIOS: Final[dict[str, _Scenario]] = {
@@ -373,6 +378,9 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         stall=("bank_statement_import", 0.15, 3600, 7200),
         heavy_tail=("gl_journal_import", 0.9),
         censor_end=True,
+        bursts=("ar_dunning", 0.3, 2.0, 600),
+        cron="ap_payment_run",
+        joint_anomaly=("gl_period_close", 0.04),
     ),
     "ops_calendar": _Scenario(
         "ops_calendar",
@@ -584,6 +592,30 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
                 alt_targets=(host,),
             )
         )
+    if s.bursts:
+        proc, share, per_day, drain = s.bursts
+        out.append(
+            Planted(
+                id="arrival_bursts",
+                description=f"{share:.0%} of {proc}'s jobs arrive in bursts (all within one "
+                f"minute, about {per_day:g} bursts a day at random times); a burst's jobs "
+                f"wait up to {drain // 60} min more, in arrival order, while it drains",
+                kinds=("arrival_burst",),
+                target=proc,
+            )
+        )
+    if s.joint_anomaly:
+        proc, share = s.joint_anomaly
+        out.append(
+            Planted(
+                id="joint_anomaly",
+                description=f"{share:.0%} of {proc}'s jobs are odd in four features at once "
+                "(queue wait and run time 2-2.6 sd above the process's log mean, 2-3 retries, "
+                "an amount 2-2.6 sd from the log mean), each alone within the normal range",
+                kinds=("job_anomaly",),
+                target=proc,
+            )
+        )
     if s.duplicate_fraction:
         out.append(
             Planted(
@@ -672,6 +704,16 @@ def scenario_confounders(name: str) -> tuple[str, ...]:
             f"{share:.0%} of its jobs run on {host}: that host fails more only because of "
             "its process mix"
         )
+    if s.cron:
+        out.append(
+            f"{s.cron}'s jobs are queued on a fixed, even schedule (cron-like): regular, "
+            "under-dispersed arrivals, not bursts"
+        )
+    if s.bursts or s.joint_anomaly:
+        out.append(
+            "every process's arrivals follow the weekly rhythm (busy office hours, quiet "
+            "nights and weekends): hour-of-week volume differences are not bursts"
+        )
     if s.censor_end:
         out.append(
             f"jobs still running at the end of the log have no ended_at (status {RUNNING!r}; "
@@ -744,6 +786,33 @@ def _contend(
         running = np.searchsorted(starts, t, side="right") - np.searchsorted(ends, t, side="right")
         out[victims] = out[victims] + np.round(per_job * running)
     return out
+
+
+def _bursts(
+    spec: tuple[str, float, float, int], member: npt.NDArray[np.bool_], queued: Ints, rng: Any
+) -> tuple[Ints, Floats]:
+    """Move a share of the process's jobs (``member``) into bursts: about ``per_day``
+    bursts a day at random instants of the chunk's time range, each burst's jobs queued
+    within one minute of its start. Returns the new queue times and each job's extra
+    wait: a burst drains in arrival order over ``drain`` seconds."""
+    _, share, per_day, drain = spec
+    n = queued.size
+    lo, hi = int(queued.min()), int(queued.max())
+    n_bursts = max(1, round(per_day * (hi - lo) / _DAY))
+    starts = np.sort(rng.integers(lo, max(lo + 1, hi - 60), size=n_bursts))
+    chosen = member & (rng.random(n) < share)
+    which = rng.integers(0, n_bursts, size=n)
+    within = rng.integers(0, 60, size=n)
+    moved: Ints = np.where(chosen, starts[which] + within, queued)
+    extra = np.zeros(n, dtype=np.float64)
+    idx = np.flatnonzero(chosen)
+    if idx.size:
+        order = idx[np.lexsort((moved[idx], which[idx]))]
+        sizes = np.bincount(which[order], minlength=n_bursts)
+        first = np.cumsum(sizes) - sizes
+        rank = np.arange(order.size) - first[which[order]]
+        extra[order] = rank / np.maximum(sizes[which[order]], 1) * float(drain)
+    return moved, extra
 
 
 def _serve(free: list[int], arrivals: Ints, runs: Floats) -> Floats:
@@ -899,8 +968,8 @@ def _chunk(
     window = close_window_days(complete=True)[np.clip(queued // _DAY, 0, DAYS - 1)]
     close_hosts = np.asarray([_HOSTS.index(h) for h in CLOSE_HOSTS], dtype=np.int64)
     taken = [c for c, _ in _close_extra(s)]
-    for c, extra in _close_extra(s):  # the window's extra jobs of a month-end process
-        proc = np.where(window & ~np.isin(proc, taken) & (cal.random(n) < extra), c, proc)
+    for c, extra_share in _close_extra(s):  # the window's extra jobs of a month-end process
+        proc = np.where(window & ~np.isin(proc, taken) & (cal.random(n) < extra_share), c, proc)
     if s.close:  # in the window the close (and its competitor) run on the close hosts
         sent = proc == names.index(s.close[0])
         if s.close_mover:
@@ -911,6 +980,18 @@ def _chunk(
         mix_host = _HOSTS.index(s.host_mix[1])
         moved_mix = (proc == names.index(s.host_mix[0])) & (cal.random(n) < s.host_mix[2])
         host = np.where(moved_mix, mix_host, host)
+    # plants on arrival times and joint values draw from a stream of their own, so the
+    # other plants of the scenario are the same with or without them
+    extra = _rng(seed, chunk, _stream_id(s.name + "/arrivals"))
+    if s.cron:  # an even grid over the chunk's time range: regular, under-dispersed
+        cron = np.flatnonzero(proc == names.index(s.cron))
+        if cron.size:
+            lo, hi = int(queued.min()), int(queued.max())
+            step = (hi - lo) / cron.size
+            queued[cron] = lo + np.floor((np.arange(cron.size) + 0.5) * step).astype(np.int64)
+    burst_wait = np.zeros(n, dtype=np.float64)
+    if s.bursts:
+        queued, burst_wait = _bursts(s.bursts, proc == names.index(s.bursts[0]), queued, extra)
     z_wait = rng.standard_normal(n)
     z_rows = rng.standard_normal(n)
     z_run = rng.standard_normal(n)
@@ -931,6 +1012,7 @@ def _chunk(
         st_proc, st_share, lo, hi = s.stall
         stalled = (proc == names.index(st_proc)) & (plant.random(n) < st_share)
         wait = wait + np.where(stalled, plant.integers(lo, hi + 1, size=n), 0)
+    wait = wait + np.round(burst_wait)
     rows_med = per_process("rows")[proc]
     rows_processed = np.round(rows_med * np.exp(_ROWS_SIGMA * z_rows)).astype(np.int64) + 1
     run_z = _RUN_ROWS_CORR * z_rows + np.sqrt(1.0 - _RUN_ROWS_CORR**2) * z_run
@@ -946,6 +1028,14 @@ def _chunk(
     if s.heavy_tail:
         run_sigma = np.where(proc == names.index(s.heavy_tail[0]), s.heavy_tail[1], run_sigma)
     run = np.maximum(1.0, np.round(run_med * np.exp(run_sigma * run_z)))
+    odd = np.zeros(n, dtype=bool)
+    if s.joint_anomaly:  # each value alone is within the process's normal range
+        odd = (proc == names.index(s.joint_anomaly[0])) & (extra.random(n) < s.joint_anomaly[1])
+        z_odd = extra.uniform(2.0, 2.6, size=(3, n))
+        wait_odd = np.round(wait_med * np.exp(per_process("wait_sigma")[proc] * z_odd[0]))
+        wait = np.where(odd, wait_odd, wait)
+        run_odd = np.maximum(1.0, np.round(run_med * np.exp(run_sigma * z_odd[1])))
+        run = np.where(odd, run_odd, run)
     killed = np.zeros(n, dtype=bool)
     if s.timeout:
         limit = float(_timeout_s(*s.timeout))
@@ -991,11 +1081,18 @@ def _chunk(
         no_start = started > _SPAN_S
         status = np.where(no_start, 5, np.where(no_end, 4, status))
     retry_count = np.where(u_again < p_again, np.minimum(again, 9), 0).astype(np.int32)
+    if s.joint_anomaly:
+        retry_count = np.where(odd, extra.integers(2, 4, size=n), retry_count).astype(np.int32)
 
     # --- money
     amount = np.maximum(
         0.01, np.round(_AMOUNT_MEDIAN * np.exp(_AMOUNT_SIGMA * rng.standard_normal(n)), 2)
     )
+
+    if s.joint_anomaly:
+        sign = np.where(extra.random(n) < 0.5, -1.0, 1.0)
+        odd_amount = np.round(_AMOUNT_MEDIAN * np.exp(sign * _AMOUNT_SIGMA * z_odd[2]), 2)
+        amount = np.where(odd, np.maximum(0.01, odd_amount), amount)
 
     # --- plants on values
     if s.outage:

@@ -25,6 +25,7 @@ FAMILIES = {
     "concurrency_saturation": "queue wait and capacity",
     "close_spill": "queue wait and capacity",
     "close_contention": "queue wait and capacity",
+    "arrival_burst": "queue wait and capacity",
     "tail_latency_hotspot": "run time",
     "trend": "run time",
     "timeout_cutoff": "run time",

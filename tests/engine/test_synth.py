@@ -416,6 +416,8 @@ def test_capacity_and_calendar_plants_are_in_the_data(made: dict[str, Path], sce
     common = {"capacity_shortfall", "volume_growth", "timeout_cutoff", "sla_breach"}
     if scenario == "ops_calendar":
         common |= {"close_spill", "close_contention", "host_rebalance"}
+    if scenario == "ops_capacity":
+        common |= {"arrival_bursts", "joint_anomaly"}
     assert set(planted) == common
     assert truth["confounders"]
     con = _con(path)
@@ -574,3 +576,48 @@ def test_calendar_close_plants_are_in_the_data(made: dict[str, Path]) -> None:
         con, "SELECT avg((host = 'erp-app-07')::INT) FROM d WHERE process_name = 'ar_dunning'"
     )
     assert share == pytest.approx(0.7 + 0.3 * 0.12, abs=0.03)
+
+
+def test_capacity_bursts_cron_and_joint_anomalies(made: dict[str, Path]) -> None:
+    cap = _con(made["ops_capacity"])
+    planted = _planted(made["ops_capacity"])
+    assert planted["arrival_bursts"]["target"] == "ar_dunning"
+    assert planted["arrival_bursts"]["kinds"] == ["arrival_burst"]
+    assert planted["joint_anomaly"]["target"] == "gl_period_close"
+    assert planted["joint_anomaly"]["kinds"] == ["job_anomaly"]
+    # bursts: about 30% of ar_dunning's jobs have 4+ of its jobs within a minute of them
+    # (no other process's jobs do), and they wait longer than its other jobs
+    crowded = (
+        f"WITH w AS (SELECT process_name AS p, {WAIT} AS wait, count(*) OVER (PARTITION BY "
+        "process_name ORDER BY epoch(queued_at) RANGE BETWEEN 60 PRECEDING AND 60 FOLLOWING) "
+        "- 1 AS near FROM d WHERE started_at IS NOT NULL) "
+    )
+    in_bursts = _rows(cap, f"{crowded}SELECT p, avg((near >= 4)::INT) FROM w GROUP BY p")
+    assert in_bursts["ar_dunning"] == pytest.approx(0.3, abs=0.05)
+    assert max(v for p, v in in_bursts.items() if p != "ar_dunning") < 0.01
+    waits = _rows(
+        cap, f"{crowded}SELECT near >= 4, avg(wait) FROM w WHERE p = 'ar_dunning' GROUP BY 1"
+    )
+    assert waits[True] > waits[False] + 150  # a burst drains over up to 10 min
+    # the cron-like process: evenly spaced queue times (the gaps vary by a second at most)
+    gaps = _one(
+        cap,
+        "SELECT max(g) - min(g) FROM (SELECT epoch(queued_at) - lag(epoch(queued_at)) OVER "
+        "(ORDER BY queued_at) AS g FROM d WHERE process_name = 'ap_payment_run') "
+        "WHERE g IS NOT NULL",
+    )
+    assert gaps <= 1
+    # the joint anomaly: about 4% of gl_period_close's jobs have 2-3 retries and a queue
+    # wait at least e^(2 x 0.85) x its median, while neither alone is rare elsewhere
+    odd = _one(
+        cap,
+        f"SELECT avg((retry_count BETWEEN 2 AND 3 AND {WAIT} >= 150 * exp(1.7) - 1)::INT) "
+        "FROM d WHERE process_name = 'gl_period_close'",
+    )
+    assert odd == pytest.approx(0.04, abs=0.015)
+    other = _one(
+        cap,
+        f"SELECT avg((retry_count BETWEEN 2 AND 3 AND {WAIT} >= 150 * exp(1.7) - 1)::INT) "
+        "FROM d WHERE process_name = 'ap_invoice_post'",
+    )
+    assert other < 0.002

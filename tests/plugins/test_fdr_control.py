@@ -137,4 +137,6 @@ def test_depends_on_the_catalog_decision_plugins():
         "sla_breach",
         "close_window",
         "workload_rebalance",
+        "arrival_bursts",
+        "job_anomalies",
     )
