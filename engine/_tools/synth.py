@@ -950,7 +950,10 @@ def _case_chunk(
     """Rows ``first .. first+count`` of a multi-step case log as an Arrow table.
 
     Cases are drawn until they hold ``count`` steps (the last one is cut there: it is
-    still open at the chunk's end, as a log extract cuts cases). A case opens at the
+    still open at the chunk's end, as a log extract cuts cases); steps queued after the
+    end of the covered range are left out, so the last chunk may hold fewer rows (a
+    hand-off of several hours would otherwise leave a thinning tail of events after the
+    end, read as a gap in the timestamps). A case opens at the
     quantile of the arrival intensity given by the row of its first step, so chunks
     cover consecutive slices of time as in :func:`_chunk`; its steps then follow one
     another: hand-off gap, queue wait, run.
@@ -1037,8 +1040,10 @@ def _case_chunk(
     order_value = _AMOUNT_MEDIAN * np.exp(_AMOUNT_SIGMA * rng.standard_normal(k))
     amount = np.maximum(0.01, np.round(order_value[case], 2))  # the case's order value
 
-    # --- order: by queue time; job ids follow it
+    # --- order: by queue time; job ids follow it. The log is extracted at the end of the
+    # covered range: steps queued later are not in it (their cases are still open).
     take = np.argsort(queued, kind="stable")
+    take = take[queued[take] <= _SPAN_S]
     import pyarrow.compute as pc  # here: a third of a second to import, for one call
 
     def ids(prefix: str, numbers: Ints) -> pa.Array:
@@ -1048,7 +1053,7 @@ def _case_chunk(
     statuses = ("ok", "failed", "retried")
     columns: dict[str, pa.Array] = {
         "case_id": ids("C", (first + start_row[case])[take]),
-        "job_id": ids("J", first + np.arange(n, dtype=np.int64)),
+        "job_id": ids("J", first + np.arange(take.size, dtype=np.int64)),
         "process_name": _strings(names, act[take]),
         "module": _strings([a.module for a in acts], act[take]),
         "user": _strings(_USERS, user[take]),
@@ -1106,6 +1111,10 @@ def synthesize(
 ) -> SynthResult:
     """Write ``rows`` rows of scenario ``scenario`` to ``out`` and its truth file.
 
+    ``ops_cases`` writes a little fewer: the steps of its last cases that would be queued
+    after the end of the log are not in it (``SynthResult.rows`` says how many were
+    written; the truth keeps the requested ``rows``, which reproduce the file).
+
     Parquet when ``out`` ends in ``.parquet`` or ``.pq``, CSV otherwise. Both files
     are written to temporary names and moved into place, so a crash never leaves a
     partial file under the final name.
@@ -1136,6 +1145,7 @@ def synthesize(
             writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         else:
             writer = pacsv.CSVWriter(tmp, schema)
+        written = 0
         with writer:
             for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - first)
@@ -1143,6 +1153,7 @@ def synthesize(
                     table = _case_chunk(s, seed, rows, chunk, first, count, cdf, weights)
                 else:
                     table = _chunk(s, seed, rows, chunk, first, count, cdf, weights, queues)
+                written += table.num_rows
                 if fmt == "parquet":
                     writer.write_table(table, row_group_size=CHUNK_ROWS)
                 else:
@@ -1177,6 +1188,6 @@ def synthesize(
         data_path=str(out_path),
         truth_path=str(truth_path),
         format=fmt,
-        rows=rows,
+        rows=written,
         truth=result_truth,
     )

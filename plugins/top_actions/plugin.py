@@ -29,6 +29,8 @@ FAMILIES = {
     "retry_hotspot": "failures and retries",
     "failure_hotspot": "failures and retries",
     "volume_peak": "volume",
+    "rework_loop": "rework",
+    "handoff_gap": "hand-offs",
 }
 SPAN_KEYS = ("span_days", "observed_days", "days_charted", "days_in_series")
 MERGED_ELSEWHERE = "fdr_control"
