@@ -41,6 +41,15 @@ run-time tail; and the log ends at the last queue time, so jobs still running ha
 ``ended_at`` (status ``running``, or ``queued`` without ``started_at``).
 :func:`scenario_confounders` lists what must not be reported.
 
+``ops_cases`` is a different log: a ``case_id`` column first, and each row one step of
+an order-to-cash case (six activities in three variants; :func:`_case_chunk`): a
+hand-off gap after the previous step's end, then the step's queue wait and run, both
+per activity as load-independent as the baseline's. It plants a rework loop and one
+slow hand-off; a rare normal loop and slower hand-offs at weekends are its confounders.
+A long gap that is long by design (an overnight batch) is not planted: the gap alone
+cannot tell it from a slow hand-off (only a schedule can), so no plugin could be held
+to telling them apart.
+
 Determinism and scale
 =====================
 Rows are generated in chunks of :data:`CHUNK_ROWS`; chunk ``c`` draws from
