@@ -27,12 +27,7 @@ def run(ctx):
     if reason:
         return na("NOT_APPLICABLE", f"Not a multi-step case log: {reason}.", checked=[reason])
     ev = steps_cte(ctx, cols)
-    lengths_q = (
-        f"WITH {ev}, n AS (SELECT c, count(*) AS k FROM ev GROUP BY c) "
-        "SELECT avg(k) AS mean, quantile_cont(k, 0.5) AS p50, quantile_cont(k, 0.9) AS p90, "
-        "max(k) AS max FROM n"
-    )
-    lengths = {k: float(v) for k, v in ctx.data.sql(lengths_q).to_pylist()[0].items()}
+    lengths = counts["lengths"]
     variants_q = (
         f"WITH {ev}, v AS (SELECT c, string_agg(p, ' -> ' ORDER BY {ORDER}) AS variant, "
         "count(*) AS k FROM ev GROUP BY c) "

@@ -43,19 +43,26 @@ ORDER = "coalesce(s, q, e), q, e, p"
 
 
 def multi_step_query(ctx, cols: dict[str, str | None]) -> str:
-    """Cases, steps and cases with at least two steps."""
+    """Cases, steps, cases with at least two steps, steps per case and the span of the
+    log in days, in one pass."""
     return (
-        f"WITH {steps_cte(ctx, cols)}, n AS (SELECT c, count(*) AS k FROM ev GROUP BY c) "
+        f"WITH {steps_cte(ctx, cols)}, n AS (SELECT c, count(*) AS k, "
+        "min(coalesce(q, s, e)) AS t0, max(coalesce(e, s, q)) AS t1 FROM ev GROUP BY c) "
         "SELECT CAST(count(*) AS BIGINT) AS cases, CAST(coalesce(sum(k), 0) AS BIGINT) AS steps, "
-        "CAST(count_if(k >= 2) AS BIGINT) AS multi FROM n"
+        "CAST(count_if(k >= 2) AS BIGINT) AS multi, avg(k) AS mean, "
+        "quantile_cont(k, 0.5) AS p50, quantile_cont(k, 0.9) AS p90, max(k) AS max, "
+        "(max(t1) - min(t0)) / 86400e6 AS span_days FROM n"
     )
 
 
 def multi_step(ctx, cols: dict[str, str | None], min_cases: int, min_share: float):
-    """``(counts, reason)``: the counts of :func:`multi_step_query`, and why the log is
-    not a multi-step case log (None when it is)."""
+    """``(counts, reason)``: the figures of :func:`multi_step_query` (``cases``, ``steps``,
+    ``multi``; ``lengths``: steps per case; ``span_days``), and why the log is not a
+    multi-step case log (None when it is)."""
     row = ctx.data.sql(multi_step_query(ctx, cols)).to_pylist()[0]
-    counts = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
+    counts: dict = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
+    counts["lengths"] = {k: float(row[k] or 0.0) for k in ("mean", "p50", "p90", "max")}
+    counts["span_days"] = float(row["span_days"] or 0.0)
     cases, multi = counts["cases"], counts["multi"]
     text = f"cases with >= 2 steps: {multi} of {cases}"
     if cases == 0:

@@ -57,20 +57,6 @@ def sample_query(ctx, cols, target: str, compared: list[str], n_t: int, n_r: int
     )
 
 
-def excess_query(ctx, cols, target: str, level_s: float) -> str:
-    return (
-        f"{gaps_cte(ctx, cols)} SELECT coalesce(sum(gap_s - {float(level_s)!r}), 0) / 3600 AS h "
-        f"FROM g WHERE t = {string_literal(target)} AND gap_s > {float(level_s)!r}"
-    )
-
-
-def span_query(ctx, cols) -> str:
-    return (
-        f"WITH {steps_cte(ctx, cols)} SELECT (max(coalesce(e, s, q)) - min(coalesce(q, s, e))) "
-        "/ 86400e6 AS days FROM ev"
-    )
-
-
 def run(ctx):
     cfg = ctx.settings
     min_ratio = float(cfg.get("min_ratio", 3.0))
@@ -97,7 +83,7 @@ def run(ctx):
             "Fewer than three transitions are frequent enough to compare their hand-off gaps.",
             checked=checked,
         )
-    days = float(ctx.data.sql(span_query(ctx, cols)).to_pylist()[0]["days"] or 0.0)
+    days = counts["span_days"]
     months = max(days, 1.0) / DAYS_PER_MONTH
     names = [str(r["t"]) for r in rows]
     findings = []
@@ -131,7 +117,8 @@ def run(ctx):
         )
         if not p_value < alpha:
             continue
-        excess = float(ctx.data.sql(excess_query(ctx, cols, name, peer50)).to_pylist()[0]["h"])
+        # hours above the peers' median: the sample's mean excess times the transitions
+        excess = float(np.clip(mine - peer50, 0.0, None).mean()) * int(r["n"]) / 3600.0
         findings.append(
             _finding(
                 cols, query, r, peer50, peer90, p_value, a_stat, excess, days, months, mine, rest
@@ -202,6 +189,8 @@ def _finding(cols, query, r, peer50, peer90, p_value, a_stat, excess, days, mont
             "transitions' median gap",
             assumptions=(
                 f"every gap above the other transitions' median ({peer50:.0f} s) falls to it",
+                f"the mean excess is that of the {mine.size} sampled gaps (all of them when "
+                "there are no more than the sample size)",
                 f"the observed {months:.1f} months are representative; a month is "
                 f"{DAYS_PER_MONTH:.2f} days",
             ),

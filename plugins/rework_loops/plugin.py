@@ -33,13 +33,6 @@ def loops_query(ctx, cols) -> str:
     )
 
 
-def span_query(ctx, cols) -> str:
-    return (
-        f"WITH {steps_cte(ctx, cols)} SELECT (max(coalesce(e, s, q)) - min(coalesce(q, s, e))) "
-        "/ 86400e6 AS days FROM ev"
-    )
-
-
 def run(ctx):
     cfg = ctx.settings
     min_share = float(cfg.get("min_share", 0.05))
@@ -65,7 +58,7 @@ def run(ctx):
             "Fewer than two activities occur in enough cases to compare their loop shares.",
             checked=checked,
         )
-    days = float(ctx.data.sql(span_query(ctx, cols)).to_pylist()[0]["days"] or 0.0)
+    days = counts["span_days"]
     months = max(days, 1.0) / DAYS_PER_MONTH
     alpha = 1.0 - confidence
     share = {r["p"]: int(r["loops"]) / int(r["cases"]) for r in rows}

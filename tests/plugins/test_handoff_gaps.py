@@ -72,6 +72,11 @@ def test_sample_is_bounded_and_seeded(tmp_path):
     ev = a.findings[0].evidence.metrics
     assert ev["sample_transition"] <= 100 and ev["sample_others"] <= 100
     assert ev == b.findings[0].evidence.metrics
+    # the saving is estimated from the sample: near the exact one of all 600 gaps
+    exact = run_plugin("handoff_gaps", data, tmp_path / "c", seed=5).findings[0].impact
+    estimate = a.findings[0].impact
+    assert exact is not None and estimate is not None
+    assert estimate.value == pytest.approx(exact.value, rel=0.25)
 
 
 def test_every_handoff_slow_is_no_decision(tmp_path):
