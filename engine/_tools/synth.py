@@ -41,6 +41,15 @@ run-time tail; and the log ends at the last queue time, so jobs still running ha
 ``ended_at`` (status ``running``, or ``queued`` without ``started_at``).
 :func:`scenario_confounders` lists what must not be reported.
 
+``ops_cases`` is a different log: a ``case_id`` column first, and each row one step of
+an order-to-cash case (six activities in three variants; :func:`_case_chunk`): a
+hand-off gap after the previous step's end, then the step's queue wait and run, both
+per activity as load-independent as the baseline's. It plants a rework loop and one
+slow hand-off; a rare normal loop and slower hand-offs at weekends are its confounders.
+A long gap that is long by design (an overnight batch) is not planted: the gap alone
+cannot tell it from a slow hand-off (only a schedule can), so no plugin could be held
+to telling them apart.
+
 Determinism and scale
 =====================
 Rows are generated in chunks of :data:`CHUNK_ROWS`; chunk ``c`` draws from
@@ -168,6 +177,8 @@ DECISION_KINDS: Final = (
     "host_rebalance",
     "arrival_burst",
     "job_anomaly",
+    "rework_loop",
+    "handoff_gap",
 )
 """The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
 (whose target is a finding id, so it never detects a plant) and ``top_action`` (which
@@ -349,6 +360,7 @@ class _Scenario:
     bursts: tuple[str, float, float, int] | None = None  # process, share, bursts/day, drain s
     cron: str | None = None  # process whose jobs are queued on a fixed, even grid
     joint_anomaly: tuple[str, float] | None = None  # process, share of jointly odd jobs
+    cases: bool = False  # multi-step cases of an order-to-cash flow (_case_chunk)
 
 
 SCENARIOS: Final[dict[str, _Scenario]] = {
@@ -397,6 +409,7 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         host_fail=("bank_statement_import", "erp-app-05", 10.0),
         host_mix=("ar_dunning", "erp-app-07", 0.7, 6.0),
     ),
+    "ops_cases": _Scenario("ops_cases", cases=True),
 }
 
 CLOSE_DAYS: Final = 3
@@ -616,6 +629,28 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
                 target=proc,
             )
         )
+    if s.cases:
+        share = _REWORK_ONCE + _REWORK_TWICE
+        out.append(
+            Planted(
+                id="rework_loop",
+                description=f"{share:.0%} of cases do {_REWORK} again once or twice right "
+                f"after it ({_REWORK_ONCE:.0%} once, {_REWORK_TWICE:.0%} twice)",
+                kinds=("rework_loop",),
+                target=_REWORK,
+            )
+        )
+        a, b = _HANDOFF
+        out.append(
+            Planted(
+                id="handoff_gap",
+                description=f"{b} is queued a median {_HANDOFF_S / 3600:g} h after {a} ends; "
+                f"every other hand-off takes a median {_GAP_S / 60:g} min",
+                kinds=("handoff_gap",),
+                target=f"{a}->{b}",
+                alt_targets=(b,),
+            )
+        )
     if s.duplicate_fraction:
         out.append(
             Planted(
@@ -713,6 +748,20 @@ def scenario_confounders(name: str) -> tuple[str, ...]:
         out.append(
             "every process's arrivals follow the weekly rhythm (busy office hours, quiet "
             "nights and weekends): hour-of-week volume differences are not bursts"
+        )
+    if s.cases:
+        out.append(
+            f"{_RARE_LOOP} is done twice in {_RARE_LOOP_SHARE:.1%} of the cases that have it: "
+            "a rare, normal loop, not rework worth removing"
+        )
+        out.append(
+            f"hand-offs of cases opened at a weekend take {_WEEKEND_GAP:g}x as long at every "
+            "step (a weekly rhythm shared by all transitions, not one slow hand-off)"
+        )
+        out.append(
+            "cases follow three variants (full flow, no cash application, express without "
+            "a credit check) with different step counts; the last cases are still open at the "
+            "end of the log"
         )
     if s.censor_end:
         out.append(
@@ -834,7 +883,8 @@ def _scenario(name: str) -> _Scenario:
 
 
 def _columns(s: _Scenario) -> tuple[str, ...]:
-    cols = ["job_id", "process_name", "module", "user", "host", "status"]
+    cols = ["case_id"] if s.cases else []
+    cols += ["job_id", "process_name", "module", "user", "host", "status"]
     cols += ["queued_at", "started_at", "ended_at", "amount"]
     if s.redundant:
         cols.append("amount_eur")
@@ -1148,6 +1198,175 @@ def _chunk(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# --------------------------------------------------------------------------- cases
+
+# The order-to-cash flow of ``ops_cases``: each row is one step of a case. Activities
+# pair a fast and a slow step within a module (as the processes do), so ``module``
+# separates durations far less than the activity does; waits and run times are
+# lognormal and independent of load, like the baseline's.
+_ACTIVITIES: Final = (
+    _Process("sd_order_entry", "SD", 0.0, 60, 0.85, 90, 0.55, 800, 1, 1.0, 1.0),
+    _Process("fi_credit_check", "FI", 0.0, 90, 0.85, 60, 0.55, 500, 1, 1.0, 1.0),
+    _Process("le_pick_pack", "LE", 0.0, 90, 0.85, 300, 0.55, 3000, 2, 1.0, 1.0),
+    _Process("le_ship", "LE", 0.0, 75, 0.85, 300, 0.6, 2000, 1, 1.0, 1.0),
+    _Process("sd_invoice", "SD", 0.0, 60, 0.85, 900, 0.55, 6000, 2, 1.0, 1.0),
+    _Process("fi_cash_apply", "FI", 0.0, 90, 0.85, 1200, 0.6, 8000, 2, 1.0, 1.0),
+)
+# Variants: which activities (in flow order) a case goes through, and their shares.
+_VARIANTS: Final = (
+    ((1, 1, 1, 1, 1, 1), 0.60),  # the full flow
+    ((1, 1, 1, 1, 1, 0), 0.25),  # paid elsewhere: no cash application
+    ((1, 0, 1, 1, 1, 0), 0.15),  # express: no credit check, no cash application
+)
+_REWORK: Final = "le_pick_pack"
+_REWORK_ONCE: Final = 0.08  # share of cases that do it one extra time
+_REWORK_TWICE: Final = 0.04  # two extra times
+_RARE_LOOP: Final = "fi_credit_check"
+_RARE_LOOP_SHARE: Final = 0.015  # a normal, rare re-check
+_HANDOFF: Final = ("le_ship", "sd_invoice")
+_HANDOFF_S: Final = 6 * 3600.0  # median gap of the slow hand-off
+_HANDOFF_SIGMA: Final = 0.4
+_GAP_S: Final = 5 * 60.0  # median gap of every other hand-off
+_GAP_SIGMA: Final = 0.8
+_WEEKEND_GAP: Final = 3.0  # hand-offs of cases opened at a weekend take this much longer
+
+
+def _case_chunk(
+    s: _Scenario,
+    seed: int,
+    rows: int,
+    chunk: int,
+    first: int,
+    count: int,
+    cdf: Floats,
+    weights: Floats,
+) -> pa.Table:
+    """Rows ``first .. first+count`` of a multi-step case log as an Arrow table.
+
+    Cases are drawn until they hold ``count`` steps (the last one is cut there: it is
+    still open at the chunk's end, as a log extract cuts cases); steps queued after the
+    end of the covered range are left out, so the last chunk may hold fewer rows (a
+    hand-off of several hours would otherwise leave a thinning tail of events after the
+    end, read as a gap in the timestamps). A case opens at the
+    quantile of the arrival intensity given by the row of its first step, so chunks
+    cover consecutive slices of time as in :func:`_chunk`; its steps then follow one
+    another: hand-off gap, queue wait, run.
+    """
+    rng = _rng(seed, chunk, 0)
+    plant = _rng(seed, chunk, _stream_id(s.name))
+    acts = _ACTIVITIES
+    names = [a.name for a in acts]
+    n_slots = len(acts)
+    k_max = count // 4 + 1  # every variant has at least 4 steps
+
+    def per_activity(attr: str) -> Floats:
+        return np.asarray([float(getattr(a, attr)) for a in acts], dtype=np.float64)
+
+    # --- the cases: variant, loops, steps
+    shares = np.asarray([v[1] for v in _VARIANTS], dtype=np.float64)
+    variant = rng.choice(len(_VARIANTS), size=k_max, p=shares / shares.sum())
+    reps = np.asarray([v[0] for v in _VARIANTS], dtype=np.int64)[variant]
+    u_rework = plant.random(k_max)
+    extra = np.where(
+        u_rework < _REWORK_TWICE, 2, np.where(u_rework < _REWORK_TWICE + _REWORK_ONCE, 1, 0)
+    )
+    reps[:, names.index(_REWORK)] += extra
+    rare = names.index(_RARE_LOOP)
+    reps[:, rare] += (reps[:, rare] > 0) & (plant.random(k_max) < _RARE_LOOP_SHARE)
+    steps = reps.sum(axis=1)
+    start_row = np.cumsum(steps) - steps
+    k = int(np.searchsorted(start_row, count, side="left"))  # cases starting in this chunk
+    steps, start_row, variant = steps[:k], start_row[:k], variant[:k]
+    act = np.repeat(np.tile(np.arange(n_slots, dtype=np.int64), k), reps[:k].ravel())[:count]
+    case = np.repeat(np.arange(k, dtype=np.int64), steps)[:count]
+    n = act.size
+    pos = np.arange(n, dtype=np.int64) - start_row[case]  # step number within its case
+
+    # --- when the cases open
+    quantiles = (first + start_row + rng.uniform(0.0, 1.0, size=k) * steps) / float(rows)
+    opened = _arrivals(cdf, weights, np.minimum(quantiles, 1.0 - 1e-12))
+    weekend = ((opened // _DAY) % 7) >= 5  # START is a Monday
+
+    # --- each step: hand-off gap from the previous step's end, queue wait, run
+    z_wait = rng.standard_normal(n)
+    z_rows = rng.standard_normal(n)
+    z_run = rng.standard_normal(n)
+    z_gap = rng.standard_normal(n)
+    wait = np.round(per_activity("wait_s")[act] * np.exp(per_activity("wait_sigma")[act] * z_wait))
+    rows_processed = (
+        np.round(per_activity("rows")[act] * np.exp(_ROWS_SIGMA * z_rows)).astype(np.int64) + 1
+    )
+    run_z = _RUN_ROWS_CORR * z_rows + np.sqrt(1.0 - _RUN_ROWS_CORR**2) * z_run
+    run = np.maximum(
+        1.0, np.round(per_activity("run_s")[act] * np.exp(per_activity("run_sigma")[act] * run_z))
+    )
+    prev = np.where(pos > 0, np.roll(act, 1), -1)
+    slow = (prev == names.index(_HANDOFF[0])) & (act == names.index(_HANDOFF[1]))
+    gap = np.where(
+        slow,
+        _HANDOFF_S * np.exp(_HANDOFF_SIGMA * z_gap),
+        _GAP_S * np.exp(_GAP_SIGMA * z_gap),
+    )
+    gap = np.where(weekend[case], gap * _WEEKEND_GAP, gap)
+    gap = np.where(pos == 0, 0.0, np.round(gap))
+    took = gap + wait + run
+    done = np.cumsum(took)
+    before = done - took  # time of all earlier steps of the chunk
+    offset = before - before[start_row[case]] + gap  # queue time within the case
+    queued = opened[case] + offset.astype(np.int64)
+    started = queued + wait.astype(np.int64)
+    ended = started + run.astype(np.int64)
+
+    # --- who, where, outcome, money (as in the baseline)
+    user = rng.choice(len(_USERS), size=n, p=_user_weights())
+    host_w = np.asarray(_HOST_WEIGHTS, dtype=np.float64)
+    host = rng.choice(len(_HOSTS), size=n, p=host_w / host_w.sum())
+    home = _users_home_cost_center()[user]
+    other_cc = rng.integers(0, len(_COST_CENTERS), size=n)
+    cost_center = np.where(rng.random(n) < _HOME_COST_CENTER, home, other_cc)
+    cores = per_activity("cores")[act] * np.exp2(rng.choice(3, size=n, p=_CORE_STEPS))
+    cpu_s = np.round(run * cores * rng.beta(5.0, 3.0, size=n), 3)
+    p_fail = _FAIL_RATE * np.asarray(_HOST_FAIL)[host]
+    u_status = rng.random(n)
+    status = np.where(u_status < p_fail, 1, np.where(u_status < p_fail + _RETRIED_RATE, 2, 0))
+    again = rng.geometric(0.55, size=n)
+    retry_count = np.where(rng.random(n) < _RETRY_COUNT_RATE, np.minimum(again, 9), 0)
+    order_value = _AMOUNT_MEDIAN * np.exp(_AMOUNT_SIGMA * rng.standard_normal(k))
+    amount = np.maximum(0.01, np.round(order_value[case], 2))  # the case's order value
+
+    # --- order: by queue time; job ids follow it. The log is extracted at the end of the
+    # covered range: steps queued later are not in it (their cases are still open).
+    take = np.argsort(queued, kind="stable")
+    take = take[queued[take] <= _SPAN_S]
+    import pyarrow.compute as pc  # here: a third of a second to import, for one call
+
+    def ids(prefix: str, numbers: Ints) -> pa.Array:
+        padded = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), width=9, padding="0")
+        return pc.binary_join_element_wise(prefix, padded, "")
+
+    statuses = ("ok", "failed", "retried")
+    columns: dict[str, pa.Array] = {
+        "case_id": ids("C", (first + start_row[case])[take]),
+        "job_id": ids("J", first + np.arange(take.size, dtype=np.int64)),
+        "process_name": _strings(names, act[take]),
+        "module": _strings([a.module for a in acts], act[take]),
+        "user": _strings(_USERS, user[take]),
+        "host": _strings(_HOSTS, host[take]),
+        "status": _strings(statuses, status[take]),
+        "queued_at": pa.array(_START_S + queued[take], type=pa.int64()),
+        "started_at": pa.array(_START_S + started[take], type=pa.int64()),
+        "ended_at": pa.array(_START_S + ended[take], type=pa.int64()),
+        "amount": pa.array(amount[take]),
+        "retry_count": pa.array(retry_count[take].astype(np.int32)),
+        "cpu_s": pa.array(cpu_s[take]),
+        "rows_processed": pa.array(rows_processed[take]),
+        "cost_center": _strings(_COST_CENTERS, cost_center[take]),
+    }
+    schema = _schema(s)
+    arrays = [columns[f.name].cast(f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 # --------------------------------------------------------------------------- write
 
 
@@ -1186,6 +1405,10 @@ def synthesize(
 ) -> SynthResult:
     """Write ``rows`` rows of scenario ``scenario`` to ``out`` and its truth file.
 
+    ``ops_cases`` writes a little fewer: the steps of its last cases that would be queued
+    after the end of the log are not in it (``SynthResult.rows`` says how many were
+    written; the truth keeps the requested ``rows``, which reproduce the file).
+
     Parquet when ``out`` ends in ``.parquet`` or ``.pq``, CSV otherwise. Both files
     are written to temporary names and moved into place, so a crash never leaves a
     partial file under the final name.
@@ -1217,10 +1440,15 @@ def synthesize(
             writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         else:
             writer = pacsv.CSVWriter(tmp, schema)
+        written = 0
         with writer:
             for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - first)
-                table = _chunk(s, seed, rows, chunk, first, count, cdf, arriving, queues)
+                if s.cases:
+                    table = _case_chunk(s, seed, rows, chunk, first, count, cdf, weights)
+                else:
+                    table = _chunk(s, seed, rows, chunk, first, count, cdf, arriving, queues)
+                written += table.num_rows
                 if fmt == "parquet":
                     writer.write_table(table, row_group_size=CHUNK_ROWS)
                 else:
@@ -1255,6 +1483,6 @@ def synthesize(
         data_path=str(out_path),
         truth_path=str(truth_path),
         format=fmt,
-        rows=rows,
+        rows=written,
         truth=result_truth,
     )

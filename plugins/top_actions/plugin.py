@@ -33,6 +33,8 @@ FAMILIES = {
     "failure_hotspot": "failures and retries",
     "host_rebalance": "failures and retries",
     "volume_peak": "volume",
+    "rework_loop": "rework",
+    "handoff_gap": "hand-offs",
 }
 SPAN_KEYS = ("span_days", "observed_days", "days_charted", "days_in_series")
 MERGED_ELSEWHERE = "fdr_control"

@@ -621,3 +621,94 @@ def test_capacity_bursts_cron_and_joint_anomalies(made: dict[str, Path]) -> None
         "FROM d WHERE process_name = 'ap_invoice_post'",
     )
     assert other < 0.002
+
+
+# ----------------------------------------------------------------------- cases
+
+CASE_WAIT = "date_diff('second', queued_at, started_at)"
+
+
+def test_ops_cases_is_deterministic_and_chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 2_500)
+    a, b, c = (tmp_path / f"{n}.parquet" for n in "abc")
+    made = [synthesize(p, rows=10_001, seed=s, scenario="ops_cases") for p, s in ((a, 4), (b, 4))]
+    synthesize(c, rows=10_001, seed=5, scenario="ops_cases")
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    meta = pq.ParquetFile(a).metadata
+    assert made[0].rows == meta.num_rows <= 10_001
+    assert all(meta.row_group(i).num_rows <= 2_500 for i in range(meta.num_row_groups))
+    con = _con(a)
+    assert _one(con, "SELECT count(DISTINCT job_id) FROM d") == meta.num_rows
+    # a case never spans two chunks: its steps sit in one row group
+    spans = _one(
+        con,
+        "SELECT count(*) FROM (SELECT case_id FROM (SELECT case_id, (row_number() OVER () - 1) "
+        "// 2500 AS chunk FROM d) GROUP BY case_id HAVING count(DISTINCT chunk) > 1)",
+    )
+    assert spans == 0
+
+
+def test_ops_cases_plants_are_in_the_data(made: dict[str, Path]) -> None:
+    path = made["ops_cases"]
+    truth = _truth(path)
+    planted = _planted(path)
+    assert set(planted) == {"rework_loop", "handoff_gap"}
+    assert planted["rework_loop"]["target"] == "le_pick_pack"
+    assert planted["handoff_gap"]["target"] == "le_ship->sd_invoice"
+    assert planted["handoff_gap"]["alt_targets"] == ["sd_invoice"]
+    assert len(truth["confounders"]) == 3
+    assert truth["columns"] == ["case_id", *BASE_COLUMNS]
+    con = _con(path)
+    rows = _one(con, "SELECT count(*) FROM d")
+    assert 0.98 * ROWS < rows <= ROWS  # steps queued after the end are left out
+    end = f"TIMESTAMP '{START}' + INTERVAL {DAYS} DAY"
+    assert _one(con, f"SELECT count(*) FROM d WHERE queued_at > {end}") == 0
+    assert _one(con, f"SELECT count(*) FROM d WHERE {CASE_WAIT} < 0 OR {RUN} < 0") == 0
+
+    # loops: about 12% of cases redo le_pick_pack, 1.5% of credit checks are redone
+    loops = _rows(
+        con,
+        "SELECT process_name, avg((k >= 2)::INT) FROM (SELECT case_id, process_name, "
+        "count(*) AS k FROM d GROUP BY ALL) GROUP BY 1",
+    )
+    assert loops["le_pick_pack"] == pytest.approx(0.12, abs=0.015)
+    assert loops["fi_credit_check"] == pytest.approx(0.015, abs=0.006)
+    assert all(v == 0 for k, v in loops.items() if k not in ("le_pick_pack", "fi_credit_check"))
+
+    # hand-offs: le_ship -> sd_invoice a median ~6 h (x3 at weekends), the rest minutes
+    gaps = _rows(
+        con,
+        "SELECT t, median(g) FROM (SELECT lag(process_name) OVER w || '->' || process_name AS t, "
+        "date_diff('second', lag(ended_at) OVER w, queued_at) AS g, "
+        "isodow(first_value(queued_at) OVER w) >= 6 AS weekend FROM d "
+        "WINDOW w AS (PARTITION BY case_id ORDER BY queued_at)) WHERE t IS NOT NULL "
+        "AND NOT weekend GROUP BY 1",
+    )
+    assert gaps["le_ship->sd_invoice"] == pytest.approx(6 * 3600, rel=0.1)
+    others = [v for k, v in gaps.items() if k != "le_ship->sd_invoice"]
+    assert all(200 < v < 400 for v in others)
+    weekend = _one(
+        con,
+        "SELECT median(g) FROM (SELECT lag(process_name) OVER w AS a, "
+        "date_diff('second', lag(ended_at) OVER w, queued_at) AS g, "
+        "isodow(first_value(queued_at) OVER w) >= 6 AS weekend FROM d "
+        "WINDOW w AS (PARTITION BY case_id ORDER BY queued_at)) "
+        "WHERE weekend AND a IS NOT NULL AND a <> 'le_ship'",
+    )
+    assert weekend == pytest.approx(3 * 300, rel=0.15)
+
+    # three variants of the flow (without the loops)
+    variants = _rows(
+        con,
+        "SELECT v, count(*) FROM (SELECT case_id, string_agg(DISTINCT process_name, ',' "
+        "ORDER BY process_name) AS v FROM d GROUP BY 1) GROUP BY 1",
+    )
+    top = sorted(variants.values(), reverse=True)[:3]
+    assert sum(top) / sum(variants.values()) > 0.99
+    assert top[0] / sum(variants.values()) == pytest.approx(0.6, abs=0.03)
+
+    # the ingest maps the case column to the case role
+    info = ingest(path, path.parent / "cache_cases")
+    assert info.event_roles["case"] == "case_id"

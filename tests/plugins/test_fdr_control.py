@@ -139,4 +139,6 @@ def test_depends_on_the_catalog_decision_plugins():
         "workload_rebalance",
         "arrival_bursts",
         "job_anomalies",
+        "rework_loops",
+        "handoff_gaps",
     )

@@ -1,0 +1,75 @@
+"""The steps of a case log in SQL (kept identical in case_variants, rework_loops and
+handoff_gaps: a plugin imports nothing outside its folder).
+
+A step is one row with a case and an activity (the process role). Exact copies of a
+step (same case, activity and times) count once, so duplicated rows are not loops.
+Steps are ordered within their case by start time (queue time when there is no start),
+then queue time, end time and activity name: a total order on distinct steps.
+"""
+
+from __future__ import annotations
+
+from contracts.sql import quote_ident as _q
+from contracts.sql import timestamp_expr
+
+TIME_ROLES = ("queued", "started", "ended")
+
+
+def roles(ctx) -> dict[str, str | None]:
+    """The case, process and time columns (None where the dataset has none)."""
+    return {r: ctx.data.event_role(r) for r in ("case", "process", *TIME_ROLES)}
+
+
+def steps_cte(ctx, cols: dict[str, str | None]) -> str:
+    """``ev(c, p, q, s, e, o)``: distinct steps, times in epoch microseconds (NULL when
+    the role is missing), ``o`` the ordering time."""
+    dtypes = {c.name: c.dtype for c in ctx.data.columns}
+    case, proc = cols["case"], cols["process"]
+    assert case is not None and proc is not None
+    times = []
+    for role, alias in zip(TIME_ROLES, ("q", "s", "e"), strict=True):
+        col = cols[role]
+        expr = f"epoch_us({timestamp_expr(col, dtypes.get(col, ''))})" if col else "NULL::BIGINT"
+        times.append(f"{expr} AS {alias}")
+    return (
+        f"ev AS (SELECT DISTINCT CAST({_q(case)} AS VARCHAR) AS c, "
+        f"CAST({_q(proc)} AS VARCHAR) AS p, {', '.join(times)} FROM data "
+        f"WHERE {_q(case)} IS NOT NULL AND {_q(proc)} IS NOT NULL)"
+    )
+
+
+ORDER = "coalesce(s, q, e), q, e, p"
+"""The order of steps within a case (see the module docstring)."""
+
+
+def multi_step_query(ctx, cols: dict[str, str | None]) -> str:
+    """Cases, steps, cases with at least two steps, steps per case and the span of the
+    log in days, in one pass."""
+    return (
+        f"WITH {steps_cte(ctx, cols)}, n AS (SELECT c, count(*) AS k, "
+        "min(coalesce(q, s, e)) AS t0, max(coalesce(e, s, q)) AS t1 FROM ev GROUP BY c) "
+        "SELECT CAST(count(*) AS BIGINT) AS cases, CAST(coalesce(sum(k), 0) AS BIGINT) AS steps, "
+        "CAST(count_if(k >= 2) AS BIGINT) AS multi, avg(k) AS mean, "
+        "quantile_cont(k, 0.5) AS p50, quantile_cont(k, 0.9) AS p90, max(k) AS max, "
+        "(max(t1) - min(t0)) / 86400e6 AS span_days FROM n"
+    )
+
+
+def multi_step(ctx, cols: dict[str, str | None], min_cases: int, min_share: float):
+    """``(counts, reason)``: the figures of :func:`multi_step_query` (``cases``, ``steps``,
+    ``multi``; ``lengths``: steps per case; ``span_days``), and why the log is not a
+    multi-step case log (None when it is)."""
+    row = ctx.data.sql(multi_step_query(ctx, cols)).to_pylist()[0]
+    counts: dict = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
+    counts["lengths"] = {k: float(row[k] or 0.0) for k in ("mean", "p50", "p90", "max")}
+    counts["span_days"] = float(row["span_days"] or 0.0)
+    cases, multi = counts["cases"], counts["multi"]
+    text = f"cases with >= 2 steps: {multi} of {cases}"
+    if cases == 0:
+        return counts, "no row has both a case and an activity"
+    if multi < min_cases or multi < min_share * cases:
+        return counts, (
+            f"{text} (needs >= {min_cases} and >= {min_share:.0%} of cases): the cases are "
+            "single steps, so there is no flow to mine"
+        )
+    return counts, None
