@@ -1,11 +1,10 @@
 """case_variants: the variants of a case log, their frequencies and the directly-follows
-counts, all in DuckDB aggregates (see ``cases.py`` for what a step is and its order)."""
+counts, all in DuckDB aggregates (see ``contracts.cases`` for what a step is and its order)."""
 
 from __future__ import annotations
 
 from contracts import Evidence, Finding, na, ok
-
-from .cases import ORDER, multi_step, roles, steps_cte
+from contracts.cases import ORDER, multi_step, roles, steps_cte
 
 SHOWN_CHARS = 400  # a variant's sequence as listed (grouping uses the whole sequence)
 

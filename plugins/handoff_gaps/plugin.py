@@ -12,9 +12,8 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.cases import ORDER, multi_step, roles, steps_cte
 from contracts.sql import string_literal
-
-from .cases import ORDER, multi_step, roles, steps_cte
 
 DAYS_PER_MONTH = 365.25 / 12
 ARROW = "->"

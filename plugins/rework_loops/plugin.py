@@ -1,7 +1,7 @@
 """rework_loops: the activity that cases repeat far more often than the others.
 
 Per activity: cases having it, cases doing it twice or more, and the time of the
-repeats, in one SQL aggregate over the distinct steps (``cases.py``). The loop share
+repeats, in one SQL aggregate over the distinct steps (``contracts.cases``). The loop share
 gets a Wilson interval (statsmodels); a loop is a decision when the interval's lower
 bound clears both ``min_share`` and ``min_ratio`` times the other activities' median
 share, so a rare, normal re-check never is.
@@ -14,8 +14,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from contracts import Evidence, Finding, Impact, na, ok
-
-from .cases import multi_step, roles, steps_cte
+from contracts.cases import multi_step, roles, steps_cte
 
 DAYS_PER_MONTH = 365.25 / 12
 

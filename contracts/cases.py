@@ -1,5 +1,5 @@
-"""The steps of a case log in SQL (kept identical in case_variants, rework_loops and
-handoff_gaps: a plugin imports nothing outside its folder).
+"""The steps of a case log in SQL, shared by the process-mining plugins
+(case_variants, rework_loops, handoff_gaps).
 
 A step is one row with a case and an activity (the process role). Exact copies of a
 step (same case, activity and times) count once, so duplicated rows are not loops.
@@ -9,18 +9,20 @@ then queue time, end time and activity name: a total order on distinct steps.
 
 from __future__ import annotations
 
-from contracts.sql import quote_ident as _q
-from contracts.sql import timestamp_expr
+from typing import Any
+
+from .sql import quote_ident as _q
+from .sql import timestamp_expr
 
 TIME_ROLES = ("queued", "started", "ended")
 
 
-def roles(ctx) -> dict[str, str | None]:
+def roles(ctx: Any) -> dict[str, str | None]:
     """The case, process and time columns (None where the dataset has none)."""
     return {r: ctx.data.event_role(r) for r in ("case", "process", *TIME_ROLES)}
 
 
-def steps_cte(ctx, cols: dict[str, str | None]) -> str:
+def steps_cte(ctx: Any, cols: dict[str, str | None]) -> str:
     """``ev(c, p, q, s, e, o)``: distinct steps, times in epoch microseconds (NULL when
     the role is missing), ``o`` the ordering time."""
     dtypes = {c.name: c.dtype for c in ctx.data.columns}
@@ -42,7 +44,7 @@ ORDER = "coalesce(s, q, e), q, e, p"
 """The order of steps within a case (see the module docstring)."""
 
 
-def multi_step_query(ctx, cols: dict[str, str | None]) -> str:
+def multi_step_query(ctx: Any, cols: dict[str, str | None]) -> str:
     """Cases, steps, cases with at least two steps, steps per case and the span of the
     log in days, in one pass."""
     return (
@@ -55,12 +57,14 @@ def multi_step_query(ctx, cols: dict[str, str | None]) -> str:
     )
 
 
-def multi_step(ctx, cols: dict[str, str | None], min_cases: int, min_share: float):
+def multi_step(
+    ctx: Any, cols: dict[str, str | None], min_cases: int, min_share: float
+) -> tuple[dict[str, Any], str | None]:
     """``(counts, reason)``: the figures of :func:`multi_step_query` (``cases``, ``steps``,
     ``multi``; ``lengths``: steps per case; ``span_days``), and why the log is not a
     multi-step case log (None when it is)."""
     row = ctx.data.sql(multi_step_query(ctx, cols)).to_pylist()[0]
-    counts: dict = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
+    counts: dict[str, Any] = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
     counts["lengths"] = {k: float(row[k] or 0.0) for k in ("mean", "p50", "p90", "max")}
     counts["span_days"] = float(row["span_days"] or 0.0)
     cases, multi = counts["cases"], counts["multi"]
