@@ -63,6 +63,22 @@ def multi_step(
     """``(counts, reason)``: the figures of :func:`multi_step_query` (``cases``, ``steps``,
     ``multi``; ``lengths``: steps per case; ``span_days``), and why the log is not a
     multi-step case log (None when it is)."""
+    case = cols["case"]
+    info = next((c for c in ctx.data.columns if c.name == case), None)
+    if info is not None and info.distinct_count > 0:
+        # From the dataset's own counts, before any scan: every case with two or more
+        # steps holds a row beyond its first, so at most ``repeated`` cases can have
+        # two steps. An event log whose case column is a job id (one row a job) ends
+        # here, at no cost, instead of aggregating every row.
+        repeated = ctx.data.rows - info.null_count - info.distinct_count
+        if repeated < min_cases:
+            bound: dict[str, Any] = {"cases": info.distinct_count, "steps": 0, "multi": 0}
+            bound |= {"lengths": {}, "span_days": 0.0}
+            return bound, (
+                f"cases with >= 2 steps: at most {max(repeated, 0)} of {info.distinct_count} "
+                f"(rows beyond the first of each {case} value; needs >= {min_cases}): the "
+                "cases are single steps, so there is no flow to mine"
+            )
     row = ctx.data.sql(multi_step_query(ctx, cols)).to_pylist()[0]
     counts: dict[str, Any] = {k: int(row[k] or 0) for k in ("cases", "steps", "multi")}
     counts["lengths"] = {k: float(row[k] or 0.0) for k in ("mean", "p50", "p90", "max")}

@@ -81,7 +81,17 @@ def test_single_step_cases_are_not_applicable(tmp_path):
     cases += [("j0", [("C", 5)])]  # one case with two steps: far below the bar
     result = run_plugin("case_variants", _log(cases), tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
-    assert "cases with >= 2 steps: 1 of 200" in result.explanation
+    # decided from the dataset's counts (201 rows, 200 distinct case ids), before a scan
+    assert "cases with >= 2 steps: at most 1 of 200" in result.explanation
+
+
+def test_few_multi_step_cases_are_not_applicable_after_counting(tmp_path):
+    # 60 rows beyond the first of their case: enough to look, too few (< 5%) to mine
+    cases = [(f"j{i:04d}", [("A", 100 * i)]) for i in range(2000)]
+    cases += [(f"m{i:02d}", [("A", 10 * i), ("B", 10 * i + 5)]) for i in range(60)]
+    result = run_plugin("case_variants", _log(cases), tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+    assert "cases with >= 2 steps: 60 of 2060 (needs >= 50 and >= 5%" in result.explanation
 
 
 def test_null_cases_and_activities_are_not_applicable(tmp_path):

@@ -99,7 +99,7 @@ def test_single_step_cases_are_not_applicable(tmp_path):
     data["case_id"] = [f"j{i}" for i in range(len(data["case_id"]))]
     result = run_plugin("handoff_gaps", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
-    assert "cases with >= 2 steps: 0 of 800" in result.explanation
+    assert "cases with >= 2 steps: at most 0 of 800" in result.explanation
 
 
 def test_too_few_transitions(tmp_path):

@@ -93,7 +93,7 @@ def test_single_step_cases_are_not_applicable(tmp_path):
     data["case_id"] = [f"j{i}" for i in range(len(data["case_id"]))]  # one id per row
     result = run_plugin("rework_loops", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
-    assert "cases with >= 2 steps: 0 of 1200" in result.explanation
+    assert "cases with >= 2 steps: at most 0 of 1200" in result.explanation
 
 
 def test_too_few_activities(tmp_path):
