@@ -19,6 +19,7 @@ the same rule everywhere.
 from __future__ import annotations
 
 import math
+from datetime import date
 from typing import Any, TypedDict
 
 import numpy as np
@@ -161,3 +162,48 @@ def mann_kendall(x: Floats, y: Floats) -> Trend:
             "intercept": float(intercept),
         }
     return {"tau": 0.0, "p_value": 1.0, "slope": 0.0, "intercept": float(y[0])}
+
+
+def seasonal_strength(seasonal: Floats, resid: Floats) -> float:
+    """Seasonal strength (Wang, Smith and Hyndman): 1 - var(R) / var(S + R), floored at 0."""
+    total = float(np.var(seasonal + resid))
+    return max(0.0, 1.0 - float(np.var(resid)) / total) if total > 0 else 0.0
+
+
+def dense_daily(days: list[date], values: list[float | None]) -> tuple[date, Floats]:
+    """The series on every day from the first to the last, gaps linearly interpolated."""
+    first = days[0]
+    n = (days[-1] - first).days + 1
+    y = np.full(n, np.nan)
+    for d, v in zip(days, values, strict=True):
+        if v is not None:
+            y[(d - first).days] = v
+    idx = np.arange(n)
+    ok_ = ~np.isnan(y)
+    dense: Floats = np.interp(idx, idx[ok_], y[ok_])
+    return first, dense
+
+
+def weekly_rhythm(
+    days: list[date], values: list[float | None], min_weeks: int
+) -> dict[str, Any] | None:
+    """Robust STL (statsmodels, period 7) of one daily series: its weekly strength and
+    weekday effect (Monday first, on the series' scale); None when shorter than
+    ``min_weeks`` weeks or constant."""
+    from statsmodels.tsa.seasonal import STL  # type: ignore[import-untyped]
+
+    if sum(v is not None for v in values) < 7 * min_weeks:
+        return None
+    first, y = dense_daily(days, values)
+    if y.size < 7 * min_weeks or np.ptp(y) == 0:
+        return None
+    fit = STL(y, period=7, robust=True).fit()
+    seasonal = np.asarray(fit.seasonal)
+    weekday = (np.arange(y.size) + first.weekday()) % 7
+    effect = [float(np.mean(seasonal[weekday == w])) for w in range(7)]
+    return {
+        "strength": seasonal_strength(seasonal, np.asarray(fit.resid)),
+        "weekday_effect": effect,
+        "days": int(y.size),
+        "first_day": first.isoformat(),
+    }
