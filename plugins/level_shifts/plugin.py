@@ -71,8 +71,9 @@ def _ts(ctx, column: str) -> str:
 
 
 def choose_period(ctx, ts: str, cfg) -> tuple[str | None, list[str]]:
-    """The finest period giving ``min_periods`` periods with ``min_rows_per_period``
-    rows (hour only for a table spanning fewer than ``min_periods`` days)."""
+    """The finest period in which ``min_periods`` periods, and at least half of the
+    periods the span covers, hold ``min_rows_per_period`` rows (hour only for a table
+    spanning fewer than ``min_periods`` days)."""
     span = ctx.data.sql(
         f"SELECT date_diff('second', min({ts}), max({ts})) / 86400.0 AS d FROM data"
     ).to_pylist()[0]["d"]
@@ -88,8 +89,13 @@ def choose_period(ctx, ts: str, cfg) -> tuple[str | None, list[str]]:
             f"SELECT CAST(count(*) AS BIGINT) AS k FROM (SELECT date_trunc('{period}', {ts}) "
             f"AS p FROM data WHERE {ts} IS NOT NULL GROUP BY 1 HAVING count(*) >= {per})"
         ).to_pylist()[0]["k"]
-        notes.append(f"{period}: {int(full)} periods with >= {per} rows (needs {need})")
-        if int(full) >= need:
+        total = math.floor(span_days / PERIOD_DAYS[period]) + 1
+        wanted = max(need, math.ceil(total / 2))
+        notes.append(
+            f"{period}: {int(full)} of {total} periods with >= {per} rows (needs {wanted}: "
+            f"{need}, and half the span)"
+        )
+        if int(full) >= wanted:
             return period, notes
     return None, notes
 
@@ -123,6 +129,8 @@ def analyse(periods: list[datetime], counts, medians, period: str, cfg) -> dict:
                 y = y - np.array([effect[d.weekday()] for d in days])
     raw = np.exp(y)
     m = int(cfg["min_segment_periods"])
+    if float(x[-1]) >= 2 * 365.25:  # two years or more: a season is never a shift
+        m = max(m, math.ceil(365.25 / PERIOD_DAYS[period]))
     cuts = shift_cuts(y, m, cfg["penalty_factor"], int(cfg["max_changepoints"]))
     bounds = [0, *cuts, y.size]
     evaluated = [
@@ -130,7 +138,11 @@ def analyse(periods: list[datetime], counts, medians, period: str, cfg) -> dict:
         for i in range(1, len(bounds) - 1)
     ]
     passed = [e for e in evaluated if e["passed"]]
-    best = max(passed, key=lambda e: abs(float(e["log_ratio"]))) if passed else None
+    # qualifying cuts both up and down: a cycle or a passing episode, not a lasting change
+    both_ways = len({float(e["relative_shift"]) > 0 for e in passed}) > 1
+    best = (
+        max(passed, key=lambda e: abs(float(e["log_ratio"]))) if passed and not both_ways else None
+    )
     mk = mann_kendall(x, raw)
     start = mk["intercept"] + mk["slope"] * float(x[0])
     end = mk["intercept"] + mk["slope"] * float(x[-1])
@@ -146,8 +158,10 @@ def analyse(periods: list[datetime], counts, medians, period: str, cfg) -> dict:
     )
     return {
         "n": int(y.size),
+        "min_segment": m,
         "cuts": evaluated,
         "shift": best,
+        "both_ways": both_ways,
         "trend": {
             **mk,
             "start": start,
@@ -232,10 +246,15 @@ def run(ctx):
         t = res["trend"]
         largest = max((abs(float(e["relative_shift"])) for e in res["cuts"]), default=0.0)
         checked.append(
-            f"{col}: {res['n']} {period}s"
+            f"{col}: {res['n']} {period}s (>= {res['min_segment']} on each side of a cut)"
             + (f", weekly rhythm {res['weekly_strength']:.2f}" if res["weekly_strength"] else "")
             + (" (divided out)" if res["deseasonalized"] else "")
             + f"; {len(res['cuts'])} candidate cut(s), largest shift {largest:.0%}"
+            + (
+                " (qualifying cuts go up and down: a cycle, not reported)"
+                if res["both_ways"]
+                else ""
+            )
             + f"; trend tau {t['tau']:+.2f} (p = {t['p_value']:.2g}), change "
             f"{t['relative_change']:+.0%}, step/line SSE {t['step_to_line_sse']:.2f}"
         )

@@ -36,6 +36,8 @@ def _settings(ctx) -> dict[str, float]:
         "min_epsilon_squared": float(s.get("min_epsilon_squared", 0.26)),
         "min_single_group_a": float(s.get("min_single_group_a", 0.71)),
         "max_epsilon_squared": float(s.get("max_epsilon_squared", 0.95)),
+        "max_single_group_a": float(s.get("max_single_group_a", 0.98)),
+        "min_tested_share": float(s.get("min_tested_share", 0.8)),
         "alpha": float(s.get("alpha", 0.001)),
         "max_sample": int(s.get("max_sample", 20000)),
         "min_group_size": int(s.get("min_group_size", 30)),
@@ -104,13 +106,22 @@ def compare_pair(quantity: str, group: str, labels: np.ndarray, values: np.ndarr
         }
     samples = [vals[labs == lab] for lab in kept]
     pooled = np.concatenate(samples)
+    share = pooled.size / labs.size
+    if share < cfg["min_tested_share"]:
+        return {
+            "note": f"{target}: skipped, the {len(kept)} levels with >= "
+            f"{int(cfg['min_group_size'])} sampled rows hold {share:.0%} of the rows (needs "
+            f"{cfg['min_tested_share']:.0%}): {group} is too fragmented for this table"
+        }
     if np.ptp(pooled) == 0:
         return {"note": f"{target}: skipped, every sampled value is the same"}
     worst = most_deviant(kept, samples)
     effect = kruskal_effect(kept, samples, worst, two_sided=True)
     eps2 = effect["epsilon_squared"]
     large = is_large(effect, cfg["min_epsilon_squared"], cfg["min_single_group_a"], cfg["alpha"])
-    binning = eps2 >= cfg["max_epsilon_squared"]
+    binning = (
+        eps2 >= cfg["max_epsilon_squared"] or effect["single_group_a"] >= cfg["max_single_group_a"]
+    )
     mine = samples[kept.index(worst)]
     rest = np.concatenate([s for lab, s in zip(kept, samples, strict=True) if lab != worst])
     note = (
@@ -119,8 +130,9 @@ def compare_pair(quantity: str, group: str, labels: np.ndarray, values: np.ndarr
         f"{cfg['min_single_group_a']:g}), Kruskal-Wallis H {effect['h']:.1f}, "
         f"p = {effect['p_value']:.2g}, {len(kept)} levels, {effect['n']} rows"
         + (
-            f"; not reported: epsilon^2 >= {cfg['max_epsilon_squared']:g}, {group} is a "
-            f"binning of {quantity}"
+            f"; not reported: epsilon^2 >= {cfg['max_epsilon_squared']:g} or A >= "
+            f"{cfg['max_single_group_a']:g}, {group} is defined by {quantity} (a binning, "
+            "a threshold or a type that fixes it)"
             if large and binning
             else ""
         )
@@ -183,9 +195,11 @@ def run(ctx):
     }
     checked = [coverage, *notes]
     results = []
+    tested = 0
     for q, g in pairs:
         res = compare_pair(q, g, label_cols[g], value_cols[q], cfg)
         checked.append(res["note"])
+        tested += "passed" in res
         if res.get("passed"):
             results.append(res)
     metrics = {
@@ -194,6 +208,15 @@ def run(ctx):
         "pairs_checked": len(pairs),
         "sampled_rows": table.num_rows,
     }
+    metrics["pairs_tested"] = tested
+    if tested == 0:
+        return na(
+            "INSUFFICIENT_DATA",
+            f"No (quantity, grouping column) pair has two levels with at least "
+            f"{int(cfg['min_group_size'])} sampled rows and varying values ({coverage}).",
+            checked=checked,
+            metrics=metrics,
+        )
     if not results:
         return na(
             "NO_SIGNIFICANT_EFFECT",
