@@ -41,6 +41,11 @@ run-time tail; and the log ends at the last queue time, so jobs still running ha
 ``ended_at`` (status ``running``, or ``queued`` without ``started_at``).
 :func:`scenario_confounders` lists what must not be reported.
 
+The ``tabular`` scenario is not an event log at all: an orders table (one order date,
+region/channel/category/customer labels and five quantities, no event-log role), written
+by :func:`_tabular_chunk` with the same chunking and seeding, for the plugins that serve
+tables without event-log roles (segment_differences, level_shifts).
+
 Determinism and scale
 =====================
 Rows are generated in chunks of :data:`CHUNK_ROWS`; chunk ``c`` draws from
