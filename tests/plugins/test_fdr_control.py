@@ -135,4 +135,6 @@ def test_depends_on_the_catalog_decision_plugins():
         "failure_hotspots",
         "queue_bottleneck",
         "sla_breach",
+        "segment_differences",
+        "level_shifts",
     )
