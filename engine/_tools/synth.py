@@ -49,6 +49,10 @@ slow hand-off; a rare normal loop and slower hand-offs at weekends are its confo
 A long gap that is long by design (an overnight batch) is not planted: the gap alone
 cannot tell it from a slow hand-off (only a schedule can), so no plugin could be held
 to telling them apart.
+The ``tabular`` scenario is not an event log at all: an orders table (one order date,
+region/channel/category/customer labels and five quantities, no event-log role), written
+by :func:`_tabular_chunk` with the same chunking and seeding, for the plugins that serve
+tables without event-log roles (segment_differences, level_shifts).
 
 Determinism and scale
 =====================
@@ -179,6 +183,9 @@ DECISION_KINDS: Final = (
     "job_anomaly",
     "rework_loop",
     "handoff_gap",
+    "segment_difference",
+    "level_shift",
+    "quantity_trend",
 )
 """The catalog's decision finding kinds (docs/fleet.md), less ``fdr_not_significant``
 (whose target is a finding id, so it never detects a plant) and ``top_action`` (which
@@ -361,6 +368,7 @@ class _Scenario:
     cron: str | None = None  # process whose jobs are queued on a fixed, even grid
     joint_anomaly: tuple[str, float] | None = None  # process, share of jointly odd jobs
     cases: bool = False  # multi-step cases of an order-to-cash flow (_case_chunk)
+    tabular: bool = False  # an orders table, not an event log (_tabular_chunk)
 
 
 SCENARIOS: Final[dict[str, _Scenario]] = {
@@ -410,6 +418,7 @@ SCENARIOS: Final[dict[str, _Scenario]] = {
         host_mix=("ar_dunning", "erp-app-07", 0.7, 6.0),
     ),
     "ops_cases": _Scenario("ops_cases", cases=True),
+    "tabular": _Scenario("tabular", tabular=True),
 }
 
 CLOSE_DAYS: Final = 3
@@ -702,6 +711,8 @@ def scenario_plants(name: str) -> tuple[Planted, ...]:
                 target=col,
             )
         )
+    if s.tabular:
+        out += _tabular_plants()
     return tuple(out)
 
 
@@ -768,6 +779,8 @@ def scenario_confounders(name: str) -> tuple[str, ...]:
             f"jobs still running at the end of the log have no ended_at (status {RUNNING!r}; "
             "not yet started: status 'queued', no started_at either)"
         )
+    if s.tabular:
+        out += _tabular_confounders()
     return tuple(out)
 
 
@@ -883,6 +896,8 @@ def _scenario(name: str) -> _Scenario:
 
 
 def _columns(s: _Scenario) -> tuple[str, ...]:
+    if s.tabular:
+        return tuple(_TABULAR_TYPES)
     cols = ["case_id"] if s.cases else []
     cols += ["job_id", "process_name", "module", "user", "host", "status"]
     cols += ["queued_at", "started_at", "ended_at", "amount"]
@@ -895,6 +910,8 @@ def _columns(s: _Scenario) -> tuple[str, ...]:
 
 
 def _schema(s: _Scenario) -> pa.Schema:
+    if s.tabular:
+        return pa.schema(list(_TABULAR_TYPES.items()))
     types: dict[str, Any] = {
         "queued_at": pa.timestamp("s"),
         "started_at": pa.timestamp("s"),
@@ -1367,6 +1384,139 @@ def _case_chunk(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# ------------------------------------------------------------------ the orders table
+
+_TABULAR_TYPES: Final[dict[str, pa.DataType]] = {
+    "order_id": pa.int64(),
+    "order_date": pa.timestamp("s"),
+    "region": pa.string(),
+    "channel": pa.string(),
+    "product_category": pa.string(),
+    "customer_code": pa.string(),
+    "price": pa.float64(),
+    "quantity": pa.int32(),
+    "discount": pa.float64(),
+    "shipping_cost": pa.float64(),
+    "handling_minutes": pa.float64(),
+}
+"""The ``tabular`` scenario's columns: an orders table, no event-log role (no process,
+status, case, user or host name; no queued/started/ended timestamp word)."""
+
+_REGIONS: Final = ("north", "south", "east", "west", "central", "islands")
+_REGION_WEIGHTS: Final = (0.24, 0.2, 0.18, 0.18, 0.14, 0.06)
+_CHANNELS: Final = ("online", "store", "phone")
+_CHANNEL_WEIGHTS: Final = (0.55, 0.35, 0.10)
+_CATEGORIES: Final = (
+    "apparel",
+    "books",
+    "electronics",
+    "garden",
+    "grocery",
+    "health",
+    "home",
+    "music",
+    "office",
+    "pets",
+    "sports",
+    "toys",
+)
+_CUSTOMERS: Final = 4000
+_PRICE_MEDIAN: Final = 40.0
+_PRICE_SIGMA: Final = 0.5
+_HIGH_PRICE: Final = ("electronics", 3.0)  # plant: the category's prices are this many times
+_SHIPPING_MEDIAN: Final = 8.0
+_SHIPPING_SIGMA: Final = 0.35
+_SHIPPING_SHIFT: Final = (50, 1.8)  # plant: from this day on, shipping costs this many times
+_HANDLING_MEDIAN: Final = 20.0
+_HANDLING_SIGMA: Final = 0.4
+_HANDLING_GROWTH: Final = 2.0  # plant: handling time grows linearly to this factor at the end
+_QUANTITY_WEEKLY: Final = (8.0, 8.0, 8.0, 8.0, 10.0, 16.0, 16.0)  # Poisson mean Mon..Sun
+_ONLINE_DISCOUNT: Final = 0.01  # small but significant: online discounts this much higher
+_CUSTOMER_DISCOUNT_SIGMA: Final = 0.3  # each customer's own discount level (log scale)
+
+
+def _tabular_plants() -> list[Planted]:
+    cat, factor = _HIGH_PRICE
+    day, jump = _SHIPPING_SHIFT
+    return [
+        Planted(
+            id="segment_difference",
+            description=f"{cat} prices are {factor:g}x the other product categories'",
+            kinds=("segment_difference",),
+            target="price~product_category",
+        ),
+        Planted(
+            id="level_shift",
+            description=f"shipping_cost jumps to {jump:g}x its level on day {day} "
+            f"({_stamp(day * _DAY)[:10]})",
+            kinds=("level_shift", "distribution_drift"),
+            target="shipping_cost",
+        ),
+        Planted(
+            id="quantity_trend",
+            description=f"handling_minutes grows steadily to {_HANDLING_GROWTH:g}x over the "
+            f"{DAYS} days",
+            kinds=("quantity_trend", "distribution_drift"),
+            target="handling_minutes",
+        ),
+    ]
+
+
+def _tabular_confounders() -> list[str]:
+    return [
+        "quantity follows a strong weekly rhythm (Poisson mean "
+        f"{_QUANTITY_WEEKLY[0]:g} on weekdays, {_QUANTITY_WEEKLY[-1]:g} at weekends), the same "
+        "every week: no level shift or trend",
+        f"customer_code has {_CUSTOMERS} values, each customer with its own discount level "
+        "(an identifier-like column: never a grouping column)",
+        f"online discounts are {_ONLINE_DISCOUNT:g} higher than the other channels': "
+        "significant at this size, but a small effect",
+    ]
+
+
+def _tabular_chunk(
+    seed: int, rows: int, chunk: int, first: int, count: int, cdf: Floats, weights: Floats
+) -> pa.Table:
+    """Rows ``first .. first+count`` of the ``tabular`` scenario's orders table."""
+    rng = _rng(seed, chunk, _stream_id("tabular"))
+    n = count
+    quantiles = (first + np.sort(rng.uniform(0.0, float(count), size=n))) / float(rows)
+    at = _arrivals(cdf, weights, quantiles)
+    day = at // _DAY
+    region = rng.choice(len(_REGIONS), size=n, p=np.asarray(_REGION_WEIGHTS))
+    channel = rng.choice(len(_CHANNELS), size=n, p=np.asarray(_CHANNEL_WEIGHTS))
+    category = rng.integers(0, len(_CATEGORIES), size=n)
+    customer = rng.integers(0, _CUSTOMERS, size=n)
+    # each customer's own discount level: a pure function of (seed, customer)
+    own = np.random.default_rng(np.random.SeedSequence([seed, _stream_id("customers")]))
+    customer_level = np.exp(_CUSTOMER_DISCOUNT_SIGMA * own.standard_normal(_CUSTOMERS))
+    price = _PRICE_MEDIAN * np.exp(_PRICE_SIGMA * rng.standard_normal(n))
+    price = np.where(category == _CATEGORIES.index(_HIGH_PRICE[0]), price * _HIGH_PRICE[1], price)
+    quantity = 1 + rng.poisson(np.asarray(_QUANTITY_WEEKLY)[day % 7] - 1.0)
+    discount = 0.02 + rng.beta(5.0, 20.0, size=n) * customer_level[customer]
+    discount = discount + np.where(channel == 0, _ONLINE_DISCOUNT, 0.0)
+    shipping = _SHIPPING_MEDIAN * np.exp(_SHIPPING_SIGMA * rng.standard_normal(n))
+    shipping = np.where(day >= _SHIPPING_SHIFT[0], shipping * _SHIPPING_SHIFT[1], shipping)
+    growth = 1.0 + (_HANDLING_GROWTH - 1.0) * at / float(_SPAN_S)
+    handling = _HANDLING_MEDIAN * growth * np.exp(_HANDLING_SIGMA * rng.standard_normal(n))
+    codes = [f"C{i:05d}" for i in range(_CUSTOMERS)]
+    columns: dict[str, pa.Array] = {
+        "order_id": pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
+        "order_date": pa.array(_START_S + at, type=pa.int64()).cast(pa.timestamp("s")),
+        "region": _strings(_REGIONS, region),
+        "channel": _strings(_CHANNELS, channel),
+        "product_category": _strings(_CATEGORIES, category),
+        "customer_code": _strings(codes, customer),
+        "price": pa.array(np.round(price, 2)),
+        "quantity": pa.array(quantity.astype(np.int32)),
+        "discount": pa.array(np.round(discount, 4)),
+        "shipping_cost": pa.array(np.round(shipping, 2)),
+        "handling_minutes": pa.array(np.round(handling, 1)),
+    }
+    schema = pa.schema(list(_TABULAR_TYPES.items()))
+    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
 # --------------------------------------------------------------------------- write
 
 
@@ -1446,6 +1596,8 @@ def synthesize(
                 count = min(CHUNK_ROWS, rows - first)
                 if s.cases:
                     table = _case_chunk(s, seed, rows, chunk, first, count, cdf, weights)
+                elif s.tabular:
+                    table = _tabular_chunk(seed, rows, chunk, first, count, cdf, weights)
                 else:
                     table = _chunk(s, seed, rows, chunk, first, count, cdf, arriving, queues)
                 written += table.num_rows

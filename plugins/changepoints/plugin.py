@@ -13,22 +13,19 @@ wait, its weekday effect is divided out first, so a weekly pattern is never a cu
 
 from __future__ import annotations
 
-import math
 from datetime import date
 
 import msgspec
 import numpy as np
-import ruptures as rpt
-from scipy import stats
 
 from contracts import Evidence, Finding, Impact, Line, Marker, Ok, Rule, Series, na, ok
+from contracts.series import evaluate_cut, shift_cuts
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
 
 DAYS_PER_MONTH = 365.25 / 12
 WAIT_FLOOR_S = 1.0  # daily medians below one second are treated as one second (logs)
-MR_TO_SIGMA = 0.954  # median |x_i - x_(i-1)| of iid normal values, in sigmas
 
 
 def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
@@ -50,76 +47,6 @@ def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
 
 def _p_text(p: float) -> str:
     return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
-
-
-def _sse(y: np.ndarray) -> float:
-    return float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
-
-
-def binary_segmentation(y: np.ndarray, min_len: int, penalty: float, max_cuts: int) -> list[int]:
-    """Cut points of ``y`` (sorted): ruptures' binary segmentation with the L2 cost (a
-    Gaussian mean shift), splitting the segment with the largest gain first while the
-    gain exceeds ``penalty``, and at most ``max_cuts`` times."""
-    if y.size < 2 * min_len or np.ptp(y) == 0:
-        return []
-    algo = rpt.Binseg(model="l2", min_size=min_len, jump=1).fit(y)
-    cuts = algo.predict(pen=penalty)[:-1]  # the last breakpoint is the series' end
-    if len(cuts) > max_cuts:
-        cuts = algo.predict(n_bkps=max_cuts)[:-1]
-    return sorted(int(c) for c in cuts)
-
-
-def linear_sse(x: np.ndarray, y: np.ndarray) -> float:
-    """Squared error of the least-squares line through (x, y)."""
-    xc = x - x.mean()
-    denom = float(np.sum(xc * xc))
-    if denom <= 0:
-        return _sse(y)
-    slope = float(np.sum(xc * (y - y.mean()))) / denom
-    resid = y - y.mean() - slope * xc
-    return float(np.sum(resid * resid))
-
-
-def evaluate_cut(days, raw, y, x, jobs, lo, cut, hi, settings) -> dict[str, object]:
-    """Everything the gates need about the cut between y[lo:cut] and y[cut:hi]."""
-    left, right = raw[lo:cut], raw[cut:hi]
-    before = max(float(np.median(left)), WAIT_FLOOR_S)
-    after = max(float(np.median(right)), WAIT_FLOOR_S)
-    rel = (after - before) / before
-    mid = math.sqrt(before * after)
-    if after >= before:
-        consistency = min(float(np.mean(left < mid)), float(np.mean(right > mid)))
-    else:
-        consistency = min(float(np.mean(left > mid)), float(np.mean(right < mid)))
-    if np.ptp(raw[lo:hi]) > 0:
-        p_value = float(stats.mannwhitneyu(left, right, alternative="two-sided").pvalue)
-    else:
-        p_value = 1.0
-    step = _sse(y[lo:cut]) + _sse(y[cut:hi])
-    line = linear_sse(x[lo:hi], y[lo:hi])
-    step_ratio = step / line if line > 0 else 1.0
-    passed = (
-        abs(rel) >= settings["min_relative_shift"]
-        and p_value < settings["alpha"]
-        and consistency >= settings["min_consistency"]
-        and step_ratio <= settings["max_step_to_line_sse"]
-    )
-    return {
-        "date": days[cut],
-        "before": before,
-        "after": after,
-        "relative_shift": rel,
-        "log_ratio": math.log(after / before),
-        "consistency": consistency,
-        "p_value": p_value,
-        "step_to_line_sse": step_ratio,
-        "days_before": cut - lo,
-        "days_after": hi - cut,
-        "jobs_per_day_after": float(np.mean(jobs[cut:hi])),
-        "first_day": days[lo],
-        "last_day": days[hi - 1],
-        "passed": passed,
-    }
 
 
 def _settings(ctx) -> dict[str, float]:
@@ -170,12 +97,12 @@ def analyse(
     m = int(cfg["min_segment_days"])
     if y.size < 2 * m:
         return [], int(y.size)
-    sigma = float(np.median(np.abs(np.diff(y)))) / MR_TO_SIGMA
-    penalty = cfg["penalty_factor"] * max(sigma, 1e-6) ** 2 * math.log(y.size)
-    cuts = binary_segmentation(y, m, penalty, int(cfg["max_changepoints"]))
+    cuts = shift_cuts(y, m, cfg["penalty_factor"], int(cfg["max_changepoints"]))
     bounds = [0, *cuts, y.size]
     evaluated = [
-        evaluate_cut(days, raw, y, x, jobs, bounds[i - 1], bounds[i], bounds[i + 1], cfg)
+        evaluate_cut(
+            days, raw, y, x, jobs, bounds[i - 1], bounds[i], bounds[i + 1], cfg, WAIT_FLOOR_S
+        )
         for i in range(1, len(bounds) - 1)
     ]
     return evaluated, int(y.size)

@@ -13,27 +13,18 @@ they are consequences of a run, not something to act on.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats
 from scipy.stats import contingency
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.effects import is_large, keep_ppm, kruskal_effect
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
 
 DAYS_PER_MONTH = 365.25 / 12
 METRIC_TEXT = {"wait_s": "queue wait", "run_s": "run time"}
-
-
-def _keep_ppm(rows: int, limit: int) -> int:
-    """Parts per million of rows to pre-select (about twice ``limit``), so only a small
-    candidate set is sorted however large the table."""
-    if rows <= 2 * limit:
-        return 1_000_000
-    return max(1, math.ceil(2 * limit * 1_000_000 / rows))
 
 
 def metric_exprs(ctx, roles: dict[str, str | None]) -> dict[str, str]:
@@ -64,7 +55,7 @@ def sample_query(ctx, roles, metrics: dict[str, str], groups: list[str], limit: 
     cols += [f"CAST({expr} AS DOUBLE) AS {name}" for name, expr in sorted(metrics.items())]
     hash_args = ", ".join([*(_q(c) for c in hashed), str(int(ctx.seed))])
     out = ["process", *(f"g{i}" for i in range(len(groups))), *sorted(metrics)]
-    keep = _keep_ppm(ctx.data.rows, limit)
+    keep = keep_ppm(ctx.data.rows, limit)
     return (
         f"WITH s AS (SELECT {', '.join(cols)}, hash({hash_args}) AS h FROM data) "
         f"SELECT {', '.join(out)} FROM s WHERE h % 1000000 < {keep} "
@@ -228,29 +219,18 @@ def _test(metric, group, labels, process, pct, ratio, usable, n_processes, cfg):
     pooled = np.concatenate(samples)
     if np.ptp(pooled) == 0:
         return {"note": f"{target}: skipped, every sampled value is the same"}
-    h, p_value = stats.kruskal(*samples)
-    h, p_value = float(h), float(p_value)
-    n = int(pooled.size)
-    eps2 = h / (n - 1) if n > 1 else 0.0
     medians = {lab: float(np.median(s)) for lab, s in zip(kept, samples, strict=True)}
     worst = max(kept, key=lambda lab: (medians[lab], lab))
     rest_mask = usable & (labels != worst) & np.isin(labels, kept)
     worst_mask = usable & (labels == worst)
     worst_ratio = _nanmedian(ratio[worst_mask])
     rest_ratio = _nanmedian(ratio[rest_mask])
-    # Epsilon-squared measures all groups at once; with k groups and one deviant it
-    # cannot exceed 3p(1-p), p = 1/k (0.33 at 8 groups, < 0.26 from 12 on). So the
-    # slowest group is also judged alone: Vargha-Delaney A = P(its value > a peer's),
-    # from a one-sided Mann-Whitney U (A = U / (n1 * n2)).
-    worst_vals, rest_vals = pct[worst_mask], pct[rest_mask]
-    single_a, single_p = 0.5, 1.0
-    if worst_vals.size and rest_vals.size:
-        u, single_p = stats.mannwhitneyu(worst_vals, rest_vals, alternative="greater")
-        single_a = float(u) / (worst_vals.size * rest_vals.size)
-        single_p = float(single_p)
-    large_overall = eps2 >= cfg["min_epsilon_squared"]
-    large_single = single_a >= cfg["min_single_group_a"] and single_p < cfg["alpha"]
-    passed = (large_overall or large_single) and p_value < cfg["alpha"]
+    # the shared rule (contracts.effects): epsilon-squared, or the slowest group alone
+    effect = kruskal_effect(kept, samples, worst)
+    h, p_value, n = effect["h"], effect["p_value"], effect["n"]
+    eps2 = effect["epsilon_squared"]
+    single_a, single_p = effect["single_group_a"], effect["single_group_p_value"]
+    passed = is_large(effect, cfg["min_epsilon_squared"], cfg["min_single_group_a"], cfg["alpha"])
     note = (
         f"{target}: epsilon^2 {eps2:.3f} (needs >= {cfg['min_epsilon_squared']:g}) or "
         f"{worst} alone A {single_a:.2f} (needs >= {cfg['min_single_group_a']:g}), "

@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
-from scipy import stats
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.series import best_step_sse, linear_sse, mann_kendall
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
@@ -44,36 +44,6 @@ def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
 
 def _p_text(p: float) -> str:
     return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
-
-
-def _sse(y: np.ndarray) -> float:
-    return float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
-
-
-def best_step_sse(y: np.ndarray, min_len: int) -> float | None:
-    """Squared error of the best single mean shift of ``y`` (None if too short)."""
-    n = y.size
-    if n < 2 * min_len:
-        return None
-    z = y - y.mean()
-    cs = np.cumsum(z)
-    cs2 = np.cumsum(z * z)
-    k = np.arange(min_len, n - min_len + 1)
-    left_sum = cs[k - 1]
-    right_sum = cs[-1] - left_sum
-    cost = (cs2[k - 1] - left_sum**2 / k) + ((cs2[-1] - cs2[k - 1]) - right_sum**2 / (n - k))
-    return max(float(np.min(cost)), 0.0)
-
-
-def linear_sse(x: np.ndarray, y: np.ndarray) -> float:
-    """Squared error of the least-squares line through (x, y)."""
-    xc = x - x.mean()
-    denom = float(np.sum(xc * xc))
-    if denom <= 0:
-        return _sse(y)
-    slope = float(np.sum(xc * (y - y.mean()))) / denom
-    resid = y - y.mean() - slope * xc
-    return float(np.sum(resid * resid))
 
 
 def _settings(ctx) -> dict[str, float]:
@@ -109,13 +79,8 @@ def trend(
         raw = raw / np.exp(np.array([effect[d.weekday()] for d in days]))
     jobs = np.array([float(p["jobs"]) for p in points])
     x = np.array([float((d - days[0]).days) for d in days])
-    if np.ptp(raw) > 0:
-        tau_res = stats.kendalltau(x, raw)
-        tau, p_value = float(tau_res.statistic), float(tau_res.pvalue)
-        slope, intercept, _, _ = stats.theilslopes(raw, x)
-        slope, intercept = float(slope), float(intercept)
-    else:
-        tau, p_value, slope, intercept = 0.0, 1.0, 0.0, float(raw[0])
+    mk = mann_kendall(x, raw)
+    tau, p_value, slope, intercept = mk["tau"], mk["p_value"], mk["slope"], mk["intercept"]
     start = intercept + slope * float(x[0])
     end = intercept + slope * float(x[-1])
     level = max(start, RUN_FLOOR_S) if start > 0 else max(float(np.median(raw)), RUN_FLOOR_S)

@@ -14,52 +14,16 @@ import warnings
 from datetime import date, timedelta
 
 import numpy as np
-from statsmodels.tsa.seasonal import MSTL, STL
+from statsmodels.tsa.seasonal import MSTL
 
 from contracts import Evidence, Finding, na, ok
+from contracts.series import seasonal_strength as strength
+from contracts.series import weekly_rhythm as weekly
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
 FLOOR_S = 1.0
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def strength(seasonal: np.ndarray, resid: np.ndarray) -> float:
-    """Seasonal strength (Wang, Smith and Hyndman): 1 - var(R) / var(S + R), floored at 0."""
-    total = float(np.var(seasonal + resid))
-    return max(0.0, 1.0 - float(np.var(resid)) / total) if total > 0 else 0.0
-
-
-def _dense(days: list[date], values: list[float | None]) -> tuple[date, np.ndarray]:
-    """The series on every day from the first to the last, gaps linearly interpolated."""
-    first = days[0]
-    n = (days[-1] - first).days + 1
-    y = np.full(n, np.nan)
-    for d, v in zip(days, values, strict=True):
-        if v is not None:
-            y[(d - first).days] = v
-    idx = np.arange(n)
-    ok_ = ~np.isnan(y)
-    return first, np.interp(idx, idx[ok_], y[ok_])
-
-
-def weekly(days: list[date], values: list[float | None], min_weeks: int) -> dict | None:
-    """Robust STL with period 7 of one daily series: strength and weekday effect."""
-    if sum(v is not None for v in values) < 7 * min_weeks:
-        return None
-    first, y = _dense(days, values)
-    if y.size < 7 * min_weeks or np.ptp(y) == 0:
-        return None
-    fit = STL(y, period=7, robust=True).fit()
-    seasonal = np.asarray(fit.seasonal)
-    weekday = (np.arange(y.size) + first.weekday()) % 7
-    effect = [float(np.mean(seasonal[weekday == w])) for w in range(7)]
-    return {
-        "strength": strength(seasonal, np.asarray(fit.resid)),
-        "weekday_effect": effect,
-        "days": int(y.size),
-        "first_day": first.isoformat(),
-    }
 
 
 def _roles(ctx) -> dict[str, str | None]:

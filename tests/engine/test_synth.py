@@ -712,3 +712,59 @@ def test_ops_cases_plants_are_in_the_data(made: dict[str, Path]) -> None:
     # the ingest maps the case column to the case role
     info = ingest(path, path.parent / "cache_cases")
     assert info.event_roles["case"] == "case_id"
+
+
+def test_tabular_is_an_orders_table_with_its_plants(made: dict[str, Path], tmp_path: Path) -> None:
+    path = made["tabular"]
+    truth = _truth(path)
+    assert truth["columns"] == list(synth._TABULAR_TYPES)
+    assert [p["target"] for p in truth["planted"]] == [
+        "price~product_category",
+        "shipping_cost",
+        "handling_minutes",
+    ]
+    assert len(truth["confounders"]) == 3
+    info = ingest(path, tmp_path / "cache")
+    assert info.event_roles == {}  # not an event log: no role is detected
+    roles = {c.name: c.role for c in info.columns}
+    assert roles["region"] == roles["product_category"] == "categorical"
+    assert roles["order_date"] == "timestamp"
+    con = _con(path)
+    assert _one(con, "SELECT count(*) FROM d") == ROWS
+    assert _one(con, "SELECT count(DISTINCT order_id) FROM d") == ROWS
+    first, last = _one(con, "SELECT min(order_date), max(order_date) FROM d")
+    assert (last - first).days == DAYS - 1
+    price = _rows(con, "SELECT product_category, median(price) FROM d GROUP BY 1")
+    others = statistics.median(v for k, v in price.items() if k != "electronics")
+    assert price["electronics"] / others == pytest.approx(3.0, rel=0.1)
+    day = f"date_diff('day', TIMESTAMP '{START}', order_date)"
+    ship = _one(
+        con,
+        f"SELECT median(shipping_cost) FILTER ({day} >= 50) / "
+        f"median(shipping_cost) FILTER ({day} < 50) FROM d",
+    )
+    assert ship == pytest.approx(1.8, rel=0.05)
+    hand = _one(
+        con,
+        f"SELECT median(handling_minutes) FILTER ({day} >= 80) / "
+        f"median(handling_minutes) FILTER ({day} < 10) FROM d",
+    )
+    assert hand == pytest.approx(1.9 / 1.05, rel=0.1)  # linear growth to 2x at the end
+    qty = _rows(con, "SELECT isodow(order_date) >= 6, median(quantity) FROM d GROUP BY 1")
+    assert qty[True] / qty[False] == pytest.approx(2.0, rel=0.15)  # the weekly confounder
+    online = _rows(con, "SELECT channel = 'online', avg(discount) FROM d GROUP BY 1")
+    assert online[True] - online[False] == pytest.approx(0.01, abs=0.004)  # small
+    assert _one(con, "SELECT count(DISTINCT customer_code) FROM d") == 4000
+
+
+def test_tabular_is_deterministic_and_chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 1_000)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    synthesize(a, rows=3_500, seed=4, scenario="tabular")
+    synthesize(b, rows=3_500, seed=4, scenario="tabular")
+    assert a.read_bytes() == b.read_bytes()
+    assert pq.ParquetFile(a).metadata.num_row_groups == 4
+    con = _con(a)
+    assert _one(con, "SELECT count(*) FROM d") == 3_500

@@ -8,11 +8,12 @@ import pyarrow as pa
 import pytest
 
 from contracts import Na, Ok
+from contracts.series import binary_segmentation
 from engine._core.manifests import PluginSpec
 from engine._core.preflight import preflight
 from engine.testing import make_reader
 
-from .conftest import PLUGINS_DIR, load_plugin, manifest, run_plugin
+from .conftest import PLUGINS_DIR, manifest, run_plugin
 
 PID = "changepoints"
 T0 = datetime(2024, 1, 1)  # a Monday
@@ -158,8 +159,7 @@ def test_not_an_event_log_is_not_applicable(tmp_path):
 
 
 def test_binary_segmentation_finds_both_edges():
-    plugin = load_plugin(PID)
     y = np.concatenate([np.zeros(30), np.ones(12), np.zeros(30)])
     y = y + np.random.default_rng(0).normal(0, 0.05, y.size)
-    assert plugin.binary_segmentation(y, 7, 0.1, 5) == [30, 42]
-    assert plugin.binary_segmentation(np.zeros(20), 7, 0.1, 5) == []
+    assert binary_segmentation(y, 7, 0.1, 5) == [30, 42]
+    assert binary_segmentation(np.zeros(20), 7, 0.1, 5) == []

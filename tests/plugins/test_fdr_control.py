@@ -141,4 +141,6 @@ def test_depends_on_the_catalog_decision_plugins():
         "job_anomalies",
         "rework_loops",
         "handoff_gaps",
+        "segment_differences",
+        "level_shifts",
     )
