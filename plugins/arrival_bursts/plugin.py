@@ -23,8 +23,8 @@ from scipy import stats
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal, timestamp_expr
+from contracts.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 365.25 / 12
 MINUTE_US = 60_000_000
 HOURS_PER_WEEK = 168
 MONDAY_SHIFT = 72  # epoch hour 0 is a Thursday 00:00: (h + 72) % 168 == 0 on Mondays 00:00

@@ -22,6 +22,7 @@ from scipy import stats
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.charts import first_digit_bars
 from contracts.sql import quote_ident as _q
+from contracts.units import p_text as _p_text
 
 DIGITS = tuple(range(1, 10))
 BENFORD = np.log10(1.0 + 1.0 / np.arange(1, 10))
@@ -65,10 +66,6 @@ def digits_query(column: str) -> str:
         "SELECT CAST(CASE WHEN d0 >= 10 THEN 1 WHEN d0 < 1 THEN 9 ELSE d0 END AS INTEGER) "
         "AS digit, count(*) AS n FROM d GROUP BY digit ORDER BY digit"
     )
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def run(ctx):

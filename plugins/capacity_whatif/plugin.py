@@ -32,8 +32,8 @@ from scipy import optimize
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 365.25 / 12
 BUCKETS = 48  # hours of the day, weekdays and weekends apart
 US = 1_000_000
 

@@ -26,6 +26,7 @@ from statsmodels.stats.rates import test_poisson_2indep
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
+from contracts.units import p_text as _p_text
 
 DAY_S = 86400
 
@@ -47,10 +48,6 @@ def _settings(ctx) -> dict:
         "sample_size": int(s.get("sample_size", 5000)),
         "max_hosts": int(s.get("max_hosts", 50)),
     }
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def _num(x: float) -> float | None:

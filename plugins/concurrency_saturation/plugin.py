@@ -23,17 +23,14 @@ from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
-DAYS_PER_MONTH = 365.25 / 12
 NO_PROCESS = ""
 
 
 def _jobs(n: int) -> str:
     return f"{n} job" if n == 1 else f"{n} jobs"
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def _jobs_cte(host: str, started: str, ended: str, prefilter: str = "") -> str:

@@ -25,6 +25,7 @@ from contracts import Evidence, Finding, Impact, Line, Ok, Series, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import p_text as _p_text
 
 WAIT_FLOOR_S = 1.0  # daily medians below one second are treated as one second (logs)
 MR_TO_SIGMA = 0.954  # median |x_i - x_(i-1)| of iid normal values, in sigmas
@@ -47,10 +48,6 @@ def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
         "FROM ev WHERE wait_s >= 0 AND day IS NOT NULL "
         "GROUP BY process, day ORDER BY process, day"
     )
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def running_median(y: np.ndarray, window: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from scipy import stats
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
+from contracts.units import p_text as _p_text
 
 _ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "pid", "uid", "key", "index", "idx"})
 _TIME_WORDS = frozenset(
@@ -99,10 +100,6 @@ def _num(value) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 WEEK_S = 7 * 86400.0

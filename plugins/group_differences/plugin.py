@@ -22,8 +22,8 @@ from contracts.effects import is_large, keep_ppm, kruskal_effect
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 365.25 / 12
 METRIC_TEXT = {"wait_s": "queue wait", "run_s": "run time"}
 
 

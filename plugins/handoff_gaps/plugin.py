@@ -14,8 +14,9 @@ from scipy import stats
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.cases import ORDER, multi_step, roles, steps_cte
 from contracts.sql import string_literal
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
-DAYS_PER_MONTH = 365.25 / 12
 ARROW = "->"
 
 
@@ -153,7 +154,7 @@ def _finding(cols, query, r, peer50, peer90, p_value, a_stat, excess, days, mont
         "saved_hours_per_month": saved,
         "span_days": days,
     }
-    p_text = "p < 1e-300" if p_value < 1e-300 else f"p = {p_value:.2g}"
+    p_text = _p_text(p_value)
     return Finding(
         kind="handoff_gap",
         title=f"{b} starts a median {p50 / 3600:.1f} h after {a} ends",

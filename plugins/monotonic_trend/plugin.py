@@ -20,8 +20,9 @@ from contracts.series import best_step_sse, linear_sse, mann_kendall
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
-DAYS_PER_MONTH = 365.25 / 12
 RUN_FLOOR_S = 1.0  # daily medians below one second are treated as one second (logs)
 
 
@@ -40,10 +41,6 @@ def daily_query(ctx, roles: dict[str, str], process: str | None = None) -> str:
         "FROM ev WHERE run_s >= 0 AND day IS NOT NULL "
         "GROUP BY process, day ORDER BY process, day"
     )
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def _settings(ctx) -> dict[str, float]:

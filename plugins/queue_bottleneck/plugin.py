@@ -11,9 +11,10 @@ from contracts import Evidence, Finding, Impact, Ok, QuantileGroup, Quantiles, n
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
 UPSTREAM = "process_durations"
-DAYS_PER_MONTH = 365.25 / 12
 
 
 def _keep_fraction(count: int, limit: int) -> int:
@@ -65,10 +66,6 @@ def wait_chart(processes: dict, names: list[str], top: str) -> Quantiles:
         highlight=(top,),
         log_scale=True,
     )
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def run(ctx):

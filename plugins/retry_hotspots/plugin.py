@@ -20,9 +20,10 @@ from scipy import stats
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
-from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import observed_months as _months
+from contracts.units import p_text as _p_text
 
-DAYS_PER_MONTH = 365.25 / 12
 _POLICY_WORDS = frozenset({"max", "maximum", "limit", "allowed", "policy", "budget"})
 _RETRY_WORDS = ("retry", "retries", "retried", "retrys", "rerun", "reruns", "attempt", "attempts")
 
@@ -30,10 +31,6 @@ _RETRY_WORDS = ("retry", "retries", "retried", "retrys", "rerun", "reruns", "att
 def _words(name: str) -> list[str]:
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     return [w for w in re.split(r"[^0-9A-Za-z]+", spaced.lower()) if w]
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def find_retry_column(ctx, configured: str) -> str | None:
@@ -288,18 +285,3 @@ def run(ctx):
     return ok(
         findings=findings, metrics=summary_metrics | {"hotspots": [f.target for f in findings]}
     )
-
-
-def _months(ctx) -> float | None:
-    """The observed span in months, from the queued (or started) timestamp, if any."""
-    for role in ("queued", "started", "ended"):
-        col = ctx.data.event_role(role)
-        if col is None:
-            continue
-        t = timestamp_expr(col, ctx.data.column(col).dtype)
-        row = ctx.data.sql(
-            f"SELECT date_diff('microsecond', min({t}), max({t})) / 86400e6 AS d FROM data"
-        ).to_pylist()[0]
-        if row["d"] is not None:
-            return max(float(row["d"]), 1.0) / DAYS_PER_MONTH
-    return None

@@ -15,8 +15,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.cases import multi_step, roles, steps_cte
-
-DAYS_PER_MONTH = 365.25 / 12
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
 
 def loops_query(ctx, cols) -> str:
@@ -116,7 +116,7 @@ def _finding(cols, query, r, share, low, high, peer, pooled, p_value, days, mont
         "saved_hours_per_month": saved,
         "span_days": days,
     }
-    p_text = "p < 1e-300" if p_value < 1e-300 else f"p = {p_value:.2g}"
+    p_text = _p_text(p_value)
     return Finding(
         kind="rework_loop",
         title=f"{share:.0%} of cases with {name} do it again",

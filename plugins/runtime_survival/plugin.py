@@ -22,8 +22,8 @@ from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 365.25 / 12
 CLUSTER_WIDTH = 0.02  # killed durations within 2% of their median are "at the timeout"
 
 

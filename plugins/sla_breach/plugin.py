@@ -17,8 +17,8 @@ from statsmodels.stats.proportion import proportion_confint
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
-
-DAYS_PER_MONTH = 365.25 / 12
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
 
 def breach_query(ctx, roles: dict[str, str], threshold_s: float, multiple: float) -> str:
@@ -59,10 +59,6 @@ def _settings(ctx) -> dict[str, float]:
         "confidence": float(s.get("confidence", 0.95)),
         "min_jobs": int(s.get("min_jobs", 100)),
     }
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def run(ctx):

@@ -18,8 +18,8 @@ from contracts import Evidence, Finding, Impact, QuantileGroup, Quantiles, na, o
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.sql import timestamp_expr
-
-DAYS_PER_MONTH = 365.25 / 12
+from contracts.units import DAYS_PER_MONTH
+from contracts.units import p_text as _p_text
 
 
 def _lit(value: float) -> str:
@@ -56,10 +56,6 @@ def tail_query(ctx, roles: dict[str, str], process: str, cap_s: float) -> str:
         "quantile_cont(run_s, [0.5, 0.99]) AS q "
         f"FROM ev WHERE run_s >= 0 AND process = {_str_lit(process)}"
     )
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
 
 
 def run(ctx):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import msgspec
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 365.25 / 12
 SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 # Which lever a finding pulls: same target + same family = one action.
 FAMILIES = {

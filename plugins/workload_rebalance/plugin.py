@@ -24,29 +24,10 @@ from scipy import stats
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
-from contracts.sql import timestamp_expr
+from contracts.units import observed_months as _months
+from contracts.units import p_text as _p_text
 
-DAYS_PER_MONTH = 365.25 / 12
 DEFAULT_PATTERN = "fail|error|abort|crash|timeout|timed.?out|killed|fatal|reject"
-
-
-def _p_text(p: float) -> str:
-    return "p < 1e-300" if p < 1e-300 else f"p = {p:.2g}"
-
-
-def _months(ctx) -> float | None:
-    """The observed span in months, from the queued (or started/ended) timestamp."""
-    for role in ("queued", "started", "ended"):
-        col = ctx.data.event_role(role)
-        if col is None:
-            continue
-        t = timestamp_expr(col, ctx.data.column(col).dtype)
-        row = ctx.data.sql(
-            f"SELECT date_diff('microsecond', min({t}), max({t})) / 86400e6 AS d FROM data"
-        ).to_pylist()[0]
-        if row["d"] is not None:
-            return max(float(row["d"]), 1.0) / DAYS_PER_MONTH
-    return None
 
 
 def _design(cells: list[dict], procs: list[str], hosts: list[str]) -> np.ndarray:
