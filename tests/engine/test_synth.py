@@ -21,7 +21,7 @@ from engine._tools.cli import main
 from engine._tools.synth import DAYS, START, synthesize, truth_path_for
 from engine.errors import ConfigError
 
-ROWS = 60_000
+ROWS = 100_000
 WAIT = "date_diff('second', queued_at, started_at)"
 RUN = "date_diff('second', started_at, ended_at)"
 BASE_COLUMNS = [
@@ -768,3 +768,27 @@ def test_tabular_is_deterministic_and_chunked(
     assert pq.ParquetFile(a).metadata.num_row_groups == 4
     con = _con(a)
     assert _one(con, "SELECT count(*) FROM d") == 3_500
+
+
+@pytest.mark.parametrize("scenario", ["ops_capacity", "ops_calendar"])
+def test_volume_plants_only_in_logs_large_enough_to_show_them(
+    tmp_path: Path, scenario: str
+) -> None:
+    volume = {"arrival_bursts", "close_spill", "close_contention"}
+    full = {p.id for p in synth.scenario_plants(scenario)}
+    assert full & volume  # each scenario has some
+    small = tmp_path / "small.parquet"
+    synthesize(small, rows=synth.VOLUME_PLANT_ROWS - 1, seed=3, scenario=scenario)
+    truth = _truth(small)
+    assert {p["id"] for p in truth["planted"]} == full - volume
+    assert not any("cron-like" in c or "close window" in c for c in truth["confounders"])
+    # the data has none of them either: the burst and close processes keep their rate
+    con = _con(small)
+    for proc in ("ar_dunning", "gl_period_close"):
+        per_minute = _one(
+            con,
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM d WHERE process_name = "
+            f"'{proc}' GROUP BY date_trunc('minute', queued_at))",
+        )
+        assert per_minute <= 4, proc
+    assert {p.id for p in synth.scenario_plants(scenario, synth.VOLUME_PLANT_ROWS)} == full
