@@ -283,6 +283,10 @@ def run(ctx):
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
     """Until ``path`` exists (the plugin says it runs), or the process ended."""
     import time
@@ -326,6 +330,9 @@ def test_ctrl_c_exits_130_keeps_the_log_and_resume_finishes(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Ctrl-C as a terminal delivers it: a test runner started in the background by
+        # a shell without job control ignores SIGINT, and its children inherit that.
+        preexec_fn=_default_sigint,
     )
     _wait_for(here / "running", proc)
     proc.send_signal(signal.SIGINT)
