@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .results import Na, na
 from .sql import quote_ident as _q
 from .sql import timestamp_expr
 
@@ -93,3 +94,14 @@ def multi_step(
             "single steps, so there is no flow to mine"
         )
     return counts, None
+
+
+def multi_step_or_na(
+    ctx: Any, cols: dict[str, str | None], min_cases: int, min_share: float
+) -> tuple[dict[str, Any], Na | None]:
+    """:func:`multi_step`, with the NOT_APPLICABLE result a plugin returns when the log
+    is not a multi-step case log (None when it is)."""
+    counts, reason = multi_step(ctx, cols, min_cases, min_share)
+    if reason is None:
+        return counts, None
+    return counts, na("NOT_APPLICABLE", f"Not a multi-step case log: {reason}.", checked=[reason])

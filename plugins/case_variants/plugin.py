@@ -4,7 +4,7 @@ counts, all in DuckDB aggregates (see ``contracts.cases`` for what a step is and
 from __future__ import annotations
 
 from contracts import Evidence, Finding, na, ok
-from contracts.cases import ORDER, multi_step, roles, steps_cte
+from contracts.cases import ORDER, multi_step_or_na, roles, steps_cte
 
 SHOWN_CHARS = 400  # a variant's sequence as listed (grouping uses the whole sequence)
 
@@ -20,11 +20,11 @@ def run(ctx):
             "The case log has no queue, start or end time, so its steps have no order.",
             checked=[f"case column {cols['case']}, activity column {cols['process']}"],
         )
-    counts, reason = multi_step(
+    counts, not_here = multi_step_or_na(
         ctx, cols, int(cfg.get("min_cases", 50)), float(cfg.get("min_share", 0.05))
     )
-    if reason:
-        return na("NOT_APPLICABLE", f"Not a multi-step case log: {reason}.", checked=[reason])
+    if not_here is not None:
+        return not_here
     ev = steps_cte(ctx, cols)
     lengths = counts["lengths"]
     variants_q = (

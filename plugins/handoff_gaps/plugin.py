@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
-from contracts.cases import ORDER, multi_step, roles, steps_cte
+from contracts.cases import ORDER, multi_step_or_na, roles, steps_cte
 from contracts.sql import string_literal
 from contracts.units import DAYS_PER_MONTH
 from contracts.units import p_text as _p_text
@@ -65,11 +65,11 @@ def run(ctx):
     min_n = int(cfg.get("min_transitions", 100))
     limit = int(cfg.get("sample", 5000))
     cols = roles(ctx)
-    counts, reason = multi_step(
+    counts, not_here = multi_step_or_na(
         ctx, cols, int(cfg.get("min_cases", 50)), float(cfg.get("min_multi_share", 0.05))
     )
-    if reason:
-        return na("NOT_APPLICABLE", f"Not a multi-step case log: {reason}.", checked=[reason])
+    if not_here is not None:
+        return not_here
     query = stats_query(ctx, cols)
     every = ctx.data.sql(query).to_pylist()
     rows = [r for r in every if int(r["n"]) >= min_n]

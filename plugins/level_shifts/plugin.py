@@ -17,6 +17,7 @@ from datetime import date, datetime
 import numpy as np
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
+from contracts.logs import event_log_na
 from contracts.series import (
     best_step_sse,
     evaluate_cut,
@@ -27,25 +28,17 @@ from contracts.series import (
 )
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
+from contracts.units import DAYS_PER_MONTH
 
-EVENT_LOG_TEXT = "an event log: covered by group_differences/changepoints/monotonic_trend"
 PERIOD_DAYS = {
     "hour": 1 / 24,
     "day": 1.0,
     "week": 7.0,
-    "month": 365.25 / 12,
+    "month": DAYS_PER_MONTH,
     "quarter": 365.25 / 4,
     "year": 365.25,
 }
 CONSTANT_TEXT = "a constant series"
-
-
-def event_log(ctx) -> bool:
-    """An event log with measurable durations: a started column and a queued or ended one."""
-    data = ctx.data
-    return data.event_role("started") is not None and (
-        data.event_role("queued") is not None or data.event_role("ended") is not None
-    )
 
 
 def _settings(ctx) -> dict[str, float]:
@@ -179,15 +172,8 @@ def analyse(periods: list[datetime], counts, medians, period: str, cfg) -> dict:
 
 def run(ctx):
     cfg = _settings(ctx)
-    if event_log(ctx):
-        return na(
-            "NOT_APPLICABLE",
-            f"The table is {EVENT_LOG_TEXT}.",
-            checked=[
-                f"event role {r}: {ctx.data.event_role(r) or 'not found'}"
-                for r in ("ended", "queued", "started")
-            ],
-        )
+    if (not_here := event_log_na(ctx)) is not None:
+        return not_here
     stamps = ctx.data.names("timestamp")
     quantities = ctx.data.names("numeric", semantic=list(QUANTITY_SEMANTICS))
     if not stamps or not quantities:

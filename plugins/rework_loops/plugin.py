@@ -14,7 +14,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from contracts import Evidence, Finding, Impact, na, ok
-from contracts.cases import multi_step, roles, steps_cte
+from contracts.cases import multi_step_or_na, roles, steps_cte
 from contracts.units import DAYS_PER_MONTH
 from contracts.units import p_text as _p_text
 
@@ -39,11 +39,11 @@ def run(ctx):
     confidence = float(cfg.get("confidence", 0.95))
     min_activity = int(cfg.get("min_activity_cases", 100))
     cols = roles(ctx)
-    counts, reason = multi_step(
+    counts, not_here = multi_step_or_na(
         ctx, cols, int(cfg.get("min_cases", 50)), float(cfg.get("min_multi_share", 0.05))
     )
-    if reason:
-        return na("NOT_APPLICABLE", f"Not a multi-step case log: {reason}.", checked=[reason])
+    if not_here is not None:
+        return not_here
     query = loops_query(ctx, cols)
     every = ctx.data.sql(query).to_pylist()
     rows = [r for r in every if int(r["cases"]) >= min_activity]

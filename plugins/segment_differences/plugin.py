@@ -16,18 +16,9 @@ from scipy import stats
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
 from contracts.effects import is_large, keep_ppm, kruskal_effect
+from contracts.logs import event_log_na
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
-
-EVENT_LOG_TEXT = "an event log: covered by group_differences/changepoints/monotonic_trend"
-
-
-def event_log(ctx) -> bool:
-    """An event log with measurable durations: a started column and a queued or ended one."""
-    data = ctx.data
-    return data.event_role("started") is not None and (
-        data.event_role("queued") is not None or data.event_role("ended") is not None
-    )
 
 
 def _settings(ctx) -> dict[str, float]:
@@ -154,15 +145,8 @@ def compare_pair(quantity: str, group: str, labels: np.ndarray, values: np.ndarr
 
 def run(ctx):
     cfg = _settings(ctx)
-    if event_log(ctx):
-        return na(
-            "NOT_APPLICABLE",
-            f"The table is {EVENT_LOG_TEXT}.",
-            checked=[
-                f"event role {r}: {ctx.data.event_role(r) or 'not found'}"
-                for r in ("ended", "queued", "started")
-            ],
-        )
+    if (not_here := event_log_na(ctx)) is not None:
+        return not_here
     quantities = ctx.data.names("numeric", semantic=list(QUANTITY_SEMANTICS))
     groups, notes = grouping_columns(ctx, int(cfg["max_levels"]))
     if not groups or not quantities:

@@ -15,13 +15,13 @@ predicts it fails least.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import statsmodels.api as sm
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.logs import failure_values as failed_values
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.units import observed_months as _months
@@ -58,16 +58,7 @@ def run(ctx):
     max_cells = int(s.get("max_cells", 2000))
     process, host, status = (ctx.data.event_role(r) for r in ("process", "host", "status"))
 
-    values = (
-        ctx.data.sql(
-            f"SELECT DISTINCT CAST({_q(status)} AS VARCHAR) AS v FROM data "
-            f"WHERE {_q(status)} IS NOT NULL ORDER BY v LIMIT 10000"
-        )
-        .column("v")
-        .to_pylist()
-    )
-    rx = re.compile(pattern, re.IGNORECASE)
-    failure_values = [v for v in values if rx.search(v)]
+    values, failure_values = failed_values(ctx, status, pattern)
     if not failure_values:
         return na(
             "NOT_APPLICABLE",
