@@ -18,7 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from attrs import define
 
-from contracts import DatasetInfo, Plan, Report
+from contracts import DatasetInfo, Plan, Report, stable_hash
 from contracts.events import Event
 from contracts.plan import Mode
 
@@ -30,7 +30,7 @@ from .artifacts import TRACE_NAME, atomic_write, write_artifacts
 from .cache import RESULT_LIBRARIES, ResultCache, RunCache
 from .config import ProjectSettings
 from .eventlog import LOG_NAME, EventLog, read_log
-from .manifests import SpecCache, load_plugins
+from .manifests import PluginSpec, SpecCache, load_plugins
 from .plan import MODES, build_plan
 from .state import RunState, fold
 from .supervisor import RunSpec, Supervisor
@@ -253,6 +253,7 @@ class Engine:
         self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
         self._specs = SpecCache()
+        self._plans: dict[str, Plan] = {}
         self.use_cache = cache
         self._store: ResultCache | None = None
         # report.html's charts are drawn in a child process, off this process's GIL
@@ -324,6 +325,45 @@ class Engine:
         """Normalize ``dataset`` (cached by content fingerprint under ``runs_dir``)."""
         return ingest(dataset, self.runs_dir / DATA_CACHE)
 
+    def _plan(
+        self,
+        plugins: tuple[PluginSpec, ...],
+        info: DatasetInfo,
+        mode: Mode,
+        seed: int,
+        select: Sequence[str] | None,
+    ) -> Plan:
+        """:func:`build_plan`, reused while everything it depends on is the same: the
+        plugins' code hashes (their manifests included), the schema, and the mode,
+        seed, selection and overrides of the run (the plan is a pure function of them)."""
+        schema = info.schema_view()
+        key = stable_hash(
+            {
+                "plugins": [(p.id, p.code_hash, str(p.directory)) for p in plugins],
+                "schema": schema,
+                "mode": mode,
+                "seed": seed,
+                "select": None if select is None else sorted(select),
+                "settings": self.settings,
+                "lanes": self.lanes,
+                "timeouts": self.timeouts,
+            }
+        )
+        known = self._plans.get(key)
+        if known is None:
+            known = build_plan(
+                plugins,
+                mode=mode,
+                seed=seed,
+                dataset_schema=schema,
+                settings=self.settings,
+                select=select,
+                lanes=self.lanes,
+                timeouts=self.timeouts,
+            )
+            self._plans = {key: known}  # the last one: a service runs the same fleet
+        return known
+
     def _prepare(
         self,
         dataset: str | Path,
@@ -334,16 +374,7 @@ class Engine:
     ) -> RunSpec:
         plugins = load_plugins(self.plugins_dir, cache=self._specs)
         info = self.ingest(dataset)
-        plan = build_plan(
-            plugins,
-            mode=mode,
-            seed=seed,
-            dataset_schema=info.schema_view(),
-            settings=self.settings,
-            select=select,
-            lanes=self.lanes,
-            timeouts=self.timeouts,
-        )
+        plan = self._plan(plugins, info, mode, seed, select)
         check_timeouts(plan, self.stall_timeout_s)
         run_dir = self.runs_dir / run_id
         if run_dir.exists():

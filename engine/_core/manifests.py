@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import contracts
 from contracts import CONTRACTS_VERSION, Manifest
 from contracts.manifest import SettingSpec
 
+from .._data.ingest import settled
 from ..errors import ConfigError, ManifestError, ManifestProblem
 
 PLUGIN_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -74,16 +76,19 @@ def code_hash(directory: Path) -> str:
     return h.hexdigest()
 
 
-def _plugin_files(directory: str) -> Iterable[tuple[str, str]]:
+def _plugin_files(directory: str) -> list[tuple[str, str]]:
     """(relative posix path, path) of every file, skipping caches and bytecode."""
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
-        rel_dir = os.path.relpath(dirpath, directory)
-        for name in filenames:
-            if name.endswith((".pyc", ".pyo")):
-                continue
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
-            yield rel, os.path.join(dirpath, name)
+    return [(rel, entry.path) for rel, entry in _walk(directory, "")]
+
+
+def _walk(directory: str, prefix: str) -> Iterable[tuple[str, os.DirEntry[str]]]:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=True):
+                if entry.name not in _SKIP_DIRS:
+                    yield from _walk(entry.path, f"{prefix}{entry.name}/")
+            elif not entry.name.endswith((".pyc", ".pyo")):
+                yield prefix + entry.name, entry
 
 
 def _display(path: Path, base: Path) -> str:
@@ -93,28 +98,50 @@ def _display(path: Path, base: Path) -> str:
         return str(path)
 
 
-class SpecCache:
-    """Validated plugin specs reused across runs while a folder's content is unchanged.
+FolderState = tuple[tuple[str, int, int, int, int, int], ...]
 
-    The key of a folder is its code hash, computed from the bytes of every file:
-    reading a plugin folder costs far less than parsing and validating it, and file
-    metadata cannot prove content (a folder rewritten within one clock tick, with a
-    reused inode and same-size files, has the same sizes, times and inodes).
+
+def folder_state(directory: str | Path) -> FolderState:
+    """(relative path, size, mtime_ns, ctime_ns, inode, device) of every file the
+    code hash covers, sorted: what :class:`SpecCache` compares instead of bytes."""
+    found = []
+    for rel, entry in _walk(str(directory), ""):
+        st = entry.stat()
+        found.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return tuple(sorted(found))
+
+
+class SpecCache:
+    """Validated plugin specs reused across runs while a folder is unchanged.
+
+    When the content is hashed again: a folder is reused when its files, and each
+    file's size, ``mtime_ns``, ``ctime_ns``, inode and device, are those seen when it
+    was last hashed (the rule of the dataset fingerprint, :mod:`engine._data.ingest`:
+    ``ctime`` moves with every write and cannot be set back). Any difference (a file
+    edited, touched, added, removed or replaced) reads and hashes every file again.
+    One case needs more: a write in the same tick of the file system's clock as the
+    one before leaves all five values unchanged. So a folder whose newest time was
+    less than ``RACY_NS`` (2 s) before the moment it was hashed is not trusted (git
+    treats its index the same way): it is hashed again at its next use, until its
+    files are old enough for any later write to show in their times.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[str, PluginSpec]] = {}
+        self._entries: dict[str, tuple[FolderState, PluginSpec]] = {}
 
-    @staticmethod
-    def signature(directory: Path) -> str:
-        return code_hash(directory)
-
-    def get(self, directory: Path, signature: str) -> PluginSpec | None:
+    def get(self, directory: str | Path, state: FolderState) -> PluginSpec | None:
         entry = self._entries.get(str(directory))
-        return entry[1] if entry is not None and entry[0] == signature else None
+        return entry[1] if entry is not None and entry[0] == state else None
 
-    def put(self, directory: Path, signature: str, spec: PluginSpec) -> None:
-        self._entries[str(directory)] = (signature, spec)
+    def put(
+        self, directory: str | Path, state: FolderState, hashed_at_ns: int, spec: PluginSpec
+    ) -> None:
+        """Remember ``spec``, hashed at ``hashed_at_ns`` (``time.time_ns()``) from the
+        folder in ``state``, unless that is too close to the folder's newest write."""
+        if settled(max((max(f[2], f[3]) for f in state), default=0), hashed_at_ns):
+            self._entries[str(directory)] = (state, spec)
+        else:
+            self._entries.pop(str(directory), None)
 
 
 def load_plugins(
@@ -135,14 +162,20 @@ def load_plugins(
         folders = sorted(
             e.name for e in entries if e.is_dir() and not e.name.startswith((".", "_"))
         )
+    base = str(root)
     for name in folders:
-        directory = root / name
-        signature = SpecCache.signature(directory) if cache is not None else ""
-        spec = cache.get(directory, signature) if cache is not None else None
-        if spec is None:
-            spec = _load_one(directory, root, problems, signature)
-            if spec is not None and cache is not None:
-                cache.put(directory, signature, spec)
+        if cache is None:
+            spec = _load_one(root / name, root, problems)
+        else:
+            folder = os.path.join(base, name)
+            state = folder_state(folder)
+            spec = cache.get(folder, state)
+            if spec is None:
+                hashed_at = time.time_ns()
+                spec = _load_one(root / name, root, problems)
+                # A folder that changed while it was read is not remembered.
+                if spec is not None and folder_state(folder) == state:
+                    cache.put(folder, state, hashed_at, spec)
         if spec is not None:
             specs.append(spec)
     _check_fleet(specs, root, problems)
@@ -151,9 +184,7 @@ def load_plugins(
     return tuple(sorted(specs, key=lambda s: s.id))
 
 
-def _load_one(
-    directory: Path, root: Path, problems: list[ManifestProblem], known_hash: str = ""
-) -> PluginSpec | None:
+def _load_one(directory: Path, root: Path, problems: list[ManifestProblem]) -> PluginSpec | None:
     path = directory / "plugin.yaml"
     shown = _display(path, root)
     if not path.is_file():
@@ -185,7 +216,7 @@ def _load_one(
         manifest=manifest,
         directory=directory.resolve(),
         manifest_path=path,
-        code_hash=known_hash or code_hash(directory),
+        code_hash=code_hash(directory),
     )
 
 
@@ -298,24 +329,20 @@ def _check_fleet(specs: list[PluginSpec], root: Path, out: list[ManifestProblem]
                 )
     known = set(by_id)
     for spec in specs:
-        shown = _display(spec.manifest_path, root)
         m = spec.manifest
+
+        def bad(where: str, message: str, spec: PluginSpec = spec) -> None:
+            shown = _display(spec.manifest_path, root)
+            out.append(ManifestProblem(shown, f"{where}: {message}", spec.id))
+
         for i, dep in enumerate(m.depends_on):
             if dep not in known:
-                out.append(
-                    ManifestProblem(shown, f"$.depends_on[{i}]: unknown plugin {dep!r}", m.id)
-                )
+                bad(f"$.depends_on[{i}]", f"unknown plugin {dep!r}")
         for i, down in enumerate(m.downstream):
             if down not in known:
-                out.append(
-                    ManifestProblem(shown, f"$.downstream[{i}]: unknown plugin {down!r}", m.id)
-                )
+                bad(f"$.downstream[{i}]", f"unknown plugin {down!r}")
             elif by_id[down][0].manifest.lane != "decision":
-                out.append(
-                    ManifestProblem(
-                        shown, f"$.downstream[{i}]: {down!r} is not a decision-lane plugin", m.id
-                    )
-                )
+                bad(f"$.downstream[{i}]", f"{down!r} is not a decision-lane plugin")
 
 
 def resolve_settings(spec: PluginSpec, overrides: Mapping[str, Any] | None) -> dict[str, Any]:

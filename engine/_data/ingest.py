@@ -21,9 +21,12 @@ file shows exactly those five values reuses the fingerprint without reading the
 file; any difference (the file rewritten, touched, replaced, copied, moved to
 another file system, or its metadata changed: ``ctime`` moves with every write and
 cannot be set back) rehashes the whole content, and the new fingerprint decides as
-always whether the normalized database can be reused. A changed file whose five
-values all stayed the same would need a write that restores the ctime, which only
-the kernel's clock going backwards can do.
+always whether the normalized database can be reused. One case needs more: a write
+in the same tick of the file system's clock as the one before leaves all five values
+unchanged. So a file whose mtime or ctime is less than :data:`RACY_NS` (2 s) before
+the moment it was hashed is not remembered (git treats its index the same way): it
+is hashed again at its next use, until it is old enough for any later write to show
+in its times.
 
 CSV rules: the first line is always the header (``header=true``, ``skip=0``; the
 sniffer is not allowed to guess that leading lines are junk and drop them), the
@@ -161,6 +164,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -658,6 +662,17 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+RACY_NS = 2_000_000_000
+"""A file (or plugin folder) changed less than this before it was hashed is hashed
+again at its next use: a later write in the same clock tick would not show."""
+
+
+def settled(newest_change_ns: int, hashed_at_ns: int) -> bool:
+    """Whether a content hash taken at ``hashed_at_ns`` (``time.time_ns()``) of files
+    last changed at ``newest_change_ns`` may be remembered by their status."""
+    return newest_change_ns < hashed_at_ns - RACY_NS
+
+
 def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
@@ -679,11 +694,13 @@ def remembered_fingerprint(path: Path, memo_dir: Path) -> tuple[str, Callable[[]
             return str(known["fingerprint"]), lambda: None
     except (OSError, msgspec.DecodeError, KeyError, TypeError):
         pass
+    hashed_at = time.time_ns()
     fingerprint = fingerprint_file(absolute)
     changed_while_read = _stat_key(absolute.stat()) != before
+    young = not settled(max(before[1], before[2]), hashed_at)
 
     def remember() -> None:
-        if changed_while_read:
+        if changed_while_read or young:
             return
         record = {"path": str(absolute), "stat": before, "ingest": INGEST_VERSION,
                   "fingerprint": fingerprint}  # fmt: skip

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from engine._data import ingest as ingest_module
-from engine._data.ingest import INGEST_VERSION
+from engine._data.ingest import INGEST_VERSION, RACY_NS
 from engine._data.ingest import remembered_fingerprint as remembered_and_saver
 
 
@@ -26,6 +27,14 @@ def expected(path: Path) -> str:
     digest = hashlib.sha256(path.read_bytes())
     digest.update(b"\x00engine-ingest-version:" + INGEST_VERSION.encode())
     return digest.hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files here are hashed as if well after they were written (a file hashed in
+    the same moment it was written is not remembered: see the last test)."""
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 10 * RACY_NS)
 
 
 @pytest.fixture
@@ -107,3 +116,22 @@ def test_a_file_that_fails_to_ingest_is_not_remembered(tmp_path: Path) -> None:
     info = ingest(good, cache)
     (entry,) = (cache / "stat").iterdir()
     assert info.fingerprint == expected(good) and info.fingerprint in entry.read_text()
+
+
+def test_a_file_hashed_just_after_it_was_written_is_hashed_again(
+    tmp_path: Path, hashed: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in the same clock tick as the one before leaves size, times and inode
+    as they were: only not trusting a young file's status sees it."""
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    memo = tmp_path / "stat"
+    written = max(data.stat().st_mtime_ns, data.stat().st_ctime_ns)
+    monkeypatch.setattr(time, "time_ns", lambda: written + RACY_NS // 2)
+    remembered_fingerprint(data, memo)
+    remembered_fingerprint(data, memo)
+    assert len(hashed) == 2  # young: hashed each time, not remembered
+    monkeypatch.setattr(time, "time_ns", lambda: written + 2 * RACY_NS)
+    remembered_fingerprint(data, memo)
+    remembered_fingerprint(data, memo)
+    assert len(hashed) == 3  # settled: remembered, then reused

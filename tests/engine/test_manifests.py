@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
@@ -245,19 +246,73 @@ def test_yaml_reasons_name_the_line_and_column(plugins_dir: Path) -> None:
     assert _yaml_reason(yaml.YAMLError()) == "YAMLError"  # no message: still words
 
 
-def test_the_spec_cache_reuses_a_folder_only_while_its_bytes_are_the_same(
-    make_plugin: MakePlugin, plugins_dir: Path
+def test_the_spec_cache_reuses_a_folder_only_while_its_files_are_unchanged(
+    make_plugin: MakePlugin, plugins_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import os
+
+    from engine._core import manifests
     from engine._core.manifests import SpecCache, code_hash
+    from engine._data.ingest import RACY_NS
 
     folder = make_plugin("cached")
+    # Hashed "later": the files are older than the racy window by then.
+    clock = [os.stat(folder / "plugin.py").st_ctime_ns + 3 * RACY_NS]
+    monkeypatch.setattr(time, "time_ns", lambda: clock[0])
     cache = SpecCache()
     first = load_plugins(plugins_dir, cache=cache)[0]
-    assert SpecCache.signature(folder) == code_hash(folder) == first.code_hash
-    assert cache.get(folder, first.code_hash) is first
+    assert first.code_hash == code_hash(folder)
     assert load_plugins(plugins_dir, cache=cache)[0] is first  # not parsed again
-    assert cache.get(folder, "other") is None
-    assert cache.get(plugins_dir / "elsewhere", first.code_hash) is None
+    assert cache.get(plugins_dir / "elsewhere", manifests.folder_state(folder)) is None
+
+    def reloaded() -> manifests.PluginSpec:
+        clock[0] = time_after_every_write(folder)
+        return load_plugins(plugins_dir, cache=cache)[0]
+
+    # Each change makes a new spec with the new content's hash.
     (folder / "plugin.py").write_text((folder / "plugin.py").read_text() + "\n# edited\n")
-    second = load_plugins(plugins_dir, cache=cache)[0]
-    assert second is not first and second.code_hash == code_hash(folder)
+    second = reloaded()
+    assert second is not first and second.code_hash == code_hash(folder) != first.code_hash
+    (folder / "helper.py").write_text("X = 1\n")  # a file added
+    third = reloaded()
+    assert third is not second and third.code_hash == code_hash(folder)
+    (folder / "helper.py").unlink()  # and removed
+    fourth = reloaded()
+    assert fourth.code_hash == second.code_hash and fourth is not third
+    # A same-size rewrite with the times put back is still seen: ctime moved.
+    before = os.stat(folder / "plugin.py")
+    text = (folder / "plugin.py").read_text()
+    (folder / "plugin.py").write_text(text.replace("# edited", "# edite!"))
+    os.utime(folder / "plugin.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    fifth = reloaded()
+    assert fifth is not fourth and fifth.code_hash == code_hash(folder) != fourth.code_hash
+
+
+def time_after_every_write(folder: Path) -> int:
+    from engine._data.ingest import RACY_NS
+
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in folder.iterdir())
+    return newest + 3 * RACY_NS
+
+
+def test_a_folder_written_just_before_it_was_hashed_is_hashed_again(
+    make_plugin: MakePlugin, plugins_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in the same clock tick as the one before leaves size, times and inode
+    as they were: only the racy rule (hash again while the files are young) sees it."""
+    import os
+
+    from engine._core.manifests import SpecCache, code_hash
+    from engine._data.ingest import RACY_NS
+
+    folder = make_plugin("young")
+    newest = os.stat(folder / "plugin.py").st_ctime_ns
+    monkeypatch.setattr(time, "time_ns", lambda: newest + RACY_NS // 2)
+    cache = SpecCache()
+    first = load_plugins(plugins_dir, cache=cache)[0]
+    assert load_plugins(plugins_dir, cache=cache)[0] is not first  # not trusted yet
+    # Old enough: the next load is remembered, the one after reuses it.
+    monkeypatch.setattr(time, "time_ns", lambda: newest + 2 * RACY_NS)
+    remembered = load_plugins(plugins_dir, cache=cache)[0]
+    assert load_plugins(plugins_dir, cache=cache)[0] is remembered
+    assert remembered.code_hash == first.code_hash == code_hash(folder)
