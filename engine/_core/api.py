@@ -7,6 +7,7 @@ import importlib
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -108,6 +109,33 @@ def _write_trace(run_dir: Path, events: list[Event] | None) -> None:
 
     spans = spans_from_events(events if events is not None else read_log(run_dir / LOG_NAME))
     atomic_write(run_dir / TRACE_NAME, trace_json(spans))
+
+
+class _BackgroundClose:
+    """``log.close()`` (its final sync) in a thread of its own, started at once."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        threading.Thread(target=self._close, name="event-log-close").start()
+
+    def _close(self) -> None:
+        try:
+            self._log.close()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def synced(self) -> bool:
+        """Wait for the close; whether it succeeded."""
+        self._done.wait()
+        return self._error is None
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _new_log(run_dir: Path) -> EventLog:
@@ -592,15 +620,29 @@ class Engine:
                 try:
                     supervisor = Supervisor(spec, self._executor, log, publish, spec.cache)
                     state = await (supervisor.run() if state is None else supervisor.resume(state))
-                finally:
+                except BaseException:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(log.close)  # the final fsync
-                last = log.last_hash
-                # Drawn charts are reused like results: not when the cache is off.
-                charts = self.runs_dir / CACHE_DIR / "charts" if spec.cache else None
-                report = await anyio.to_thread.run_sync(
-                    write_artifacts, spec.run_dir, state, last, charts, self._drawer
-                )
+                    raise
+                # The final fsync runs while the report is rendered; the report's
+                # files are renamed into place only once the log is on disk.
+                closing = _BackgroundClose(log)
+                try:
+                    # Drawn charts are reused like results: not when the cache is off.
+                    charts = self.runs_dir / CACHE_DIR / "charts" if spec.cache else None
+                    report = await anyio.to_thread.run_sync(
+                        write_artifacts,
+                        spec.run_dir,
+                        state,
+                        log.last_hash,
+                        charts,
+                        self._drawer,
+                        closing.synced,
+                    )
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(closing.synced)
+                closing.raise_error()
                 if self.trace_file:
                     # Reading the log back and encoding a whole trace (megabytes for
                     # large fleets): off the loop.

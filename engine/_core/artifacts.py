@@ -5,8 +5,11 @@ never leaves a half-written artifact under its final name. The HTML is drawn by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -300,16 +303,60 @@ _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` so that it holds either its old content or all of ``data``,
+    even across a crash: a synced temporary file, then renamed into place."""
+    tmp = _durable_temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _durable_temporary(path: Path, data: bytes) -> str:
+    """A temporary file beside ``path`` holding ``data``, synced to disk."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+class AtomicFiles:
+    """Several files written like :func:`atomic_write`, each synced in a thread as
+    soon as it is handed over (so the disk works while the next one is rendered),
+    and all renamed into place by :meth:`commit`, only once every one is on disk
+    and ``ready`` (if given) returned True. Leaving the block without a commit
+    removes the temporary files."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="artifact-writer")
+        self._pending: list[tuple[Path, Future[str]]] = []
+
+    def __enter__(self) -> AtomicFiles:
+        return self
+
+    def add(self, path: Path, data: bytes) -> None:
+        self._pending.append((path, self._pool.submit(_durable_temporary, path, data)))
+
+    def commit(self, ready: Callable[[], bool] | None = None) -> None:
+        temporaries = [(path, future.result()) for path, future in self._pending]
+        if ready is not None and not ready():
+            return  # __exit__ removes them
+        for path, tmp in temporaries:
+            os.replace(tmp, path)
+        self._pending.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        for _, future in self._pending:
+            with contextlib.suppress(BaseException):
+                Path(future.result()).unlink(missing_ok=True)
+        self._pool.shutdown()
 
 
 def to_pretty_json(obj: object) -> bytes:
@@ -393,17 +440,24 @@ def write_artifacts(
     last_hash: str,
     chart_cache: Path | None = None,
     drawer: Drawer = draw_here,
+    log_synced: Callable[[], bool] | None = None,
 ) -> Report:
+    """Write the run's report artifacts (``log_synced``: waits until the run's log
+    is synced and says whether it was; if not, nothing is written)."""
     # A process killed while writing leaves its temporary file behind (never a torn
     # file under the final name): a rewrite (resume) removes it.
     for name in (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME, TRACE_NAME):
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    report = build_report(state)
-    manifest = build_run_manifest(state, report, last_hash)
-    atomic_write(run_dir / REPORT_NAME, to_pretty_json(report))
-    atomic_write(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
-    atomic_write(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
-    html = render_report_html(state, report, chart_cache, drawer)
-    atomic_write(run_dir / HTML_NAME, html.encode())
+    with AtomicFiles() as files:
+        report = build_report(state)
+        files.add(run_dir / REPORT_NAME, to_pretty_json(report))
+        manifest = build_run_manifest(state, report, last_hash)
+        files.add(run_dir / MANIFEST_NAME, to_pretty_json(manifest))
+        files.add(run_dir / MARKDOWN_NAME, render_markdown(report).encode())
+        html = render_report_html(state, report, chart_cache, drawer)
+        files.add(run_dir / HTML_NAME, html.encode())
+        # Nothing appears under a final name before the log is on disk: a report
+        # never outlives the records it was folded from.
+        files.commit(log_synced)
     return report

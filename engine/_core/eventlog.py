@@ -2,9 +2,13 @@
 
 One JSON record per line. Each record's ``prev`` is the SHA-256 of the previous
 record's bytes (without the newline), so an edited, removed or reordered record
-breaks the chain at a known sequence number. Each record is written with one
-``os.write`` loop on an ``O_APPEND`` descriptor, so a crash of the process loses at
-most the record being written (a torn tail, which resume cuts).
+breaks the chain at a known sequence number. Records are written with one
+``os.write`` loop on an ``O_APPEND`` descriptor: each as it is appended, or, with
+``append(..., flush=False)``, gathered until :meth:`EventLog.flush` writes them
+together (the supervisor flushes once per turn of its loop, before it waits for
+anything). A crash of the process loses at most the records not yet written (a torn
+tail, which resume cuts): nothing a resumed run needs, since it runs again every
+plugin whose end is not in the log.
 
 Durability (the fsync policy): a crash of the *machine* loses only what the kernel
 had not written. The log is synced (``fdatasync``) by a background thread as soon
@@ -99,21 +103,32 @@ class _Syncer:
         self._fd = fd
         self._cond = threading.Condition()
         self._wanted = False
+        self._idle = False
         self._stopping = False
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name="event-log-sync", daemon=True)
         self._thread.start()
 
     def request(self) -> None:
-        with self._cond:
-            self._wanted = True
-            self._cond.notify()
+        # The thread looks at the flag after each sync and interval: it needs waking
+        # only when it went to sleep with nothing to do (a notify wakes a thread and
+        # hands it the GIL: too dear to do for every record of a busy run).
+        self._wanted = True
+        if self._idle:
+            with self._cond:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._wanted and not self._stopping:
+                    self._idle = True
+                    # Unlocked flag reads: a request between the check and the wait
+                    # notifies (it sees _idle); one just before it is seen below.
+                    if self._wanted:
+                        break
                     self._cond.wait()
+                self._idle = False
                 if not self._wanted:
                     return
                 self._wanted = False
@@ -150,6 +165,8 @@ class EventLog:
         self._fd: int | None = fd
         self._seq = seq
         self._prev = prev
+        self._out = bytearray()  # records appended, not yet written
+        self._sync_wanted = False
         self._syncer = _Syncer(fd)
 
     @classmethod
@@ -188,26 +205,42 @@ class EventLog:
         """Background syncs done so far."""
         return self._syncer.syncs
 
-    def append(self, cls: type[E], **fields: Any) -> E:
-        """Build an event of type ``cls`` with the chain fields filled in and write it."""
+    def append(self, cls: type[E], *, flush: bool = True, **fields: Any) -> E:
+        """Build an event of type ``cls`` with the chain fields filled in and write it
+        (with ``flush=False``, at the next :meth:`flush`)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: log is closed")
         event = cls(
             seq=self._seq, prev=self._prev, wall=time.time(), mono=time.monotonic(), **fields
         )
         line = ENCODER.encode(event)
-        data = memoryview(line + b"\n")
-        while data:  # a write may be short (a large record, a full disk's last bytes)
-            data = data[os.write(self._fd, data) :]
+        self._out += line
+        self._out += b"\n"
         self._prev = record_hash(line)
         self._seq += 1
         if cls in SYNC_AFTER:
-            self._syncer.request()
+            self._sync_wanted = True
+        if flush:
+            self.flush()
         return event
 
+    def flush(self) -> None:
+        """Write every record appended since the last write, with one ``os.write`` loop."""
+        if not self._out or self._fd is None:
+            return
+        data = memoryview(self._out)
+        while data:  # a write may be short (a large record, a full disk's last bytes)
+            data = data[os.write(self._fd, data) :]
+        data.release()
+        self._out.clear()
+        if self._sync_wanted:
+            self._sync_wanted = False
+            self._syncer.request()
+
     def close(self) -> None:
-        """Sync everything and release the lock (blocking: call it off the loop)."""
+        """Write and sync everything and release the lock (blocking: call it off the loop)."""
         if self._fd is not None:
+            self.flush()
             self._syncer.stop()
             try:
                 os.fsync(self._fd)

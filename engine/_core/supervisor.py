@@ -145,9 +145,11 @@ class Supervisor:
         self._abandoned: set[Ticket] = set()  # ended by the stall guard
         self._unfinished: Counter[int] = Counter()  # steps not done, by priority
         self._last_event = time.monotonic()
+        self._artifacts = str(spec.run_dir / "artifacts")
 
     def _append(self, cls: type[Event], **fields: Any) -> Event:
-        event = self._log.append(cls, **fields)
+        # Written at the end of the loop's turn (:meth:`_flush`), with the rest of it.
+        event = self._log.append(cls, flush=False, **fields)
         self._last_event = event.mono
         apply(self.state, event)
         if self._on_event is not None:
@@ -155,6 +157,24 @@ class Supervisor:
         return event
 
     async def run(self) -> RunState:
+        try:
+            return await self._run()
+        finally:
+            self._log.flush()
+
+    async def resume(self, state: RunState) -> RunState:
+        """Continue an unfinished run from the fold of its log.
+
+        Plugins that finished keep their results; plugins that were dispatched or
+        running when the run died are run again (the reducer puts them back to
+        pending when it folds ``RunResumed``).
+        """
+        try:
+            return await self._resume(state)
+        finally:
+            self._log.flush()
+
+    async def _run(self) -> RunState:
         spec = self.spec
         self._append(
             RunStarted,
@@ -179,13 +199,7 @@ class Supervisor:
         self._append(PlanBuilt, plan=spec.plan)
         return await self._drive()
 
-    async def resume(self, state: RunState) -> RunState:
-        """Continue an unfinished run from the fold of its log.
-
-        Plugins that finished keep their results; plugins that were dispatched or
-        running when the run died are run again (the reducer puts them back to
-        pending when it folds ``RunResumed``).
-        """
+    async def _resume(self, state: RunState) -> RunState:
         self.state = state
         if state.plan is None:
             self._append(PlanBuilt, plan=self.spec.plan)
@@ -242,6 +256,7 @@ class Supervisor:
                 while self.state.outstanding():
                     if not self._tickets:
                         raise EngineInternalError("plugins outstanding but nothing in flight")
+                    self._log.flush()  # the turn's records, in one write, before waiting
                     message: Completion | _Stall | None = await recv.receive()
                     # Handle everything already waiting, then dispatch once.
                     while message is not None:
@@ -251,6 +266,7 @@ class Supervisor:
                         except anyio.WouldBlock:
                             message = None
                     self._advance(reply)
+                self._log.flush()
             finally:
                 # Cancelled or broken mid-run: this run's jobs must not outlive it.
                 for ticket in list(self._tickets.values()):
@@ -486,7 +502,7 @@ class Supervisor:
             seed=plugin_seed(spec.seed, step.plugin_id),
             dataset=spec.dataset,
             upstream=upstream,
-            artifacts_dir=str(spec.run_dir / "artifacts" / step.plugin_id),
+            artifacts_dir=f"{self._artifacts}/{step.plugin_id}",
             data_access=plugin.manifest.data_access,
         )
 
