@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from contracts import Finding, PluginReport, Report
 from contracts.charts import RunTimeline, TimelineEntry
@@ -103,6 +103,49 @@ def _entries(timeline: RunTimeline | None) -> dict[str, TimelineEntry]:
     return {e.plugin_id: e for e in timeline.entries} if timeline is not None else {}
 
 
+def plugin_rows(plugins: Sequence[PluginReport], entries: Mapping[str, TimelineEntry]) -> Markup:
+    """The rows of the "every plugin's outcome" table (written here rather than in the
+    template: one row per plugin, the page's only part that grows with the fleet)."""
+    out: list[str] = []
+    add = out.append
+    for p in plugins:
+        e = entries.get(p.id)
+        pid, status, lane = escape(p.id), escape(p.status), escape(p.lane)
+        anchor = escape(safe_id(p.id))
+        add(
+            f'<tr id="plugin-{anchor}" data-plugin-id="{pid}" data-status="{status}">\n'
+            f'<th scope="row"><a href="#plugin-{anchor}">{pid}</a> '
+            f'<span class="meta">v{escape(p.version)}</span></th>\n'
+            f'<td class="lane-{lane}">{lane}</td>\n'
+            f'<td><span class="badge status-{status} plugin-status">{status}</span></td>\n<td>'
+        )
+        if p.reason_code:
+            add(f"<code>{escape(p.reason_code)}</code>")
+            if p.error_type:
+                add(f" {escape(p.error_type)}")
+            add(f": {escape(p.explanation)}")
+        elif p.findings:
+            add(f"{len(p.findings)} finding(s)")
+        if p.downstream_affected:
+            affected = escape(", ".join(p.downstream_affected))
+            add(f'<br><span class="meta">affects: {affected}</span>')
+        checked = p.metrics.get("checked") if p.status in ("na", "skipped") else None
+        if checked:
+            items = "".join(f"<li>{escape(c)}</li>" for c in checked)
+            add(f"<details><summary>checked</summary><ul>{items}</ul></details>")
+        worker = "" if e is None or e.worker is None else escape(e.worker)
+        notes = ("cache hit " if e is not None and e.cached else "") + (
+            "preflight " if p.preflight else ""
+        )
+        add(
+            f'</td>\n<td class="num">{len(p.findings)}</td>\n'
+            f'<td class="num">{p.duration_s:.3f}</td>\n'
+            f'<td class="num">{worker}</td>\n'
+            f"<td>{notes}{'' if p.ran else 'not run'}</td>\n</tr>\n"
+        )
+    return Markup("".join(out))
+
+
 def render_html(
     report: Report,
     timeline: RunTimeline,
@@ -186,6 +229,7 @@ def render_html(
         failed=[p for p in plugins if p.status == "failed"],
         gate_rows=[(n, getattr(gates, n)) for n in GATE_NAMES] if gates is not None else [],
         entries=entries,
+        plugin_rows=plugin_rows(plugins, entries),
         timeline=timeline,
         timeline_svg=Markup(timeline_svg(timeline)),
         started=sum(e.started_s is not None for e in timeline.entries),

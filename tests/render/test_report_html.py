@@ -324,3 +324,58 @@ def test_a_legacy_report_says_so_and_uses_manifest_lanes(mode: str) -> None:
     assert "Legacy mode (pre-contract baseline)" in text
     assert "Behind decide" in text
     assert text.index("large hours") < text.index("The diagnostics behind the decisions")
+
+
+def test_the_plugin_table_rows_are_escaped_and_complete() -> None:
+    """Every column of the outcome table, escaping included (the rows are written in
+    Python, not in the template: this is the markup the template produced)."""
+    from contracts.charts import TimelineEntry
+    from engine._render.pages import plugin_rows
+
+    f = Finding(kind="k", severity="low", confidence=0.5, title="t", target="x")
+    plugins = [
+        PluginReport(
+            id="a_plugin", version="1.0", lane="decision", status="failed",
+            reason_code="PLUGIN_ERROR", error_type="ValueError",
+            explanation="bad <input> & 'quotes'", downstream_affected=("b", "c"),
+            duration_s=1.23456,
+        ),
+        PluginReport(
+            id="b", version="2", lane="explanation", status="na", reason_code="NOT_APPLICABLE",
+            explanation="no", metrics={"checked": ["x<y", 3]}, ran=False, preflight=True,
+        ),
+        PluginReport(id="c", version="3", lane="decision", status="ok", findings=(f, f),
+                     duration_s=0.5),
+    ]  # fmt: skip
+    entries = {
+        "a_plugin": TimelineEntry(
+            plugin_id="a_plugin", lane="decision", order=0, status="failed", worker=1
+        ),
+        "c": TimelineEntry(plugin_id="c", lane="decision", order=2, status="ok", cached=True),
+    }
+    assert str(plugin_rows(plugins, entries)) == (
+        '<tr id="plugin-a_plugin" data-plugin-id="a_plugin" data-status="failed">\n'
+        '<th scope="row"><a href="#plugin-a_plugin">a_plugin</a> <span class="meta">v1.0</span>'
+        "</th>\n"
+        '<td class="lane-decision">decision</td>\n'
+        '<td><span class="badge status-failed plugin-status">failed</span></td>\n'
+        "<td><code>PLUGIN_ERROR</code> ValueError: bad &lt;input&gt; &amp; &#39;quotes&#39;"
+        '<br><span class="meta">affects: b, c</span></td>\n'
+        '<td class="num">0</td>\n<td class="num">1.235</td>\n<td class="num">1</td>\n'
+        "<td></td>\n</tr>\n"
+        '<tr id="plugin-b" data-plugin-id="b" data-status="na">\n'
+        '<th scope="row"><a href="#plugin-b">b</a> <span class="meta">v2</span></th>\n'
+        '<td class="lane-explanation">explanation</td>\n'
+        '<td><span class="badge status-na plugin-status">na</span></td>\n'
+        "<td><code>NOT_APPLICABLE</code>: no<details><summary>checked</summary><ul>"
+        "<li>x&lt;y</li><li>3</li></ul></details></td>\n"
+        '<td class="num">0</td>\n<td class="num">0.000</td>\n<td class="num"></td>\n'
+        "<td>preflight not run</td>\n</tr>\n"
+        '<tr id="plugin-c" data-plugin-id="c" data-status="ok">\n'
+        '<th scope="row"><a href="#plugin-c">c</a> <span class="meta">v3</span></th>\n'
+        '<td class="lane-decision">decision</td>\n'
+        '<td><span class="badge status-ok plugin-status">ok</span></td>\n'
+        "<td>2 finding(s)</td>\n"
+        '<td class="num">2</td>\n<td class="num">0.500</td>\n<td class="num"></td>\n'
+        "<td>cache hit </td>\n</tr>\n"
+    )
