@@ -163,22 +163,46 @@ def rss_bytes(pid: int | str = "self") -> int:
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def reset_peak() -> None:
-    """Start a new resident-memory high-water mark for this process (Linux)."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+class MemoryProbe:
+    """This process's resident memory and its high-water mark (Linux ``/proc``).
 
+    The files stay open and are read with ``pread`` at offset 0, which makes the
+    kernel generate them afresh: a look costs one system call, not three (open, read,
+    close), and a worker looks four times a job. Any value that cannot be read is 0.
+    """
 
-def peak_bytes() -> int:
-    """The high-water mark since :func:`reset_peak` (0 when it cannot be read)."""
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    def __init__(self) -> None:
+        self._statm = self._open("/proc/self/statm", os.O_RDONLY)
+        self._status = self._open("/proc/self/status", os.O_RDONLY)
+        self._clear = self._open("/proc/self/clear_refs", os.O_WRONLY)
+
+    @staticmethod
+    def _open(path: str, flags: int) -> int:
+        try:
+            return os.open(path, flags | os.O_CLOEXEC)
+        except OSError:
+            return -1
+
+    def rss(self) -> int:
+        """Resident memory now, in bytes."""
+        try:
+            return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def reset_peak(self) -> None:
+        """Start a new high-water mark."""
+        with contextlib.suppress(OSError):
+            os.write(self._clear, b"5")
+
+    def peak(self) -> int:
+        """The high-water mark since :meth:`reset_peak`, in bytes."""
+        try:
+            data = os.pread(self._status, 16384, 0)
+            at = data.index(b"VmHWM:") + 6
+            return int(data[at : data.index(b"kB", at)]) * 1024
+        except (OSError, ValueError):
+            return 0
 
 
 def _die_with_parent() -> None:
@@ -190,13 +214,13 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _encoded_end(seq: int, output: JobOutput, peak: int) -> bytes:
+def _encoded_end(seq: int, output: JobOutput, rss: int, peak: int) -> bytes:
     """The ``JobEnded`` frame; if it cannot be encoded the plugin's result is replaced
     by a failure saying so (the boundary makes this unreachable, but a worker must
     never die on an output)."""
     try:
         return FROM_WORKER_ENCODER.encode(
-            JobEnded(seq=seq, output=output, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+            JobEnded(seq=seq, output=output, rss_bytes=rss, peak_rss_bytes=peak)
         )
     except Exception as exc:
         safe = JobOutput(
@@ -207,7 +231,7 @@ def _encoded_end(seq: int, output: JobOutput, peak: int) -> bytes:
             pid=output.pid,
         )
         return FROM_WORKER_ENCODER.encode(
-            JobEnded(seq=seq, output=safe, rss_bytes=rss_bytes(), peak_rss_bytes=peak)
+            JobEnded(seq=seq, output=safe, rss_bytes=rss, peak_rss_bytes=peak)
         )
 
 
@@ -227,6 +251,7 @@ def worker_main(conn: Connection) -> None:
 
     from . import reader  # noqa: F401
 
+    memory = MemoryProbe()
     conn.send_bytes(str(os.getpid()).encode())
     pending: deque[RunJob] = deque()
 
@@ -250,8 +275,8 @@ def worker_main(conn: Connection) -> None:
         if not pending:
             continue
         work = pending.popleft()
-        reset_peak()
-        conn.send_bytes(FROM_WORKER_ENCODER.encode(JobBegan(seq=work.seq, rss_bytes=rss_bytes())))
+        memory.reset_peak()
+        conn.send_bytes(FROM_WORKER_ENCODER.encode(JobBegan(seq=work.seq, rss_bytes=memory.rss())))
         try:
             output = execute_job(work.job)
         except BaseException as exc:  # execute_job does not raise; this is the last guard
@@ -260,6 +285,7 @@ def worker_main(conn: Connection) -> None:
                 result=failure("PLUGIN_ERROR", exc),
                 pid=os.getpid(),
             )
-        conn.send_bytes(_encoded_end(work.seq, output, peak_bytes()))
-        if work.recycle_mb and rss_bytes() > work.recycle_mb * 1_000_000:
+        rss = memory.rss()
+        conn.send_bytes(_encoded_end(work.seq, output, rss, memory.peak()))
+        if work.recycle_mb and rss > work.recycle_mb * 1_000_000:
             return  # too big to keep: the pool starts a fresh worker in its place
