@@ -461,11 +461,14 @@ class ProcessPool:
         self._place()
 
     async def _write_loop(self, slot: _Slot) -> None:
+        """Send what :meth:`_write` queued: every frame of one turn of the event loop
+        in one ``send`` (the supervisor places several jobs a turn)."""
         sock = slot.sock
         assert sock is not None
         while True:
             await slot.want_write.wait()
             slot.want_write = anyio.Event()
+            self._flush(slot)
             while slot.out:
                 try:
                     await anyio.wait_writable(sock)
@@ -476,8 +479,7 @@ class ProcessPool:
     def _write(self, slot: _Slot, frame: bytes) -> None:
         slot.out += _frame_header(len(frame))
         slot.out += frame
-        self._flush(slot)
-        if slot.out:
+        if not slot.want_write.is_set():
             slot.want_write.set()
 
     @staticmethod
