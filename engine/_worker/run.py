@@ -46,6 +46,21 @@ from .job import (
     RunJob,
 )
 
+MAX_TOUCH_BYTES_PER_S = 1e12
+"""More memory than a process can make resident per second, all its threads together:
+a new page is zeroed before use, so this is above the memory bandwidth of any machine
+(a 2-core machine here makes 0.1-0.3 GB/s resident; a large server's whole memory
+bandwidth is a few hundred GB/s). A job shorter than ``cap / MAX_TOUCH_BYTES_PER_S``
+(4 ms for the default 4096 MB) cannot have broken its memory cap, so its worker skips
+reading the high-water mark (a ``/proc`` file costly to generate) and sends its RSS."""
+
+
+def peak_needed(elapsed_s: float, cap_bytes: int) -> bool:
+    """Whether a job that ran ``elapsed_s`` under ``cap_bytes`` (0: no cap) may have
+    broken the cap, so its high-water mark must be read."""
+    return bool(cap_bytes) and elapsed_s * MAX_TOUCH_BYTES_PER_S >= cap_bytes
+
+
 WORKER_NICENESS = 5
 """How much lower than the engine's process the workers' scheduling priority is."""
 
@@ -275,6 +290,7 @@ def worker_main(conn: Connection) -> None:
         if not pending:
             continue
         work = pending.popleft()
+        began = time.perf_counter()
         memory.reset_peak()
         conn.send_bytes(FROM_WORKER_ENCODER.encode(JobBegan(seq=work.seq, rss_bytes=memory.rss())))
         try:
@@ -286,6 +302,9 @@ def worker_main(conn: Connection) -> None:
                 pid=os.getpid(),
             )
         rss = memory.rss()
-        conn.send_bytes(_encoded_end(work.seq, output, rss, memory.peak()))
-        if work.recycle_mb and rss > work.recycle_mb * 1_000_000:
+        cap = work.recycle_mb * 1_000_000
+        # Else its RSS now stands for the peak (a lower bound, below the cap anyway).
+        peak = memory.peak() if peak_needed(time.perf_counter() - began, cap) else rss
+        conn.send_bytes(_encoded_end(work.seq, output, rss, peak))
+        if cap and rss > cap:
             return  # too big to keep: the pool starts a fresh worker in its place

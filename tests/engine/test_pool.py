@@ -309,3 +309,16 @@ async def test_a_worker_outlives_the_thread_that_started_it(
     ]
     assert len(pids) == 2 and pids[0] == pids[1]
     assert outcome(two, "second") == ("ok", None)
+
+
+def test_the_peak_is_read_only_when_a_job_could_have_broken_its_cap() -> None:
+    from engine._worker.run import MAX_TOUCH_BYTES_PER_S, peak_needed
+
+    cap = 4096 * 1_000_000
+    shortest = cap / MAX_TOUCH_BYTES_PER_S  # 4.096 ms
+    assert not peak_needed(10.0, 0)  # no cap: nothing to judge
+    assert not peak_needed(shortest * 0.99, cap)
+    assert peak_needed(shortest, cap)
+    assert peak_needed(0.5, cap)
+    assert peak_needed(1e-6, 1_000_000)  # a 1 MB cap: 1 us is enough
+    assert not peak_needed(0.5e-6, 1_000_000)
