@@ -103,12 +103,26 @@ FolderState = tuple[tuple[str, int, int, int, int, int], ...]
 
 def folder_state(directory: str | Path) -> FolderState:
     """(relative path, size, mtime_ns, ctime_ns, inode, device) of every file the
-    code hash covers, sorted: what :class:`SpecCache` compares instead of bytes."""
+    code hash covers, sorted: what :class:`SpecCache` compares instead of bytes.
+    (Run for every plugin of every run: a loop, not :func:`_walk`'s generators.)"""
     found = []
-    for rel, entry in _walk(str(directory), ""):
-        st = entry.stat()
-        found.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-    return tuple(sorted(found))
+    folders = [(str(directory), "")]
+    while folders:
+        where, prefix = folders.pop()
+        with os.scandir(where) as entries:
+            for entry in entries:
+                name = entry.name
+                if entry.is_dir():
+                    if name not in _SKIP_DIRS:
+                        folders.append((entry.path, f"{prefix}{name}/"))
+                elif not name.endswith((".pyc", ".pyo")):
+                    st = entry.stat()
+                    found.append(
+                        (prefix + name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                         st.st_ino, st.st_dev)
+                    )  # fmt: skip
+    found.sort()
+    return tuple(found)
 
 
 class SpecCache:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from contracts import Finding, PluginReport, Report
 from contracts.charts import RunTimeline, TimelineEntry
@@ -103,6 +103,21 @@ def _entries(timeline: RunTimeline | None) -> dict[str, TimelineEntry]:
     return {e.plugin_id: e for e in timeline.entries} if timeline is not None else {}
 
 
+def _h(value: object) -> str:
+    """``markupsafe.escape(value)`` as a plain string, for the values of the plugin
+    table (JSON values: none has ``__html__``), without building a Markup each time."""
+    text = value if type(value) is str else str(value)
+    if not any(c in text for c in "&<>\"'"):
+        return text
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&#34;")
+        .replace("'", "&#39;")
+    )
+
+
 def plugin_rows(plugins: Sequence[PluginReport], entries: Mapping[str, TimelineEntry]) -> Markup:
     """The rows of the "every plugin's outcome" table (written here rather than in the
     template: one row per plugin, the page's only part that grows with the fleet)."""
@@ -110,30 +125,30 @@ def plugin_rows(plugins: Sequence[PluginReport], entries: Mapping[str, TimelineE
     add = out.append
     for p in plugins:
         e = entries.get(p.id)
-        pid, status, lane = escape(p.id), escape(p.status), escape(p.lane)
-        anchor = escape(safe_id(p.id))
+        pid, status, lane = _h(p.id), _h(p.status), _h(p.lane)
+        anchor = _h(safe_id(p.id))
         add(
             f'<tr id="plugin-{anchor}" data-plugin-id="{pid}" data-status="{status}">\n'
             f'<th scope="row"><a href="#plugin-{anchor}">{pid}</a> '
-            f'<span class="meta">v{escape(p.version)}</span></th>\n'
+            f'<span class="meta">v{_h(p.version)}</span></th>\n'
             f'<td class="lane-{lane}">{lane}</td>\n'
             f'<td><span class="badge status-{status} plugin-status">{status}</span></td>\n<td>'
         )
         if p.reason_code:
-            add(f"<code>{escape(p.reason_code)}</code>")
+            add(f"<code>{_h(p.reason_code)}</code>")
             if p.error_type:
-                add(f" {escape(p.error_type)}")
-            add(f": {escape(p.explanation)}")
+                add(f" {_h(p.error_type)}")
+            add(f": {_h(p.explanation)}")
         elif p.findings:
             add(f"{len(p.findings)} finding(s)")
         if p.downstream_affected:
-            affected = escape(", ".join(p.downstream_affected))
+            affected = _h(", ".join(p.downstream_affected))
             add(f'<br><span class="meta">affects: {affected}</span>')
         checked = p.metrics.get("checked") if p.status in ("na", "skipped") else None
         if checked:
-            items = "".join(f"<li>{escape(c)}</li>" for c in checked)
+            items = "".join(f"<li>{_h(c)}</li>" for c in checked)
             add(f"<details><summary>checked</summary><ul>{items}</ul></details>")
-        worker = "" if e is None or e.worker is None else escape(e.worker)
+        worker = "" if e is None or e.worker is None else _h(e.worker)
         notes = ("cache hit " if e is not None and e.cached else "") + (
             "preflight " if p.preflight else ""
         )
