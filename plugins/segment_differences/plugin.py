@@ -362,6 +362,8 @@ def run(ctx):
     checked = [coverage, *notes]
     skips = structural_skips(ctx, used_q, cfg)
     skipped: dict[str, int] = {}
+    skipped_by_q: dict[str, list] = {}
+    withheld: list[str] = []
     results = []
     tested = 0
     for q, g in pairs:
@@ -369,6 +371,7 @@ def run(ctx):
         if reason is not None:
             kind = reason.partition(":")[0]
             skipped[kind] = skipped.get(kind, 0) + 1
+            skipped_by_q.setdefault(q, [reason, 0])[1] += 1
             checked.append(f"{q}~{g}: skipped, {reason}")
             continue
         res = compare_pair(q, g, label_cols[g], value_cols[q], cfg)
@@ -376,6 +379,8 @@ def run(ctx):
         tested += "passed" in res
         if res.get("passed"):
             results.append(res)
+        elif "; not reported: " in res["note"]:
+            withheld.append(res["note"])
     if skipped:
         coverage += "; " + ", ".join(
             f"{n} skipped as {kind}" for kind, n in sorted(skipped.items())
@@ -386,6 +391,11 @@ def run(ctx):
         "pairs_total": n_pairs,
         "pairs_checked": len(pairs),
         "pairs_skipped": sum(skipped.values()),
+        "skipped": [
+            f"{q} ({int(n)} pairs): {why}"
+            for q, (why, n) in sorted(skipped_by_q.items(), key=lambda kv: used_q.index(kv[0]))
+        ],
+        "not_reported": withheld,
         "sampled_rows": table.num_rows,
     }
     metrics["pairs_tested"] = tested
