@@ -51,13 +51,17 @@ _TIME_SEMANTICS = ("calendar_part", "timestamp")
 _UNIT_ROLES = ("categorical", "identifier", "text", "boolean")
 
 
-def _time_columns(ctx) -> list[str]:
-    """Columns that place a row in time: timestamps, and numbers read as a calendar
-    part (a year, a month) or a point in time (dataset order)."""
+def _time_columns(ctx) -> list[tuple[str, int]]:
+    """Columns that place a row in time, with their distinct counts: timestamps, and
+    numbers read as a calendar part (a year, a month) or a point in time, whose
+    values repeat (at most rows / 2 distinct: in a panel every period holds several
+    units; dataset order)."""
+    rows = int(ctx.data.rows)
     return [
-        c.name
+        (c.name, int(c.distinct_count))
         for c in ctx.data.columns
-        if c.role == "timestamp" or (c.role == "numeric" and c.semantic in _TIME_SEMANTICS)
+        if (c.role == "timestamp" or (c.role == "numeric" and c.semantic in _TIME_SEMANTICS))
+        and 2 <= c.distinct_count <= rows // 2
     ]
 
 
@@ -78,8 +82,7 @@ def panel_units(ctx) -> dict[str, str]:
     times = _time_columns(ctx)
     found: dict[str, str] = {}
     for unit in _unit_columns(ctx):
-        for t in times:
-            t_distinct = next(c.distinct_count for c in ctx.data.columns if c.name == t)
+        for t, t_distinct in times:
             if unit.distinct_count * t_distinct < rows:  # cannot key the rows
                 continue
             u, tq = _q(unit.name), _q(t)
