@@ -255,7 +255,7 @@ def most_deviant(kept: list[str], samples: list[np.ndarray]) -> str:
 def point_mass(
     mine: np.ndarray, rest: np.ndarray, pooled: np.ndarray, max_share: float
 ) -> tuple[float, float, str] | None:
-    """(value, share, "minimum" | "maximum") when at least ``max_share`` of the level's
+    """(value, share, "lowest" | "highest") when at least ``max_share`` of the level's
     values are one value, the pooled minimum or maximum, while the other levels vary:
     the level is read from the quantity ("no rain", "no storm-force winds"). Ties
     between modal values: the smallest."""
@@ -267,9 +267,9 @@ def point_mass(
     if share < max_share:
         return None
     if value == float(pooled.min()):
-        return value, share, "minimum"
+        return value, share, "lowest"
     if value == float(pooled.max()):
-        return value, share, "maximum"
+        return value, share, "highest"
     return None
 
 
@@ -322,7 +322,8 @@ def compare_pair(quantity: str, group: str, labels: np.ndarray, values: np.ndarr
         )
         + (
             f"; not reported: {point[1]:.0%} of the {worst} rows are at {quantity} = "
-            f"{point[0]:g}, the table's {point[2]} (needs < {cfg['max_level_mode_share']:.0%}): "
+            f"{point[0]:g}, the {point[2]} sampled value (needs < "
+            f"{cfg['max_level_mode_share']:.0%}): "
             f"{group}={worst} is defined by that value of {quantity}"
             if large and not binning and point is not None
             else ""

@@ -199,5 +199,5 @@ def test_a_level_read_from_the_quantity_is_not_a_finding(tmp_path):
     assert [f.target for f in result.findings] == ["temp_max~weather"]  # real: still reported
     (note,) = result.metrics["not_reported"]
     assert note.startswith("precipitation~weather: epsilon^2")
-    assert "of the sun rows are at precipitation = 0, the table's minimum" in note
+    assert "of the sun rows are at precipitation = 0, the lowest sampled value" in note
     assert "weather=sun is defined by that value of precipitation" in note
