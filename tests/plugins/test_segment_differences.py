@@ -99,3 +99,105 @@ def test_bad_input_is_na(tmp_path):
     flat = {"region": ["a", "b"] * 100, "price": [5.0] * 200}
     result = run_plugin(PID, flat, tmp_path / "flat")
     assert isinstance(result, Na)
+
+
+def _panel(n_states: int = 40, years: int = 8, seed: int = 3) -> dict:
+    """States measured once a year: a per-state share that barely moves over the years
+    (a census figure), a law that is a state property, and a yearly rate that moves."""
+    rng = np.random.default_rng(seed)
+    law = np.arange(n_states) < n_states // 3
+    base = rng.lognormal(0.0, 0.4, n_states) * np.where(law, 3.0, 1.0)
+    rows: dict[str, list] = {"state": [], "year": [], "law": [], "share_pct": [], "rate": []}
+    for s in range(n_states):
+        for y in range(years):
+            rows["state"].append(f"S{s:02d}")
+            rows["year"].append(2001 + y)
+            rows["law"].append(bool(law[s]))
+            rows["share_pct"].append(float(base[s] * (1.0 + 0.002 * y)))
+            rows["rate"].append(float(rng.lognormal(0.0, 0.3) * (1.8 if law[s] else 1.0)))
+    return rows
+
+
+def test_a_unit_property_repeated_over_time_is_not_compared(tmp_path):
+    data = _panel()
+    share = np.array(data["share_pct"])
+    state = np.array(data["state"])
+    within = sum(
+        ((share[state == s] - share[state == s].mean()) ** 2).sum() for s in sorted(set(state))
+    )
+    between = 1.0 - within / ((share - share.mean()) ** 2).sum()
+    assert 0.99 <= between < 1.0  # nearly, not exactly, a state property
+    # with the rule off (only an exact state property would be skipped) the row-level
+    # comparison of the 40 states repeated 8 times decides
+    loose = run_plugin(PID, data, tmp_path / "loose", min_unit_variance_share=1.0)
+    assert isinstance(loose, Ok)
+    assert [f.target for f in loose.findings] == ["rate~law", "share_pct~law"]
+    result = run_plugin(PID, data, tmp_path / "default")
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["rate~law"]  # it moves each year: compared
+    assert "1 skipped as pseudo-replicated" in result.metrics["checked"]
+    assert result.metrics["pairs_skipped"] == 1
+    (note,) = result.metrics["skipped"]
+    assert note.startswith("share_pct (1 pairs): pseudo-replicated: share_pct is a property")
+    assert "of state (state and year key the rows" in note
+
+
+def test_a_label_encoding_of_a_categorical_is_not_compared(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 3000
+    area = rng.choice(["north", "south", "east"], n)
+    levels = ["A", "B", "C", "D", "E", "F"]
+    north = rng.choice(levels, n, p=[0.35, 0.35, 0.075, 0.075, 0.075, 0.075])
+    other = rng.choice(levels, n, p=[0.05, 0.05, 0.225, 0.225, 0.225, 0.225])
+    finish = np.where(area == "north", north, other)
+    code = {"A": 6, "B": 5, "C": 1, "D": 2, "E": 3, "F": 4}
+    finish_sf = np.array([code[f] for f in finish])
+    finish_sf[0] = 0  # one row off the encoding, as real tables have
+    lot_area = rng.lognormal(np.log(9000.0), 0.3, n) * np.where(area == "north", 2.0, 1.0)
+    data = {
+        "area": area.tolist(),
+        "finish": finish.tolist(),
+        "finish_sf": finish_sf.tolist(),
+        "lot_area": np.round(lot_area, 1).tolist(),
+    }
+    loose = run_plugin(PID, data, tmp_path / "loose", min_code_match=1.0)
+    assert isinstance(loose, Ok)
+    assert [f.target for f in loose.findings] == [
+        "finish_sf~area",
+        "lot_area~area",
+        "lot_area~finish",  # the finish goes with the area, and so with the lot
+    ]
+    result = run_plugin(PID, data, tmp_path / "default")
+    assert isinstance(result, Ok)
+    # the real amounts are kept
+    assert [f.target for f in result.findings] == ["lot_area~area", "lot_area~finish"]
+    (note,) = result.metrics["skipped"]
+    assert "a code: finish_sf holds small whole numbers that match the levels of finish" in note
+    assert "1 skipped as a code" in result.metrics["checked"]
+    # the pair with the encoded column itself is left to the binning rule: not reported
+    assert "finish_sf~finish" not in [f.target for f in result.findings]
+
+
+def test_a_level_read_from_the_quantity_is_not_a_finding(tmp_path):
+    rng = np.random.default_rng(6)
+    n = 1500
+    weather = rng.choice(["sun", "rain", "fog"], n, p=[0.5, 0.3, 0.2])
+    wet = rng.gamma(1.2, 6.0, n)
+    dry = np.where(rng.random(n) < 0.95, 0.0, rng.gamma(1.0, 2.0, n))
+    precipitation = np.where(weather == "sun", dry, np.where(rng.random(n) < 0.2, 0.0, wet))
+    temp = rng.normal(12.0, 4.0, n) + np.where(weather == "sun", 8.0, 0.0)
+    data = {
+        "weather": weather.tolist(),
+        "precipitation": np.round(precipitation, 1).tolist(),
+        "temp_max": np.round(temp, 1).tolist(),
+    }
+    loose = run_plugin(PID, data, tmp_path / "loose", max_level_mode_share=1.0)
+    assert isinstance(loose, Ok)
+    assert [f.target for f in loose.findings] == ["precipitation~weather", "temp_max~weather"]
+    result = run_plugin(PID, data, tmp_path / "default")
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["temp_max~weather"]  # real: still reported
+    (note,) = result.metrics["not_reported"]
+    assert note.startswith("precipitation~weather: epsilon^2")
+    assert "of the sun rows are at precipitation = 0, the lowest sampled value" in note
+    assert "weather=sun is defined by that value of precipitation" in note
