@@ -457,3 +457,26 @@ def test_an_artifact_is_whole_or_absent_after_a_kill_while_writing_it(
         "report.html",
     ]
     assert list(run_dir.glob(".*.tmp")) == []  # the torn temporary file is gone
+
+
+def test_report_files_appear_together_and_only_after_the_log_is_synced(tmp_path: Path) -> None:
+    from engine._core.artifacts import AtomicFiles
+
+    with AtomicFiles() as files:
+        files.add(tmp_path / "a.json", b"a")
+        files.add(tmp_path / "b.md", b"b")
+        files.commit(lambda: False)  # the log's final sync failed: nothing is published
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # temporaries removed too
+    seen: list[list[str]] = []
+    with AtomicFiles() as files:
+        files.add(tmp_path / "a.json", b"a")
+        files.add(tmp_path / "b.md", b"b")
+
+        def ready() -> bool:  # both written and synced, none renamed yet
+            seen.append(sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")))
+            return True
+
+        files.commit(ready)
+    assert seen == [[]]
+    assert (tmp_path / "a.json").read_bytes() == b"a" and (tmp_path / "b.md").read_bytes() == b"b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md"]
