@@ -11,6 +11,13 @@ a numeric column must also move its median, mean or IQR by ``min_relative_change
 (20%): KS D is relative to the spread, so a seasonal swing of a few percent in a narrow
 distribution would pass D alone.
 
+An annual cycle is not drift: in a time range of at least ``season_span_days`` (half a
+year), windows shorter than a year whose starts lie ``season_days`` (45) or more apart in
+the calendar compare different seasons (winter against autumn). The last window is then
+moved to the first one's calendar dates a whole number of years later; when the range is
+shorter than a year plus a window there is no such window and nothing is compared (na
+INSUFFICIENT_DATA, saying why).
+
 Columns that encode time or identity are not drift candidates: identifier/time-like
 names (``*_id``, ``*_at``, ``year``, ``week``, ...), numeric columns that follow the
 time axis almost perfectly (counters, epochs), and categorical columns whose values
@@ -147,7 +154,8 @@ def run(ctx):
     couple_r = float(ctx.settings.get("couple_r", 0.9))
     period_overlap = float(ctx.settings.get("period_overlap", 0.05))
     min_change = float(ctx.settings.get("min_relative_change", 0.2))
-    season_days = float(ctx.settings.get("season_days", 91.0))
+    season_days = float(ctx.settings.get("season_days", 45.0))
+    season_span = float(ctx.settings.get("season_span_days", 180.0))
 
     tcol = time_column(ctx, configured)
     if tcol is None:
@@ -210,7 +218,12 @@ def run(ctx):
         checked.append("seasonality: strong weekly rhythm, windows cut to whole weeks")
     last_lo, last_hi = hi_e - cut, hi_e
     apart = calendar_distance_days(last_lo - lo_e)
-    if season_days > 0 and cut < YEAR_S and apart >= season_days:
+    if (
+        season_days > 0
+        and hi_e - lo_e >= season_span * 86400
+        and cut < YEAR_S
+        and apart >= season_days
+    ):
         # the windows lie in different seasons of the year: an annual cycle (winter
         # against autumn) would look like drift. Compare the first window with the same
         # calendar dates a whole number of years later (52 whole weeks a year when the

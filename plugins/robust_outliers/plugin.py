@@ -14,6 +14,12 @@ for shares, log for right-skewed or wide non-negative columns, else raw). Column
   twice the usual fence, which no ordinary tail reaches at this share. The decision
   lists the ``listed`` most extreme values with their row numbers and gives the SQL
   that selects every flagged row, most extreme first.
+* On the raw scale a skewed bulk has a long side (high when the medcouple MC > 0, low
+  when MC < 0; statsmodels' medcouple of a seeded sample): there a gross value must lie
+  beyond ``gross_threshold * exp(skew_adjustment * |MC|)``, the widening of Hubert and
+  Vandervieren's adjusted boxplot, so a long plausible tail is not called errors (the
+  column's verdict is then ``skewed_tail``). The short side keeps ``gross_threshold``;
+  the log and logit scales are already the correction of a multiplicative skew.
 """
 
 from __future__ import annotations
