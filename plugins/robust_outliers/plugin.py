@@ -219,7 +219,7 @@ def run(ctx):
                 measured[name]["verdict"] = "skewed_tail"
                 checked.append(
                     f"{name}: the bulk is skewed (medcouple {mc:+.3f} on the raw scale, "
-                    f"{mc_size} sampled values): on its long "
+                    f"on {mc_size} sampled of {n} values): on its long "
                     f"{'high' if mc > 0 else 'low'} side the gross fence is "
                     f"{gross:g} x exp({skew_adjust:g} x {abs(mc):.3f}) = {fence:.2f}, which no "
                     f"value reaches: a long plausible tail, not errors"
