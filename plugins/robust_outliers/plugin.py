@@ -142,6 +142,7 @@ def run(ctx):
     findings = []
     measured = {}
     heavy = []
+    skewed: list[str] = []
     for name in candidates:
         s = summaries[name]
         count = int(s.get("count") or 0)
@@ -217,6 +218,7 @@ def run(ctx):
             measured[name] |= {"medcouple": mc, "gross_skew_adjusted": adjusted}
             if adjusted == 0:
                 measured[name]["verdict"] = "skewed_tail"
+                skewed.append(name)
                 checked.append(
                     f"{name}: the bulk is skewed (medcouple {mc:+.3f} on the raw scale, "
                     f"on {mc_size} sampled of {n} values): on its long "
@@ -240,11 +242,22 @@ def run(ctx):
                      threshold, gross, max_share, lower, upper, chart)
         )  # fmt: skip
 
-    metrics = {"columns": measured, "heavy_tailed_columns": heavy, "max_share": max_share}
+    metrics = {
+        "columns": measured,
+        "heavy_tailed_columns": heavy,
+        "skewed_tail_columns": skewed,
+        "max_share": max_share,
+    }
     if not findings:
         tails = (
             f"; {len(heavy)} with a heavy tail or second mode ({', '.join(heavy)})" if heavy else ""
         )
+        if skewed:
+            tails += (
+                f"; {len(skewed)} with values beyond {gross:g} only on the long side of a "
+                f"skewed bulk, inside its skew-adjusted fence (a plausible tail: "
+                f"{', '.join(skewed)})"
+            )
         return na(
             "NO_SIGNIFICANT_EFFECT",
             f"No quantity column has a few gross outliers: checked {len(measured)} of "

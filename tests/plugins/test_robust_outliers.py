@@ -174,6 +174,8 @@ def test_a_long_plausible_tail_of_a_skewed_bulk_is_not_outliers(tmp_path):
     assert col["gross"] == 2 and col["gross_skew_adjusted"] == 0
     assert col["medcouple"] == pytest.approx(mc)
     assert "a long plausible tail, not errors" in "\n".join(result.checked)
+    assert result.metrics["skewed_tail_columns"] == ["amount"]
+    assert "skewed bulk, inside its skew-adjusted fence" in result.explanation
 
 
 def test_a_gross_error_in_a_skewed_bulk_is_still_found(tmp_path):
