@@ -11,6 +11,13 @@ a numeric column must also move its median, mean or IQR by ``min_relative_change
 (20%): KS D is relative to the spread, so a seasonal swing of a few percent in a narrow
 distribution would pass D alone.
 
+An annual cycle is not drift: in a time range of at least ``season_span_days`` (half a
+year), windows shorter than a year whose starts lie ``season_days`` (45) or more apart in
+the calendar compare different seasons (winter against autumn). The last window is then
+moved to the first one's calendar dates a whole number of years later; when the range is
+shorter than a year plus a window there is no such window and nothing is compared (na
+INSUFFICIENT_DATA, saying why).
+
 Columns that encode time or identity are not drift candidates: identifier/time-like
 names (``*_id``, ``*_at``, ``year``, ``week``, ...), numeric columns that follow the
 time axis almost perfectly (counters, epochs), and categorical columns whose values
@@ -103,6 +110,14 @@ def _num(value) -> float | None:
 
 
 WEEK_S = 7 * 86400.0
+YEAR_S = 365.25 * 86400.0
+
+
+def calendar_distance_days(seconds: float) -> float:
+    """How far apart two instants ``seconds`` apart lie in the calendar year, in days
+    (0 for a whole number of years, at most half a year)."""
+    offset = math.fmod(abs(seconds), YEAR_S)
+    return min(offset, YEAR_S - offset) / 86400
 
 
 def weekly_rhythm(ctx) -> bool:
@@ -139,6 +154,8 @@ def run(ctx):
     couple_r = float(ctx.settings.get("couple_r", 0.9))
     period_overlap = float(ctx.settings.get("period_overlap", 0.05))
     min_change = float(ctx.settings.get("min_relative_change", 0.2))
+    season_days = float(ctx.settings.get("season_days", 45.0))
+    season_span = float(ctx.settings.get("season_span_days", 180.0))
 
     tcol = time_column(ctx, configured)
     if tcol is None:
@@ -193,19 +210,64 @@ def run(ctx):
 
     lo_e, hi_e = float(span["lo_e"]), float(span["hi_e"])
     cut = fraction * (hi_e - lo_e)
-    if weekly_rhythm(ctx) and hi_e - lo_e >= 2 * WEEK_S:
+    weekly = weekly_rhythm(ctx) and hi_e - lo_e >= 2 * WEEK_S
+    if weekly:
         # whole weeks in each window: both hold the same mix of weekdays, so a weekly
         # rhythm (busy weekdays, quiet weekends) cannot look like drift
         cut = min(max(1, round(cut / WEEK_S)), int((hi_e - lo_e) // (2 * WEEK_S))) * WEEK_S
         checked.append("seasonality: strong weekly rhythm, windows cut to whole weeks")
+    last_lo, last_hi = hi_e - cut, hi_e
+    apart = calendar_distance_days(last_lo - lo_e)
+    if (
+        season_days > 0
+        and hi_e - lo_e >= season_span * 86400
+        and cut < YEAR_S
+        and apart >= season_days
+    ):
+        # the windows lie in different seasons of the year: an annual cycle (winter
+        # against autumn) would look like drift. Compare the first window with the same
+        # calendar dates a whole number of years later (52 whole weeks a year when the
+        # windows are whole weeks), or nothing when the range holds no such window.
+        year = 52 * WEEK_S if weekly else YEAR_S
+        years = int((hi_e - lo_e - cut) // year)
+        if years < 1:
+            reason = (
+                f"The first and the last {fraction:.0%} of the time range of {tcol} lie "
+                f"{apart:.0f} days apart in the calendar (different seasons, >= "
+                f"{season_days:g} days), and the range ({(hi_e - lo_e) / 86400:.0f} days) is "
+                "shorter than a year plus a window, so no window with the first one's "
+                "calendar dates exists: an annual cycle cannot be told from drift, so no "
+                "column is compared."
+            )
+            checked.append(
+                f"windows on {tcol}: first {_iso(lo_e)} .. {_iso(lo_e + cut)}, last "
+                f"{_iso(last_lo)} .. {_iso(hi_e)}: {apart:.0f} days apart in the calendar, "
+                f"no same-season window; 0 of {len(numeric) + len(categorical)} columns "
+                "compared"
+            )
+            return na(
+                "INSUFFICIENT_DATA",
+                reason,
+                checked=checked,
+                metrics={"time_column": tcol, "calendar_distance_days": apart},
+            )
+        last_lo = lo_e + years * year
+        last_hi = last_lo + cut
+        checked.append(
+            f"seasons: the last {fraction:.0%} of the range lies {apart:.0f} days from the "
+            f"first in the calendar (>= {season_days:g}): compared instead with the same "
+            f"calendar dates {years} year{'s' if years != 1 else ''} later"
+        )
     # the change happened after the first window ends and before the last one starts
     lo = _iso(lo_e + cut)
-    hi = _iso(hi_e - cut)
-    first = f"epoch({t}) < {float(span['lo_e']) + cut!r}"
-    last = f"epoch({t}) >= {float(span['hi_e']) - cut!r}"
+    hi = _iso(last_lo)
+    first = f"epoch({t}) < {lo_e + cut!r}"
+    last = f"epoch({t}) >= {last_lo!r}"
+    if last_hi < hi_e:
+        last = f"({last} AND epoch({t}) < {last_hi!r})"
     checked.append(
         f"windows on {tcol}: first {fraction:.0%} ({_iso(lo_e)} .. {lo}), "
-        f"last {fraction:.0%} ({hi} .. {_iso(hi_e)})"
+        f"last ({hi} .. {_iso(last_hi)})"
     )
 
     findings = []

@@ -14,11 +14,20 @@ for shares, log for right-skewed or wide non-negative columns, else raw). Column
   twice the usual fence, which no ordinary tail reaches at this share. The decision
   lists the ``listed`` most extreme values with their row numbers and gives the SQL
   that selects every flagged row, most extreme first.
+* On the raw scale a skewed bulk has a long side (high when the medcouple MC > 0, low
+  when MC < 0; statsmodels' medcouple of a seeded sample): there a gross value must lie
+  beyond ``gross_threshold * exp(skew_adjustment * |MC|)``, the widening of Hubert and
+  Vandervieren's adjusted boxplot, so a long plausible tail is not called errors (the
+  column's verdict is then ``skewed_tail``). The short side keeps ``gross_threshold``;
+  the log and logit scales are already the correction of a multiplicative skew.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
+from statsmodels.stats.stattools import medcouple
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.charts import Marker, histogram_from_rows
@@ -50,6 +59,22 @@ def _robust(ctx, name: str, scale: dict) -> tuple[float | None, float | None]:
         f"SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE {_q(name)} IS NOT NULL"
     ).to_pylist()[0]
     return _num(r["m"]), _num(r["d"])
+
+
+def _medcouple(ctx, name: str, scale: dict, limit: int) -> tuple[float | None, int]:
+    """The medcouple (a robust skewness in [-1, 1], statsmodels) of the column on its
+    judged scale, on a seeded sample of at most ``limit`` values."""
+    v = scaled_expr(name, scale)
+    table = ctx.data.sql(
+        f"SELECT {v} AS v FROM data WHERE {_q(name)} IS NOT NULL "
+        f"ORDER BY hash(rowid, {int(ctx.seed)}), rowid LIMIT {int(limit)}"
+    )
+    values = np.asarray(table.column("v").to_numpy(zero_copy_only=False), dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 3:
+        return None, int(values.size)
+    mc = float(medcouple(values))
+    return (mc if math.isfinite(mc) else None), int(values.size)
 
 
 def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log: bool):
@@ -85,6 +110,8 @@ def run(ctx):
     min_values = int(ctx.settings.get("min_values", 20))
     min_distinct = int(ctx.settings.get("min_distinct", 20))
     mode = str(ctx.settings.get("scale", "auto"))
+    skew_adjust = float(ctx.settings.get("skew_adjustment", 3.0))
+    mc_sample = int(ctx.settings.get("max_sample", 10000))
     upstream = ctx.upstream.get(UPSTREAM)
     if not isinstance(upstream, Ok):
         reason = getattr(upstream, "reason_code", "missing")
@@ -115,6 +142,7 @@ def run(ctx):
     findings = []
     measured = {}
     heavy = []
+    skewed: list[str] = []
     for name in candidates:
         s = summaries[name]
         count = int(s.get("count") or 0)
@@ -168,6 +196,38 @@ def run(ctx):
         checked.append(f"{name}: {where}, {n_gross} beyond a modified z-score of {gross:g}")
         if n_gross == 0:
             continue
+        # on the raw scale only: the log and logit scales are already the correction
+        # for a multiplicative skew
+        mc, mc_size = (
+            _medcouple(ctx, name, scale_of, mc_sample)
+            if scale_of["kind"] == "raw" and skew_adjust > 0
+            else (None, 0)
+        )
+        if mc is not None and mc != 0:
+            # a skewed bulk has a longer tail on one side (Hubert and Vandervieren's
+            # adjusted boxplot): there the gross fence is exp(a |MC|) times as far out
+            long_side = ">" if mc > 0 else "<"
+            fence = gross * math.exp(skew_adjust * abs(mc))
+            r2 = ctx.data.sql(
+                f"SELECT count(*) FILTER (WHERE {z} > {_lit(gross)} AND NOT "
+                f"({scaled_expr(name, scale_of)} {long_side} {_lit(median)})) "
+                f"+ count(*) FILTER (WHERE {z} > {_lit(fence)} AND "
+                f"{scaled_expr(name, scale_of)} {long_side} {_lit(median)}) AS gross FROM data"
+            ).to_pylist()[0]
+            adjusted = int(r2["gross"])
+            measured[name] |= {"medcouple": mc, "gross_skew_adjusted": adjusted}
+            if adjusted == 0:
+                measured[name]["verdict"] = "skewed_tail"
+                skewed.append(name)
+                checked.append(
+                    f"{name}: the bulk is skewed (medcouple {mc:+.3f} on the raw scale, "
+                    f"on {mc_size} sampled of {n} values): on its long "
+                    f"{'high' if mc > 0 else 'low'} side the gross fence is "
+                    f"{gross:g} x exp({skew_adjust:g} x {abs(mc):.3f}) = {fence:.2f}, which no "
+                    f"value reaches: a long plausible tail, not errors"
+                )
+                continue
+            n_gross = adjusted
         query = (
             f"SELECT rowid AS row, {_q(name)}, {z} AS modified_z FROM data "
             f"WHERE {z} > {_lit(threshold)} ORDER BY modified_z DESC, rowid"
@@ -182,11 +242,22 @@ def run(ctx):
                      threshold, gross, max_share, lower, upper, chart)
         )  # fmt: skip
 
-    metrics = {"columns": measured, "heavy_tailed_columns": heavy, "max_share": max_share}
+    metrics = {
+        "columns": measured,
+        "heavy_tailed_columns": heavy,
+        "skewed_tail_columns": skewed,
+        "max_share": max_share,
+    }
     if not findings:
         tails = (
             f"; {len(heavy)} with a heavy tail or second mode ({', '.join(heavy)})" if heavy else ""
         )
+        if skewed:
+            tails += (
+                f"; {len(skewed)} with values beyond {gross:g} only on the long side of a "
+                f"skewed bulk, inside its skew-adjusted fence (a plausible tail: "
+                f"{', '.join(skewed)})"
+            )
         return na(
             "NO_SIGNIFICANT_EFFECT",
             f"No quantity column has a few gross outliers: checked {len(measured)} of "

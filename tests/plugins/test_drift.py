@@ -131,3 +131,74 @@ def test_without_a_timestamp_is_not_applicable(tmp_path):
     del data["created_at"]
     result = run_plugin("drift", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+# ------------------------------------------------------------------ seasons of the year
+
+YEAR_DAYS = 365.25
+
+
+def _weather(days: int, *, shift_from_day: float | None = None, seed: int = 5):
+    """Six readings a day of a temperature with an annual cycle (coldest in mid-January,
+    +-12 degrees around 13); ``shift_from_day`` adds 15 degrees from that day on."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(0, days * 24, 4, dtype=float)
+    day = hours / 24
+    temp = 13 - 12 * np.cos(2 * np.pi * (day - 15) / YEAR_DAYS) + rng.normal(0, 3, day.size)
+    if shift_from_day is not None:
+        temp = np.where(day >= shift_from_day, temp + 15, temp)
+    return {
+        "observed": [datetime(2013, 1, 1) + timedelta(hours=float(h)) for h in hours],
+        "temp": temp.round(2).tolist(),
+    }
+
+
+def test_one_year_of_an_annual_cycle_is_not_drift(tmp_path):
+    data = _weather(365)
+    # without the rule: winter (first quarter) against autumn (last quarter) "drifts"
+    off = run_plugin("drift", data, tmp_path / "off", season_days=0.0)
+    assert isinstance(off, Ok) and [f.target for f in off.findings] == ["temp"]
+    result = run_plugin("drift", data, tmp_path / "on")
+    assert isinstance(result, Na) and result.reason_code == "INSUFFICIENT_DATA"
+    # the first window starts on Jan 1, the last on Oct 1.75: 273.75 days apart,
+    # 91.5 days in the calendar (>= 91)
+    assert result.metrics["calendar_distance_days"] == pytest.approx(
+        YEAR_DAYS - 0.75 * (364 + 20 / 24), abs=1e-6
+    )
+    assert "an annual cycle cannot be told from drift" in result.explanation
+    assert "0 of 1 columns compared" in "\n".join(result.checked)
+
+
+def test_a_longer_log_compares_the_same_calendar_dates_a_year_apart(tmp_path):
+    # 600 days: the last quarter starts 450 days after the first, 85 days away in the
+    # calendar (spring into summer against winter into spring); compared instead with
+    # the first quarter's calendar dates one year on, the annual cycle alone is no drift
+    data = _weather(600)
+    off = run_plugin("drift", data, tmp_path / "off", season_days=0.0)
+    assert isinstance(off, Ok) and [f.target for f in off.findings] == ["temp"]
+    result = run_plugin("drift", data, tmp_path / "on")
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    checked = "\n".join(result.checked)
+    assert "compared instead with the same calendar dates 1 year later" in checked
+    # the same cycle with a +15 degree step in the second year is drift, measured on
+    # exactly those windows
+    shifted = _weather(600, shift_from_day=300)
+    found = run_plugin("drift", shifted, tmp_path / "step")
+    assert isinstance(found, Ok) and [f.target for f in found.findings] == ["temp"]
+    t = np.array([(c - datetime(2013, 1, 1)).total_seconds() for c in shifted["observed"]])
+    cut = 0.25 * (t.max() - t.min())
+    year = YEAR_DAYS * 86400
+    temp = np.array(shifted["temp"])
+    d = stats.ks_2samp(temp[t < cut], temp[(t >= year) & (t < year + cut)]).statistic
+    ev = found.findings[0].evidence.metrics
+    assert ev["ks_d"] == pytest.approx(d)
+    assert ev["last_window_start"] == "2014-01-01T06:00:00"
+
+
+def test_a_log_shorter_than_half_a_year_keeps_its_windows(tmp_path):
+    # 150 days (< season_span_days): too little of a year for the season rule, the
+    # first and last quarter are compared as they are (January against May)
+    result = run_plugin("drift", _weather(150), tmp_path)
+    assert isinstance(result, Ok) and [f.target for f in result.findings] == ["temp"]
+    shorter = run_plugin("drift", _weather(150), tmp_path / "s", season_span_days=100.0)
+    assert isinstance(shorter, Na) and shorter.reason_code == "INSUFFICIENT_DATA"

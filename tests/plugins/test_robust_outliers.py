@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.stattools import medcouple
 
 from contracts import Na, Ok
 
@@ -138,3 +139,55 @@ def test_shares_are_judged_on_the_logit_scale(tmp_path):
     z = np.abs(logit - np.median(logit)) / stats.median_abs_deviation(logit, scale="normal")
     assert col["gross"] == int(np.sum(z > 7)) == 0
     assert isinstance(result, Na)
+
+
+# a right-skewed bulk judged on the raw scale ((p99 - p50) < 2 (p50 - p01), p99/p01 < 100):
+# gamma(6) amounts, medcouple about 0.13
+SKEWED = np.round(np.random.default_rng(3).gamma(6.0, 200.0, size=3000), 0)
+
+
+def _with(values: list[float]) -> np.ndarray:
+    return np.concatenate([SKEWED, values])
+
+
+def _fence_and_z(x: np.ndarray) -> tuple[float, float, np.ndarray]:
+    mc = float(medcouple(x))
+    z = (x - np.median(x)) / stats.median_abs_deviation(x, scale="normal")
+    return mc, 7.0 * float(np.exp(3.0 * mc)), z
+
+
+def test_a_long_plausible_tail_of_a_skewed_bulk_is_not_outliers(tmp_path):
+    # two large but plausible amounts 8.5 and 9 robust sigmas above the median: gross
+    # by the symmetric rule, inside the skew-adjusted fence of the long side
+    base = SKEWED
+    m, s = np.median(base), stats.median_abs_deviation(base, scale="normal")
+    x = _with([round(m + 8.5 * s), round(m + 9.0 * s)])
+    mc, fence, z = _fence_and_z(x)
+    assert 0.1 < mc < 0.2 and int(np.sum(z > 7)) == 2 and z.max() < fence
+    data = {"amount": x.tolist()}
+    before = run_chain("robust_outliers", data, tmp_path / "off", skew_adjustment=0.0)
+    assert isinstance(before, Ok) and before.findings[0].evidence.metrics["gross_outliers"] == 2
+    result = run_chain("robust_outliers", data, tmp_path / "on")
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    col = result.metrics["columns"]["amount"]
+    assert col["scale"] == "raw" and col["verdict"] == "skewed_tail"
+    assert col["gross"] == 2 and col["gross_skew_adjusted"] == 0
+    assert col["medcouple"] == pytest.approx(mc)
+    assert "a long plausible tail, not errors" in "\n".join(result.checked)
+    assert result.metrics["skewed_tail_columns"] == ["amount"]
+    assert "skewed bulk, inside its skew-adjusted fence" in result.explanation
+
+
+def test_a_gross_error_in_a_skewed_bulk_is_still_found(tmp_path):
+    base = SKEWED
+    m, s = np.median(base), stats.median_abs_deviation(base, scale="normal")
+    # the plausible tail value stays out, a tenfold entry error and a sign error are in
+    x = _with([round(m + 8.5 * s), round(10 * m), -round(3 * m)])
+    _, fence, z = _fence_and_z(x)
+    assert int(np.sum(z > fence)) == 1 and int(np.sum(z < -7)) == 1
+    result = run_chain("robust_outliers", {"amount": x.tolist()}, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    # the short (low) side keeps the fence of 7, the long side's is exp(3 MC) wider
+    assert f.evidence.metrics["gross_outliers"] == 2
+    assert result.metrics["columns"]["amount"]["gross"] == 3
