@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -13,34 +12,17 @@ import pytest
 from contracts import REASON_CODES
 from contracts.schema import load as load_schema
 from engine import fold, read_log
+from tests.conftest import example_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
 
-def test_example_run_produces_valid_artifacts(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "run",
-            "examples/ops_events.csv",
-            "--run-dir",
-            str(tmp_path),
-            "--workers",
-            "2",
-            "--seed",
-            "1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run_dir = Path(proc.stdout.splitlines()[0].split(": ", 1)[1])
+def test_example_run_produces_valid_artifacts(
+    example_cli_run: subprocess.CompletedProcess[str],
+) -> None:
+    run_dir = example_run_dir(example_cli_run)
     for name in ("events.jsonl", "run_manifest.json", "report.json", "report.md"):
         assert (run_dir / name).is_file(), name
     report = json.loads((run_dir / "report.json").read_text())

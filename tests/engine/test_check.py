@@ -15,6 +15,13 @@ from .conftest import MakePlugin
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """One backend: ``check`` audits a finished run from its files (synchronous code);
+    the run is only its input, and the runtime tests run the engine on both backends."""
+    return "asyncio"
+
+
 async def _run_dir(plugins: Path, dataset: Path, tmp_path: Path) -> Path:
     async with Engine(plugins_dir=plugins, runs_dir=tmp_path / "runs", workers=1) as engine:
         return (await engine.run(dataset)).run_dir

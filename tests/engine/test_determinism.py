@@ -98,23 +98,37 @@ def test_the_fleet_gives_one_projection_across_processes_and_hash_seeds(
     import subprocess
     import sys
 
-    runs = tmp_path / "runs"
     made = []
+    procs = []
+    # The two engines run at the same time: each is one process (inline), and
+    # neither reads what the other writes (a runs folder each, with its own
+    # dataset cache; the result cache off).
     for run_id, hashseed in (("inline-1", "1"), ("inline-2", "2")):
-        proc = subprocess.run(
-            [
-                *(sys.executable, "-m", "engine", "run", str(ops_data)),
-                *("--plugins", str(PLUGINS), "--run-dir", str(runs), "--run-id", run_id),
-                *("--seed", "11", "--executor", "inline", "--no-cache"),
-                "--quiet",
-            ],
-            env={**os.environ, "PYTHONHASHSEED": hashseed},
-            capture_output=True,
-            text=True,
-            timeout=900,
+        runs = tmp_path / f"runs-{hashseed}"
+        procs.append(
+            subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "engine", "run", str(ops_data)),
+                    *("--plugins", str(PLUGINS), "--run-dir", str(runs), "--run-id", run_id),
+                    *("--seed", "11", "--executor", "inline", "--no-cache"),
+                    "--quiet",
+                ],
+                env={**os.environ, "PYTHONHASHSEED": hashseed},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        assert proc.returncode in (0, 1), proc.stderr
         made.append(runs / run_id)
+    try:
+        ended = [(proc.communicate(timeout=900)[1], proc.returncode) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for stderr, returncode in ended:
+        assert returncode in (0, 1), stderr
     result = compare_runs(*made)
     assert result.identical, result.describe()
     assert result.plugins == len(list(PLUGINS.glob("*/plugin.yaml")))

@@ -36,6 +36,13 @@ def run(ctx):
 BASE = [("alpha", "high", 0.9, 2.0, 10.0), ("beta", "medium", 0.7, 3.0, 5.0)]
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """One backend: ``diff`` reads two finished runs (synchronous code); the runs are
+    only its input, and the runtime tests run the engine on both backends."""
+    return "asyncio"
+
+
 async def _run(
     plugins: Path, dataset: Path, runs: Path, run_id: str, mode: Mode = "two_lane_strict"
 ) -> Path:

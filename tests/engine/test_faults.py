@@ -46,6 +46,7 @@ RUNS = int(os.environ.get("FAULT_RUNS", "200"))
 ENGINE_KILL_EVERY = 10  # one run in ten kills the engine and resumes
 CAMPAIGN_SEED = 20261202
 MEMORY_CAP_MB = 200
+HANG_TIMEOUT_S = 0.5  # a hang sleeps 60 s: any timeout well below shows the verdict
 
 PLUGIN = textwrap.dedent(
     """
@@ -152,7 +153,7 @@ def write_fleet(root: Path, fleet: dict[str, dict[str, Any]], marker: Path) -> N
             "decision_capable": decision,
             "depends_on": spec["depends_on"],
             "finding_kinds": [f"{pid}_kind"],
-            "timeout_s": 1.0 if spec["behaviour"] == "hang" else 30.0,
+            "timeout_s": HANG_TIMEOUT_S if spec["behaviour"] == "hang" else 30.0,
             "settings": {
                 "behaviour": {"type": "str", "default": spec["behaviour"]},
                 "marker": {"type": "str", "default": str(marker)},

@@ -51,6 +51,13 @@ EXPECTED = {
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """One backend: the gates are evaluated from the plugins' results after they
+    settle (synchronous code); the runtime tests run the engine on both backends."""
+    return "asyncio"
+
+
+@pytest.fixture
 def bad_fleet(make_plugin: MakePlugin, plugins_dir: Path) -> Path:
     make_plugin("ok_empty", code=OK_EMPTY)
     make_plugin("blank_kind", code=BLANK_KIND)

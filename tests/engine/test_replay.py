@@ -74,6 +74,13 @@ def run(ctx):
 """
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """One backend: replay folds a finished run's log (synchronous code); the run is
+    only its input, and the runtime tests run the engine on both backends."""
+    return "asyncio"
+
+
 def _fixture_plugins(root: Path) -> None:
     """The v2 fleet: spans, a modeled finding, an na, a gate offender, a preflight na."""
     write_plugin(

@@ -70,8 +70,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
     }
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+def _serve(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A runs folder (the v2 fixture run, a symlink out, a folder that is no run)
+    under ``tmp_path``, served; yields the url, the runs folder and the outside."""
     runs = tmp_path / "runs"
     run = runs / "v2"
     run.mkdir(parents=True)
@@ -89,6 +90,19 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         yield url, runs, outside
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A server of its own, for a test that changes the folder or watches it."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def served_read_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    """One server for the tests that only send requests and change nothing (the
+    server only reads: test_the_event_stream_of_a_finished_run_ends_and_nothing_is_written)."""
+    yield from _serve(tmp_path_factory.mktemp("served"))
 
 
 def test_lists_runs_and_serves_their_reports(served: tuple[str, Path, Path]) -> None:
@@ -124,9 +138,9 @@ def test_lists_runs_and_serves_their_reports(served: tuple[str, Path, Path]) -> 
     ],
 )
 def test_refuses_everything_outside_the_runs_folder(
-    served: tuple[str, Path, Path], path: str
+    served_read_only: tuple[str, Path, Path], path: str
 ) -> None:
-    url, _, _ = served
+    url, _, _ = served_read_only
     status, _, body = get(url, path)
     assert status == 404, (path, status)
     assert "SECRET" not in body

@@ -15,6 +15,15 @@ from engine._tools.synth import synthesize
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """One backend: these tests are about what top_actions makes of a real run (the
+    report's ranked actions, failing closed), which no backend changes;
+    tests/engine/test_determinism.py runs the bundled fleet on asyncio and trio and
+    asserts the one projection."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="module")
 def capacity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "cap.parquet"

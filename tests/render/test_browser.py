@@ -20,6 +20,7 @@ import pytest
 
 from contracts.events import PluginStarted
 from engine import read_log
+from tests.conftest import example_run_dir
 from tests.engine.test_serve import start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,13 +82,10 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    proc = cli("run", "examples/ops_events.csv", "--run-dir", str(runs), "--run-id", "ex",
-               "--workers", "2", "--no-cache", "--quiet")  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return runs / "ex"
+@pytest.fixture
+def example_run(example_cli_run: subprocess.CompletedProcess[str]) -> Path:
+    """The bundled example's run, shared with tests/test_example_run.py (read only)."""
+    return example_run_dir(example_cli_run)
 
 
 def requests_made(driver: Any) -> list[str]:
