@@ -23,6 +23,9 @@ def test_valid_fleet_loads_sorted(make_plugin: MakePlugin, plugins_dir: Path) ->
     make_plugin("a_exp", lane="explanation", diagnostic_only=True, downstream=["b_dec"])
     specs = load_plugins(plugins_dir)
     assert [s.id for s in specs] == ["a_exp", "b_dec"]
+    assert [(s.directory, s.manifest_path) for s in specs] == [
+        ((plugins_dir / p).resolve(), plugins_dir / p / "plugin.yaml") for p in ("a_exp", "b_dec")
+    ]
     assert [s.code_hash for s in specs] == [
         _documented_code_hash(plugins_dir / "a_exp"),
         _documented_code_hash(plugins_dir / "b_dec"),
@@ -174,7 +177,9 @@ def test_entrypoint_symlink_outside_folder_is_rejected(
     (folder / "linked.py").symlink_to(outside)
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    assert "resolves outside the plugin folder" in str(info.value)
+    assert _messages(info.value) == [
+        "plugins/sneaky/plugin.yaml: $.entrypoint: 'linked:run' resolves outside the plugin folder"
+    ]
 
 
 def test_yaml_tags_that_construct_objects_are_refused(plugins_dir: Path) -> None:
@@ -204,6 +209,35 @@ def test_code_hash_covers_helper_files(make_plugin: MakePlugin, plugins_dir: Pat
     before = load_plugins(plugins_dir)[0].code_hash
     (folder / "helpers.py").write_text("X = 2\n")
     assert load_plugins(plugins_dir)[0].code_hash != before
+
+
+def test_code_hash_covers_nested_files_and_skips_bytecode(
+    make_plugin: MakePlugin, plugins_dir: Path
+) -> None:
+    from engine._core.manifests import code_hash
+
+    folder = make_plugin("nested", files={f"helper_{i}.py": f"X = {i}\n" for i in range(12)})
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deep.py").write_text("Y = 1\n")
+    documented = _documented_code_hash(folder)
+    assert code_hash(folder) == documented
+    # Bytecode and caches are not the plugin's code: they leave the hash alone.
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "plugin.cpython-311.pyc").write_bytes(b"\0")
+    (folder / "sub" / "deep.pyc").write_bytes(b"\0")
+    (folder / "sub" / "deep.pyo").write_bytes(b"\0")
+    (folder / "a.pyc").write_bytes(b"\0")
+    assert code_hash(folder) == documented
+    (folder / "sub" / "deep.py").write_text("Y = 2\n")
+    assert code_hash(folder) != documented
+
+
+def test_display_falls_back_to_the_whole_path(tmp_path: Path) -> None:
+    from engine._core.manifests import _display
+
+    root = tmp_path / "plugins"
+    assert _display(root / "x" / "plugin.yaml", root) == "plugins/x/plugin.yaml"
+    assert _display(Path("/elsewhere/plugin.yaml"), root) == "/elsewhere/plugin.yaml"
 
 
 def test_contracts_source_hash_follows_the_sources(tmp_path: Path) -> None:
@@ -314,6 +348,7 @@ def test_each_manifest_rule_in_its_words(make_plugin: MakePlugin, plugins_dir: P
     make_plugin("twice", lane="explanation", depends_on=["blank_version", "blank_version"])
     make_plugin("blank_kind", finding_kinds=["ok", " "])
     make_plugin("no_time", timeout_s=0)
+    make_plugin("quick", timeout_s=0.5)  # a fraction of a second is a valid timeout
     make_plugin("no_func", entrypoint="plugin:")
     package = make_plugin("package", entrypoint="pkg.sub:run")  # pkg/sub/__init__.py
     (package / "pkg" / "sub").mkdir(parents=True)
