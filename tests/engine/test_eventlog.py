@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import stat
-import threading
 from pathlib import Path
 
 import pytest
@@ -219,11 +218,12 @@ def test_settling_records_are_synced_in_the_background(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "events.jsonl").stat().st_mode) == 0o644
     # A log left open must not keep the interpreter from exiting.
-    assert [t.daemon for t in threading.enumerate() if t.name == "event-log-sync"] == [True]
+    thread = log._syncer._thread  # other tests' logs may have threads of the same name
+    assert (thread.name, thread.daemon, thread.is_alive()) == ("event-log-sync", True, True)
     log.append(RunStarted, **_FIELDS)  # settles nothing: no sync
     log.close()
     assert log.syncs == 0
-    assert not [t for t in threading.enumerate() if t.name == "event-log-sync"]
+    assert not thread.is_alive()
     log, _ = EventLog.reopen(tmp_path / "events.jsonl")
     result = Na(reason_code="NO_SIGNIFICANT_EFFECT", explanation="x")
     log.append(PluginFinished, plugin_id="p", lane="decision", result=result)
