@@ -8,11 +8,13 @@
 #   MUTATION_NAMES="engine._core.supervisor.x_run_status*" bench/mutation.sh engine/_core/supervisor.py
 #                                            only these mutants (mutmut's name patterns)
 #   MUTATION_FRESH=1 bench/mutation.sh ...   forget earlier results (start over)
+#   MUTATION_CHILDREN=1 bench/mutation.sh ... one process instead of 2 (a busy machine)
 #
 # The sources are copied to .mutation/<id>/ (ignored by git; one folder per targets
 # and test selection) and mutated there; mutmut keeps its results in its mutants/,
 # so a second run re-tests only what changed. Each mutant runs only the tests that reached the mutated function during
-# a clean run (fastest first, stopping at the first failure), on 2 processes.
+# a clean run (fastest first, stopping at the first failure), on 2 processes
+# (MUTATION_CHILDREN).
 # Prints the score and every surviving mutant by file (bench/mutation_report.py).
 #
 # Not run by CI: the whole of it takes hours on 2 shared cores (see
@@ -85,11 +87,17 @@ pytest_add_cli_args=
     no:cacheprovider
 EOF
 # mutmut keeps the copy of a file it already has: drop the copies of files that
-# changed since its last run, so they are mutated (and tested) again.
+# changed since its last run, so they are mutated (and tested) again, and the plain
+# copies of the files it does not mutate that differ from the source (else the
+# tests would run against stale neighbours).
 if [ -d "$work/mutants" ]; then
     (cd "$work" && find engine contracts telemetry -name '*.py') | while read -r file; do
-        if [ -f "$work/mutants/$file.meta" ] && [ "$work/$file" -nt "$work/mutants/$file.meta" ]; then
-            rm -f "$work/mutants/$file" "$work/mutants/$file.meta"
+        if [ -f "$work/mutants/$file.meta" ]; then
+            if [ "$work/$file" -nt "$work/mutants/$file.meta" ]; then
+                rm -f "$work/mutants/$file" "$work/mutants/$file.meta"
+            fi
+        elif [ -f "$work/mutants/$file" ] && ! cmp -s "$work/$file" "$work/mutants/$file"; then
+            rm -f "$work/mutants/$file"
         fi
     done
 fi
@@ -102,7 +110,7 @@ start=$(date +%s)
 ulimit -v $(( ${MUTATION_MEMORY_MB:-4096} * 1024 ))
 # Subprocesses a test starts (``python -m engine ...``) import the mutated copy too.
 read -ra names <<<"${MUTATION_NAMES:-}"
-PYTHONPATH="$work/mutants" "$root/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
+PYTHONPATH="$work/mutants" "$root/.venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-2}" "${names[@]}" \
     >mutmut-run.log 2>&1 || {
     tail -40 mutmut-run.log
     exit 1

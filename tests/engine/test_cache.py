@@ -341,7 +341,8 @@ def test_the_store_keeps_what_is_flushed_and_prunes_the_oldest(
         (DataAccess(kind="sql", rows=3),),
         0.25,
     )
-    assert store.prune(keep_per_plugin=1) == 1
+    assert store.prune(keep_per_plugin=2) == 0  # p has two entries, q one
+    assert store.prune() == 1  # by default, each plugin keeps its newest entry
     assert store.stats()["entries"] == 2
     assert RunCache(store, ["p"]).lookup(_unit_key())[1] == "code_changed"  # the older went
     store.close()
@@ -386,6 +387,12 @@ def test_what_is_cached_and_the_schema_hash() -> None:
     elsewhere = msgspec.structs.replace(info, source="b.csv", rows=9, db_path="/x")
     assert schema_hash(info) == schema_hash(elsewhere)  # not the counts, not the paths
     assert schema_hash(info) != schema_hash(msgspec.structs.replace(info, event_roles={}))
+    # Its definition: the stable hash of the schema view and the event-log roles.
+    from contracts import stable_hash
+
+    assert schema_hash(info) == stable_hash(
+        {"columns": info.schema_view(), "event_roles": {"case": "x"}}
+    )
     found = environment()
     assert found["python"].split()[0] in {"CPython", "PyPy"}
     assert set(found) >= {"python", "machine", "numpy", "duckdb", "lifelines"}

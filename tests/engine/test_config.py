@@ -149,3 +149,22 @@ def test_unreadable_settings_files_say_why(tmp_path: Path) -> None:
         plugins_dir=str(empty.parent.resolve() / "plugins"),
         runs_dir=str(empty.parent.resolve() / "runs"),
     )
+
+
+def test_the_dask_settings_need_the_dask_executor(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("executor: inline\nscheduler: tcp://h:8786\ndata_store: store\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"{path}: $.scheduler: only with executor: dask; "
+        f"{path}: $.data_store: only with executor: dask"
+    )
+    path.write_text("executor: dask\nscheduler: tcp://h:8786\ndata_store: store\n")
+    settings = load_settings(path)
+    assert (settings.executor, settings.scheduler) == ("dask", "tcp://h:8786")
+    assert settings.data_store == str(tmp_path / "store")  # a folder: beside the file
+    path.write_text("executor: dask\ndata_store: s3://bucket/runs\n")
+    assert load_settings(path).data_store == "s3://bucket/runs"  # a URL: as it is
+    path.write_text("executor: dask\n")
+    assert load_settings(path).data_store is None

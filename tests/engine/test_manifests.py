@@ -24,6 +24,9 @@ def test_valid_fleet_loads_sorted(make_plugin: MakePlugin, plugins_dir: Path) ->
     make_plugin("a_exp", lane="explanation", diagnostic_only=True, downstream=["b_dec"])
     specs = load_plugins(plugins_dir)
     assert [s.id for s in specs] == ["a_exp", "b_dec"]
+    assert [(s.directory, s.manifest_path) for s in specs] == [
+        ((plugins_dir / p).resolve(), plugins_dir / p / "plugin.yaml") for p in ("a_exp", "b_dec")
+    ]
     assert [s.code_hash for s in specs] == [
         _documented_code_hash(plugins_dir / "a_exp"),
         _documented_code_hash(plugins_dir / "b_dec"),
@@ -54,6 +57,7 @@ def _documented_code_hash(folder: Path) -> str:
 def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir: Path) -> None:
     make_plugin("unknown_key", color="blue")
     make_plugin("bad_lane", lane="sideways")
+    make_plugin("bad_id", id="Bad-Id")
     make_plugin("needs_capable", decision_capable=False)
     make_plugin("diag_decision", diagnostic_only=True)
     make_plugin("unknown_dep", depends_on=["ghost"])
@@ -74,6 +78,8 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
     # Every problem, each once, in folder order, each message whole.
     assert _messages(info.value) == [
         "plugins/bad_default/plugin.yaml: $.settings.k.default: expected int, got str",
+        "plugins/bad_id/plugin.yaml: $.id: 'Bad-Id' is not a valid plugin id (lowercase "
+        "letters, digits, _)",
         "plugins/bad_lane/plugin.yaml: $.lane: Invalid enum value 'sideways'",
         "plugins/broken_yaml/plugin.yaml: invalid YAML: did not find expected ',' or ']' "
         "(line 2, column 1)",
@@ -92,6 +98,23 @@ def test_every_problem_is_reported_together(make_plugin: MakePlugin, plugins_dir
         "inside the plugin folder",
         "plugins/unknown_key/plugin.yaml: $: Object contains unknown field `color`",
         "plugins/unknown_dep/plugin.yaml: $.depends_on[0]: unknown plugin 'ghost'",
+    ]
+    # A problem found after decoding names the plugin it belongs to.
+    assert [p.plugin_id for p in info.value.problems] == [
+        "bad_default",
+        "Bad-Id",
+        None,
+        None,
+        "diag_decision",
+        "diag_decision",
+        "dup_b",
+        "missing_module",
+        "needs_capable",
+        "no_downstream",
+        None,
+        "outside",
+        None,
+        "unknown_dep",
     ]
 
 
@@ -155,7 +178,9 @@ def test_entrypoint_symlink_outside_folder_is_rejected(
     (folder / "linked.py").symlink_to(outside)
     with pytest.raises(ManifestError) as info:
         load_plugins(plugins_dir)
-    assert "resolves outside the plugin folder" in str(info.value)
+    assert _messages(info.value) == [
+        "plugins/sneaky/plugin.yaml: $.entrypoint: 'linked:run' resolves outside the plugin folder"
+    ]
 
 
 def test_yaml_tags_that_construct_objects_are_refused(plugins_dir: Path) -> None:
@@ -185,6 +210,35 @@ def test_code_hash_covers_helper_files(make_plugin: MakePlugin, plugins_dir: Pat
     before = load_plugins(plugins_dir)[0].code_hash
     (folder / "helpers.py").write_text("X = 2\n")
     assert load_plugins(plugins_dir)[0].code_hash != before
+
+
+def test_code_hash_covers_nested_files_and_skips_bytecode(
+    make_plugin: MakePlugin, plugins_dir: Path
+) -> None:
+    from engine._core.manifests import code_hash
+
+    folder = make_plugin("nested", files={f"helper_{i}.py": f"X = {i}\n" for i in range(12)})
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deep.py").write_text("Y = 1\n")
+    documented = _documented_code_hash(folder)
+    assert code_hash(folder) == documented
+    # Bytecode and caches are not the plugin's code: they leave the hash alone.
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "plugin.cpython-311.pyc").write_bytes(b"\0")
+    (folder / "sub" / "deep.pyc").write_bytes(b"\0")
+    (folder / "sub" / "deep.pyo").write_bytes(b"\0")
+    (folder / "a.pyc").write_bytes(b"\0")
+    assert code_hash(folder) == documented
+    (folder / "sub" / "deep.py").write_text("Y = 2\n")
+    assert code_hash(folder) != documented
+
+
+def test_display_falls_back_to_the_whole_path(tmp_path: Path) -> None:
+    from engine._core.manifests import _display
+
+    root = tmp_path / "plugins"
+    assert _display(root / "x" / "plugin.yaml", root) == "plugins/x/plugin.yaml"
+    assert _display(Path("/elsewhere/plugin.yaml"), root) == "/elsewhere/plugin.yaml"
 
 
 def test_contracts_source_hash_follows_the_sources(tmp_path: Path) -> None:
@@ -316,3 +370,82 @@ def test_a_folder_written_just_before_it_was_hashed_is_hashed_again(
     remembered = load_plugins(plugins_dir, cache=cache)[0]
     assert load_plugins(plugins_dir, cache=cache)[0] is remembered
     assert remembered.code_hash == first.code_hash == code_hash(folder)
+
+
+def test_resolve_settings_applies_overrides_and_reports_every_bad_one() -> None:
+    from engine._core.manifests import PluginSpec, resolve_settings
+
+    settings = {
+        "k": {"type": "int", "default": 3},
+        "alpha": {"type": "float", "default": 0.05, "minimum": 0, "maximum": 1},
+    }
+    manifest = msgspec.convert(
+        {"id": "p", "version": "1", "lane": "explanation", "settings": settings}, Manifest
+    )
+    spec = PluginSpec(
+        manifest=manifest, directory=Path("p"), manifest_path=Path("p"), code_hash="h"
+    )
+    assert resolve_settings(spec, None) == {"alpha": 0.05, "k": 3}
+    assert resolve_settings(spec, {}) == {"alpha": 0.05, "k": 3}
+    assert resolve_settings(spec, {"k": 5}) == {"alpha": 0.05, "k": 5}
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(spec, {"zeta": 1, "k": "x", "alpha": 2.0, "beta": 1})
+    assert str(info.value) == (
+        "settings.p.alpha: 2.0 is above the maximum 1.0; settings.p.beta: unknown setting; "
+        "settings.p.k: expected int, got str; settings.p.zeta: unknown setting"
+    )
+
+
+def test_each_manifest_rule_in_its_words(make_plugin: MakePlugin, plugins_dir: Path) -> None:
+    make_plugin("blank_version", version=" ")
+    make_plugin("decides_downstream", downstream=["blank_version"])
+    make_plugin("self_dep", lane="explanation", depends_on=["self_dep"])
+    make_plugin("twice", lane="explanation", depends_on=["blank_version", "blank_version"])
+    make_plugin("blank_kind", finding_kinds=["ok", " "])
+    make_plugin("no_time", timeout_s=0)
+    make_plugin("quick", timeout_s=0.5)  # a fraction of a second is a valid timeout
+    make_plugin("no_func", entrypoint="plugin:")
+    package = make_plugin("package", entrypoint="pkg.sub:run")  # pkg/sub/__init__.py
+    (package / "pkg" / "sub").mkdir(parents=True)
+    (package / "pkg" / "sub" / "__init__.py").write_text("def run(ctx):\n    return None\n")
+    make_plugin("good")
+    make_plugin("helper", lane="explanation")
+    make_plugin("explains", lane="explanation", downstream=["good", "ghost", "helper"])
+    (plugins_dir / "latin1").mkdir()
+    (plugins_dir / "latin1" / "plugin.yaml").write_bytes(b"id: caf\xe9\n")
+    (plugins_dir / "listed").mkdir()
+    (plugins_dir / "listed" / "plugin.yaml").write_text("- id\n")
+    (plugins_dir / "_private").mkdir()  # not a plugin folder: skipped
+    (plugins_dir / ".hidden").mkdir()
+    with pytest.raises(ManifestError) as info:
+        load_plugins(plugins_dir)
+    assert [(str(p), p.plugin_id) for p in info.value.problems] == [
+        ("plugins/blank_kind/plugin.yaml: $.finding_kinds[1]: must not be blank", "blank_kind"),
+        ("plugins/blank_version/plugin.yaml: $.version: must not be blank", "blank_version"),
+        (
+            "plugins/decides_downstream/plugin.yaml: $.downstream: only explanation plugins "
+            "declare downstream consumers",
+            "decides_downstream",
+        ),
+        (
+            "plugins/latin1/plugin.yaml: not UTF-8 (invalid continuation byte at byte 7)",
+            None,
+        ),
+        ("plugins/listed/plugin.yaml: expected a mapping, got list", None),
+        (
+            "plugins/no_func/plugin.yaml: $.entrypoint: 'plugin:' must be 'module:function' "
+            "inside the plugin folder",
+            "no_func",
+        ),
+        ("plugins/no_time/plugin.yaml: $.timeout_s: must be positive", "no_time"),
+        (
+            "plugins/self_dep/plugin.yaml: $.depends_on: a plugin cannot depend on itself",
+            "self_dep",
+        ),
+        ("plugins/twice/plugin.yaml: $.depends_on: lists the same plugin twice", "twice"),
+        ("plugins/explains/plugin.yaml: $.downstream[1]: unknown plugin 'ghost'", "explains"),
+        (
+            "plugins/explains/plugin.yaml: $.downstream[2]: 'helper' is not a decision-lane plugin",
+            "explains",
+        ),
+    ]

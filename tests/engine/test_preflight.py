@@ -135,3 +135,64 @@ def test_only_unbounded_plugins_are_refused_above_the_threshold(mode: str) -> No
     above = msgspec.structs.replace(DATASET, rows=1_000_001)
     assert preflight(plugin, at) is None
     assert (preflight(plugin, above) is None) == (mode != "unbounded")
+
+
+SEMANTIC = DatasetInfo(
+    source="d.csv",
+    fingerprint="f",
+    rows=100,
+    columns=(
+        ColumnInfo(name="amount", dtype="DOUBLE", role="numeric", semantic="quantity"),
+        ColumnInfo(name="cost", dtype="DOUBLE", role="numeric", semantic="count"),
+        ColumnInfo(name="process", dtype="VARCHAR", role="categorical"),
+        ColumnInfo(name="started", dtype="TIMESTAMP", role="timestamp", semantic="timestamp"),
+    ),
+    event_roles={"process": "process", "started": "started", "ended": "gone"},
+)
+
+
+@pytest.mark.parametrize(
+    ("requires", "outcome"),
+    [
+        ({"columns": [{"semantic": ["quantity"]}]}, None),
+        ({"columns": [{"semantic": ["quantity", "count"], "min_count": 2}]}, None),
+        (
+            {"columns": [{"semantic": ["quantity", "share"], "min_count": 2}]},
+            failed("hard requirement not met: needs 2 x semantic 'quantity' or 'share', found 1"),
+        ),
+        (
+            {"columns": [{"semantic": ["identifier"]}]},
+            failed("hard requirement not met: needs semantic 'identifier', found 0"),
+        ),
+        (
+            {"columns": [{"name": "cost", "semantic": ["quantity"]}]},
+            failed("hard requirement not met: column 'cost' has semantic 'count'"),
+        ),
+        ({"columns": [{"event_role": "started", "semantic": ["timestamp"]}]}, None),
+        (
+            {"columns": [{"event_role": "started", "semantic": ["quantity"]}]},
+            failed(
+                "hard requirement not met: event-log role 'started' is 'started', "
+                "whose semantic is 'timestamp'"
+            ),
+        ),
+        (
+            # A text column has no semantic: it never meets a semantic requirement.
+            {"columns": [{"event_role": "process", "semantic": ["identifier"]}]},
+            failed(
+                "hard requirement not met: event-log role 'process' is 'process', "
+                "whose semantic is None"
+            ),
+        ),
+        (
+            # A role naming a column the schema does not hold reads as no semantic.
+            {"columns": [{"event_role": "ended", "semantic": ["timestamp"]}]},
+            failed(
+                "hard requirement not met: event-log role 'ended' is 'gone', whose semantic is None"
+            ),
+        ),
+        ({"columns": [{"event_role": "ended"}]}, None),
+    ],
+)
+def test_semantic_requirements(requires: dict[str, Any], outcome: Failed | None) -> None:
+    assert preflight(spec(requires=requires), SEMANTIC) == outcome
