@@ -275,6 +275,12 @@ class RunCache:
     def __init__(self, store: ResultCache, plugin_ids: Iterable[str]) -> None:
         self._store = store
         self._entries = store.preload(plugin_ids)
+        # The key components computed once a process (the worker sources read and
+        # hashed, the libraries' metadata looked up: tens of milliseconds the first
+        # time) are computed here, in the preparing thread, not by the first key
+        # the supervisor makes on the event loop.
+        engine_code_hash()
+        environment()
 
     def lookup(self, key: CacheKey) -> tuple[CachedResult | None, str]:
         """The cached result for ``key`` (and ``"hit"``), or None and the miss reason."""

@@ -397,3 +397,22 @@ def test_what_is_cached_and_the_schema_hash() -> None:
     assert found["python"].split()[0] in {"CPython", "PyPy"}
     assert set(found) >= {"python", "machine", "numpy", "duckdb", "lifelines"}
     assert found["lifelines"] in {"absent"} or found["lifelines"][0].isdigit()
+
+
+def test_a_run_cache_computes_the_per_process_key_parts_before_the_loop_needs_them(
+    tmp_path: Path,
+) -> None:
+    """The worker sources' hash and the libraries' versions take tens of milliseconds
+    the first time; a run's cache is built in the preparing thread and computes them
+    there, so the first key the supervisor makes on the event loop finds them done."""
+    from engine._core.cache import ResultCache, RunCache, engine_code_hash, environment
+
+    engine_code_hash.cache_clear()
+    environment.cache_clear()
+    store = ResultCache(tmp_path / "cache")
+    try:
+        RunCache(store, ["p"])
+        assert engine_code_hash.cache_info().currsize == 1
+        assert environment.cache_info().currsize == 1
+    finally:
+        store.close()
