@@ -22,6 +22,7 @@ import os
 import pickle
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -444,6 +445,27 @@ DRAWING_NICENESS = 5
 the plugin workers': the loop of the engine's process comes first)."""
 
 
+PARENT_CHECK_S = 1.0
+"""How often the chart process looks whether the engine that started it still lives."""
+
+
+def start_drawing_process(parent: int) -> None:
+    """The chart process's initializer: below the engine's priority, and gone when
+    the engine is. A pool's child waits on a queue whose write end it holds itself,
+    so it never sees its parent die (a SIGKILLed engine left it behind, for good);
+    nor can the kernel's parent-death signal be used, since the kernel sends it when
+    the *thread* that started the child ends, and the child is started from a
+    short-lived worker thread. A thread of its own watches the parent instead."""
+    os.nice(DRAWING_NICENESS)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="engine-parent-watch", daemon=True).start()
+
+
 class ChartProcess:
     """A :data:`Drawer` that draws in a child process of its own, started when first
     needed and kept until :meth:`close`.
@@ -469,8 +491,8 @@ class ChartProcess:
                 self._pool = ProcessPoolExecutor(
                     1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=os.nice,
-                    initargs=(DRAWING_NICENESS,),
+                    initializer=start_drawing_process,
+                    initargs=(os.getpid(),),
                 )
             pool = self._pool
         try:

@@ -235,3 +235,46 @@ def test_a_dead_drawing_process_loses_no_chart() -> None:
         assert drawer(items) == expected
     finally:
         drawer.close()
+
+
+def test_the_drawing_process_ends_when_the_engine_is_killed() -> None:
+    """A SIGKILLed engine must not leave its chart process behind (a pool's child
+    never sees its parent die on its own): it ends within a few looks at its parent."""
+    import os
+    import time
+
+    code = (
+        "import sys, time\n"
+        "from tests.render.test_charts import CHARTS\n"
+        "from engine._render.charts import ChartProcess\n"
+        "drawer = ChartProcess()\n"
+        "name = sorted(CHARTS)[0]\n"
+        "drawer([(CHARTS[name], 'k')])\n"
+        "print(*drawer._pool._processes, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    engine = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert engine.stdout is not None
+        (child,) = (int(pid) for pid in engine.stdout.readline().split())
+        os.kill(child, 0)  # drawing: alive
+    finally:
+        engine.kill()
+        engine.wait()
+        if engine.stdout is not None:
+            engine.stdout.close()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie waits for init to reap it
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 60  # a bound, not an expectation: it looks once a second
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), f"chart process {child} outlived its engine"
