@@ -281,7 +281,7 @@ class Engine:
         self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
         self._specs = SpecCache()
-        self._plans: dict[str, Plan] = {}
+        self._last_plan: tuple[str, Plan] | None = None  # (inputs' hash, plan)
         self.use_cache = cache
         self._store: ResultCache | None = None
         # report.html's charts are drawn in a child process, off this process's GIL
@@ -377,20 +377,20 @@ class Engine:
                 "timeouts": self.timeouts,
             }
         )
-        known = self._plans.get(key)
-        if known is None:
-            known = build_plan(
-                plugins,
-                mode=mode,
-                seed=seed,
-                dataset_schema=schema,
-                settings=self.settings,
-                select=select,
-                lanes=self.lanes,
-                timeouts=self.timeouts,
-            )
-            self._plans = {key: known}  # the last one: a service runs the same fleet
-        return known
+        if self._last_plan is not None and self._last_plan[0] == key:
+            return self._last_plan[1]
+        plan = build_plan(
+            plugins,
+            mode=mode,
+            seed=seed,
+            dataset_schema=schema,
+            settings=self.settings,
+            select=select,
+            lanes=self.lanes,
+            timeouts=self.timeouts,
+        )
+        self._last_plan = (key, plan)  # the last one only: a service runs the same fleet
+        return plan
 
     def _prepare(
         self,

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +78,26 @@ def code_hash(directory: Path) -> str:
 
 def _plugin_files(directory: str) -> list[tuple[str, str]]:
     """(relative posix path, path) of every file, skipping caches and bytecode."""
-    return [(rel, entry.path) for rel, entry in _walk(directory, "")]
+    return [(rel, entry.path) for rel, entry in _files(directory)]
 
 
-def _walk(directory: str, prefix: str) -> Iterable[tuple[str, os.DirEntry[str]]]:
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=True):
-                if entry.name not in _SKIP_DIRS:
-                    yield from _walk(entry.path, f"{prefix}{entry.name}/")
-            elif not entry.name.endswith((".pyc", ".pyo")):
-                yield prefix + entry.name, entry
+def _files(directory: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """(relative posix path, directory entry) of every file the code hash covers, in
+    no particular order (a loop, not recursive generators: it runs for every plugin
+    of every run, through :func:`folder_state`)."""
+    found = []
+    folders = [(directory, "")]
+    while folders:
+        where, prefix = folders.pop()
+        with os.scandir(where) as entries:
+            for entry in entries:
+                name = entry.name
+                if entry.is_dir():
+                    if name not in _SKIP_DIRS:
+                        folders.append((entry.path, f"{prefix}{name}/"))
+                elif not name.endswith((".pyc", ".pyo")):
+                    found.append((prefix + name, entry))
+    return found
 
 
 def _display(path: Path, base: Path) -> str:
@@ -103,24 +112,11 @@ FolderState = tuple[tuple[str, int, int, int, int, int], ...]
 
 def folder_state(directory: str | Path) -> FolderState:
     """(relative path, size, mtime_ns, ctime_ns, inode, device) of every file the
-    code hash covers, sorted: what :class:`SpecCache` compares instead of bytes.
-    (Run for every plugin of every run: a loop, not :func:`_walk`'s generators.)"""
+    code hash covers, sorted: what :class:`SpecCache` compares instead of bytes."""
     found = []
-    folders = [(str(directory), "")]
-    while folders:
-        where, prefix = folders.pop()
-        with os.scandir(where) as entries:
-            for entry in entries:
-                name = entry.name
-                if entry.is_dir():
-                    if name not in _SKIP_DIRS:
-                        folders.append((entry.path, f"{prefix}{name}/"))
-                elif not name.endswith((".pyc", ".pyo")):
-                    st = entry.stat()
-                    found.append(
-                        (prefix + name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                         st.st_ino, st.st_dev)
-                    )  # fmt: skip
+    for rel, entry in _files(str(directory)):
+        st = entry.stat()
+        found.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
     found.sort()
     return tuple(found)
 

@@ -18,6 +18,7 @@ import re
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, na, ok
+from contracts.logs import failure_values as status_values_matching
 from contracts.sql import quote_ident as _q
 from contracts.sql import string_literal as _str_lit
 from contracts.units import DAYS_PER_MONTH
@@ -80,16 +81,7 @@ def run(ctx):
 
     retried_values: list[str] = []
     if status is not None:
-        values = (
-            ctx.data.sql(
-                f"SELECT DISTINCT CAST({_q(status)} AS VARCHAR) AS v FROM data "
-                f"WHERE {_q(status)} IS NOT NULL ORDER BY v LIMIT 10000"
-            )
-            .column("v")
-            .to_pylist()
-        )
-        rx = re.compile(pattern, re.IGNORECASE)
-        retried_values = [v for v in values if rx.search(v)]
+        _, retried_values = status_values_matching(ctx, status, pattern)
 
     # An attempts column counts the first run too: retries = attempts - its minimum (1).
     retries = None
