@@ -171,12 +171,20 @@ def run(ctx):
     rng = ctx.rng()
     x = np.column_stack([normal_scores(v, procs, rng) for v in columns])
     z = np.column_stack([normal_scores(v, procs) for v in columns])
+    # The forest is fitted and scores its own sample: scored once here. With a share
+    # for contamination, its threshold is that percentile of the scores, which is what
+    # scikit-learn's fit computes (a second scoring) and predict compares with (a third).
     forest = IsolationForest(
-        n_estimators=cfg["n_estimators"], contamination=contamination, random_state=seed
+        n_estimators=cfg["n_estimators"], contamination="auto", random_state=seed
+    ).fit(x)
+    normality = forest.score_samples(x)
+    offset = (
+        forest.offset_
+        if contamination == "auto"
+        else float(np.percentile(normality, 100.0 * float(contamination)))
     )
-    forest.fit(x)
-    score = -forest.score_samples(x)  # higher: more anomalous
-    flagged = forest.predict(x) == -1
+    score = -normality  # higher: more anomalous
+    flagged = normality < offset
     odd = (np.abs(z) >= cfg["joint_z"]).sum(axis=1)
     n_flag = int(flagged.sum())
     checked.append(

@@ -37,8 +37,12 @@ def _settings(ctx) -> dict[str, float]:
     }
 
 
-def forecast(y: np.ndarray, horizon: int, interval: float) -> pd.DataFrame:
-    """Mean and prediction interval of the next ``horizon`` values of ``y``."""
+def forecast(
+    y: np.ndarray, horizon: int, interval: float, start: np.ndarray | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Mean and prediction interval of the next ``horizon`` values of ``y``, and the
+    fitted parameters; ``start``: where the optimizer starts (statsmodels' own
+    heuristic when ``None``)."""
     series = pd.Series(y, dtype=float)
     with warnings.catch_warnings():  # optimizer convergence chatter
         warnings.simplefilter("ignore")
@@ -49,16 +53,18 @@ def forecast(y: np.ndarray, horizon: int, interval: float) -> pd.DataFrame:
             damped_trend=False,
             seasonal="add",
             seasonal_periods=7,
-        ).fit(disp=False)
+        ).fit(disp=False, start_params=start)
         frame = fit.get_prediction(start=y.size, end=y.size + horizon - 1).summary_frame(
             alpha=1.0 - interval
         )
-    return frame
+    return frame, np.asarray(fit.params, dtype=float)
 
 
-def backtest(y: np.ndarray, days: int, interval: float) -> dict[str, float]:
-    """Fit on all but the last ``days``; coverage and error on those days."""
-    frame = forecast(y[:-days], days, interval)
+def backtest(y: np.ndarray, days: int, interval: float) -> tuple[dict[str, float], np.ndarray]:
+    """Fit on all but the last ``days``; coverage and error on those days, and the
+    fitted parameters (the whole series' fit starts from them: the same model on
+    ``days`` more values, so it converges in fewer steps)."""
+    frame, params = forecast(y[:-days], days, interval)
     actual = y[-days:]
     lo, hi = frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy()
     inside = (actual >= lo) & (actual <= hi)
@@ -68,7 +74,7 @@ def backtest(y: np.ndarray, days: int, interval: float) -> dict[str, float]:
         # how likely this few days inside are if the interval had its nominal coverage
         "coverage_p": float(stats.binom.cdf(int(inside.sum()), days, interval)),
         "mape": float(np.mean(np.abs(mean - actual) / np.maximum(actual, 1.0))),
-    }
+    }, params
 
 
 def queries(ctx, roles, max_processes: int) -> tuple[str, str, str]:
@@ -158,8 +164,8 @@ def run(ctx):
                 f"{name}: {np.mean(y):.1f} jobs a day (needs {cfg['min_jobs_per_day']:g})"
             )
             continue
-        bt = backtest(y, int(cfg["backtest_days"]), cfg["interval"])
-        frame = forecast(y, h, cfg["interval"])
+        bt, params = backtest(y, int(cfg["backtest_days"]), cfg["interval"])
+        frame, _ = forecast(y, h, cfg["interval"], start=params)
         mean = frame["mean"].to_numpy()
         lo, hi = frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy()
         prof = peak_profile(profiles.get(name, []))

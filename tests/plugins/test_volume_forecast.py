@@ -79,8 +79,8 @@ def test_backtest_coverage_counts_held_out_days(tmp_path):
     plugin = load_plugin("volume_forecast")
     rng = np.random.default_rng(1)
     y = np.tile([100, 100, 100, 100, 100, 30, 30], 10) + rng.normal(0, 3, 70)
-    bt = plugin.backtest(y, 14, 0.8)
-    frame = plugin.forecast(y[:-14], 14, 0.8)
+    bt, _ = plugin.backtest(y, 14, 0.8)
+    frame, _ = plugin.forecast(y[:-14], 14, 0.8)
     inside = (y[-14:] >= frame["pi_lower"].to_numpy()) & (y[-14:] <= frame["pi_upper"].to_numpy())
     assert bt["coverage"] == pytest.approx(inside.mean())
     assert bt["coverage"] >= 0.5
