@@ -132,6 +132,10 @@ class _Worker:
         self.shipped: set[str] = set()  # bundle hashes this worker was sent
 
 
+_Send = tuple[str, bytes, str, int]
+"""A placed job for the Dask loop: (key, request, worker address, priority)."""
+
+
 class _DataRef(msgspec.Struct, frozen=True):
     fingerprint: str
     url: str
@@ -307,34 +311,29 @@ class _Remote:
             if address in found
         )
 
-    def submit(
-        self,
-        run_task: Callable[..., Any],
-        key: str,
-        request: dict[str, Any],
-        address: str,
-        priority: int,
-    ) -> None:
+    def submit(self, run_task: Callable[..., Any], jobs: Sequence[_Send]) -> None:
+        """Submit every job the executor placed in one pass (one hop between the loops)."""
         import asyncio
 
-        try:
-            future = self.client.submit(
-                run_task,
-                request,
-                key=key,
-                workers=[address],
-                allow_other_workers=False,
-                retries=0,
-                priority=-priority,  # Dask runs higher numbers first
-                pure=False,
-            )
-        except Exception as exc:
-            self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
-            return
-        self._futures[key] = future
-        waiter = asyncio.ensure_future(self._result(key, future))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
+        for key, request, address, priority in jobs:
+            try:
+                future = self.client.submit(
+                    run_task,
+                    request,
+                    key=key,
+                    workers=[address],
+                    allow_other_workers=False,
+                    retries=0,
+                    priority=-priority,  # Dask runs higher numbers first
+                    pure=False,
+                )
+            except Exception as exc:
+                self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
+                continue
+            self._futures[key] = future
+            waiter = asyncio.ensure_future(self._result(key, future))
+            self._waiters.add(waiter)
+            waiter.add_done_callback(self._waiters.discard)
 
     async def _result(self, key: str, future: Any) -> None:
         """Wait for one job's task; finished results are fetched in batches."""
@@ -504,6 +503,7 @@ class DaskExecutor:
         self._tmp_store: str | None = None
         self._host = ""  # the worker plugin's name
         self._run_task: Callable[..., Any] = dask_worker.run_task
+        self._encoder = msgspec.msgpack.Encoder()
         self._unavailable: str | None = None  # why jobs cannot be placed now
         self.excluded: dict[str, str] = {}
         """Workers that joined but are not used (their versions differ), and why."""
@@ -694,6 +694,7 @@ class DaskExecutor:
                 if task.state == "queued":
                     self._fail(task, "EXECUTOR_UNAVAILABLE", self._unavailable)
             backlog.clear()
+        outbox: list[_Send] = []
         while backlog:
             task = backlog[0][2]
             if task.state != "queued":
@@ -701,9 +702,11 @@ class DaskExecutor:
                 continue
             worker = self._choose()
             if worker is None:
-                return
+                break
             heapq.heappop(backlog)
-            self._send(task, worker)
+            self._send(task, worker, outbox)
+        if outbox:
+            self._call(self._remote.submit, self._run_task, outbox)
 
     def _choose(self) -> _Worker | None:
         workers = list(self._workers.values())
@@ -715,7 +718,7 @@ class DaskExecutor:
             return None
         return min(idle, key=lambda w: (len(w.tasks) / w.nthreads, w.index))
 
-    def _send(self, task: _Task, worker: _Worker) -> None:
+    def _send(self, task: _Task, worker: _Worker, outbox: list[_Send]) -> None:
         task.attempt += 1
         task.key = f"engine-{self._id}-{task.ticket.seq}-{task.attempt}"
         task.state = "sent"
@@ -729,11 +732,11 @@ class DaskExecutor:
         request: dict[str, Any] = {
             "host": self._host,
             "topic": self._remote.topic,
-            "job": msgspec.msgpack.encode(job),
+            "job": job,
             "code_hash": job.code_hash,
             "contracts_version": CONTRACTS_VERSION,
             "runtime_hash": runtime_hash,
-            "data": msgspec.structs.asdict(ref),
+            "data": ref,
             "timeout_s": task.timeout_s,
             "memory_mb": task.memory_mb,
         }
@@ -743,9 +746,7 @@ class DaskExecutor:
         if job.code_hash not in worker.shipped:
             request["code"] = self._bundles[job.code_hash]
             worker.shipped.add(job.code_hash)
-        self._call(
-            self._remote.submit, self._run_task, task.key, request, worker.address, task.priority
-        )
+        outbox.append((task.key, self._encoder.encode(request), worker.address, task.priority))
 
     def _call(self, func: Callable[..., Any], *args: Any) -> None:
         """Start ``func`` on the Dask loop without waiting for it."""
@@ -799,10 +800,18 @@ class DaskExecutor:
         task.started_at = anyio.current_time()
         task.reply(JobStarted(task.ticket, task.worker.index, pid, f"dask {address} pid {pid}"))
 
-    def _on_done(self, key: str, result: dict[str, Any] | None, error: str | None) -> None:
+    def _on_done(self, key: str, outcome: Any, error: str | None) -> None:
         task = self._by_key.get(key)
         if task is None or task.state == "done":
             return
+        result: dict[str, Any] | None = None
+        if isinstance(outcome, dict):  # cancelled, from this side
+            result = outcome
+        elif isinstance(outcome, bytes):
+            try:
+                result = msgspec.msgpack.decode(outcome, type=dict[str, Any])
+            except msgspec.DecodeError as exc:
+                error = f"undecodable outcome: {exc}"
         worker = task.worker
         status = result.get("status") if result is not None else None
         if status == "ended":
