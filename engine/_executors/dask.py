@@ -15,7 +15,10 @@ contract as the process pool (:mod:`.base`).
   began runs at most once. Jobs wait in priority order; a worker gets up to
   ``1 + pipeline`` per thread: 2 normally, 65 while recent jobs are under 20 ms, since a
   round trip through the scheduler takes tens of milliseconds and a worker with
-  short jobs must never wait for its next one.
+  short jobs must never wait for its next one. Finished results are fetched in
+  batches; while jobs are short a batch waits up to 50 ms for the jobs still out (not
+  once none is left), so a fetch, a trip through the scheduler to the workers,
+  brings many results rather than one or two.
 - **Real starts.** The worker says when a job actually begins (a Dask event,
   forwarded to this client): that is ``JobStarted``, and the timeout runs from it.
 - **Lost workers.** The scheduler's ``remove-worker`` event ends the job that was
@@ -241,6 +244,8 @@ class _Remote:
         self._messages: list[tuple[Any, ...]] = []
         self._finished: list[tuple[str, Any]] = []
         self._gathering: Any = None
+        self._flush: Any = None  # set when every job still out has finished
+        self.gather_window_s = 0.0
         self._wake: Any = None
         self._libraries: tuple[str, ...] = ()
         self._expected: dict[str, str] = {}
@@ -264,6 +269,7 @@ class _Remote:
         # engine installed.
         cloudpickle.register_pickle_by_value(dask_worker)
         self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
         self._libraries = libraries
         self._expected = dask_worker.worker_environment(libraries)
         if scheduler is None:
@@ -345,6 +351,9 @@ class _Remote:
                 self._finished.append((key, future))
                 if self._gathering is None or self._gathering.done():
                     self._gathering = asyncio.ensure_future(self._gather())
+                    self._waiters.add(self._gathering)
+                    self._gathering.add_done_callback(self._waiters.discard)
+                self._check_flush()
                 return
             await future.result()  # raises what the task raised
             raise EngineInternalError(f"Dask task {key} ended {future.status}")
@@ -353,10 +362,27 @@ class _Remote:
         except Exception as exc:
             self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
         self._futures.pop(key, None)  # released: the scheduler forgets the key
+        self._check_flush()
+
+    def _check_flush(self) -> None:
+        if len(self._finished) >= len(self._futures):
+            self._flush.set()
+
+    def set_gather_window(self, seconds: float) -> None:
+        self.gather_window_s = seconds
 
     async def _gather(self) -> None:
-        """Fetch every finished result, one request per batch (not per job)."""
+        """Fetch every finished result, one request per batch (not per job).
+
+        With a gather window (while jobs are short), a batch first waits up to that
+        long for the jobs still out, unless none is left: a fetch goes through the
+        scheduler to the workers and back, and costs the three of them far more than
+        one more result in it does."""
         while self._finished:
+            if self.gather_window_s and len(self._finished) < len(self._futures):
+                self._flush.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), self.gather_window_s)
             batch, self._finished = self._finished, []
             try:
                 results = await self.client.gather([f for _, f in batch], errors="raise")
@@ -449,6 +475,8 @@ class DaskExecutor:
         start_timeout_s: how long to wait for the scheduler and a first worker.
         no_worker_timeout_s: with no worker left, how long waiting jobs wait for one
             to join before they end ``EXECUTOR_UNAVAILABLE``.
+        gather_window_s: while recent jobs are short (under ``short_job_s``), how
+            long finished results wait for others before one fetch brings them all.
     """
 
     name = "dask"
@@ -463,6 +491,7 @@ class DaskExecutor:
         pipeline: int = 1,
         short_pipeline: int = 64,
         short_job_s: float = 0.02,
+        gather_window_s: float = 0.05,
         start_timeout_s: float = 120.0,
         no_worker_timeout_s: float = 60.0,
     ) -> None:
@@ -480,6 +509,7 @@ class DaskExecutor:
         self._pipeline = pipeline
         self._short_pipeline = short_pipeline
         self._short_job_s = short_job_s
+        self._gather_window_s = gather_window_s
         self._recent_s = math.inf
         self._start_timeout_s = start_timeout_s
         self._no_worker_timeout_s = no_worker_timeout_s
@@ -916,6 +946,9 @@ class DaskExecutor:
                 self._place()
 
     def _observe(self, duration_s: float) -> None:
+        short = self._recent_s < self._short_job_s
         self._recent_s = (
             duration_s if math.isinf(self._recent_s) else 0.8 * self._recent_s + 0.2 * duration_s
         )
+        if short != (self._recent_s < self._short_job_s):
+            self._call(self._remote.set_gather_window, 0.0 if short else self._gather_window_s)
