@@ -5,10 +5,10 @@ contract as the process pool (:mod:`.base`).
   under asyncio or trio. The client (and, without a scheduler address, a
   ``LocalCluster`` of worker processes) lives on its own asyncio loop in a thread
   started with anyio's ``start_blocking_portal``. The executor calls into it with
-  ``portal.start_task_soon`` (submit, cancel: never waiting) and
-  ``portal.call_async`` (start, stop, and one long poll that returns every message
-  queued since the last), so neither loop ever blocks on the other and a burst of
-  completions costs one hop.
+  ``portal.start_task_soon`` (submit, cancel: never waiting; the jobs placed
+  together go in one call) and ``portal.call_async`` (start, stop, and one long poll
+  that returns every message queued since the last), so neither loop ever blocks on
+  the other and a burst of submissions or completions costs one hop.
 - **Placement is the executor's.** It knows each worker's threads and pins every
   job to the worker it chose (``workers=[address]``, ``allow_other_workers=False``,
   ``retries=0``): Dask never moves or re-runs a job on its own, so a job that
@@ -529,6 +529,7 @@ class DaskExecutor:
         self._bundles: dict[str, bytes | Failed] = {}  # by code hash
         self._datasets: dict[str, _DataRef | Failed] = {}  # by fingerprint
         self._prepare_wake = anyio.Event()
+        self._place_wake = anyio.Event()
         self._workers_changed = anyio.Event()
         self._tmp_store: str | None = None
         self._host = ""  # the worker plugin's name
@@ -589,6 +590,7 @@ class DaskExecutor:
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self._pump)
+        tg.start_soon(self._placer)
         tg.start_soon(self._prepare)
         tg.start_soon(self._watch_workers)
         return self
@@ -634,7 +636,7 @@ class DaskExecutor:
         self._tasks[seq] = task
         if job.code_hash in self._bundles and job.dataset.fingerprint in self._datasets:
             self._queue(task)
-            self._place()
+            self._place_wake.set()  # once for a burst of submissions: one hop, in priority order
         else:
             self._waiting.append(task)
             self._prepare_wake.set()
@@ -812,6 +814,12 @@ class DaskExecutor:
             # Written off the loop before the job is done (a cancel meanwhile finds it
             # done already).
             self._tg.start_soon(self._deliver, task, output, artifacts)
+
+    async def _placer(self) -> None:
+        while True:
+            await self._place_wake.wait()
+            self._place_wake = anyio.Event()
+            self._place()
 
     # -- what the Dask loop tells
 
