@@ -245,7 +245,7 @@ class _Remote:
         self._finished: list[tuple[str, Any]] = []
         self._gathering: Any = None
         self._flush: Any = None  # set when every job still out has finished
-        self.gather_window_s = 0.0
+        self._window_s = 0.0  # the gather window (0: fetch at once)
         self._wake: Any = None
         self._libraries: tuple[str, ...] = ()
         self._expected: dict[str, str] = {}
@@ -369,7 +369,7 @@ class _Remote:
             self._flush.set()
 
     def set_gather_window(self, seconds: float) -> None:
-        self.gather_window_s = seconds
+        self._window_s = seconds
 
     async def _gather(self) -> None:
         """Fetch every finished result, one request per batch (not per job).
@@ -379,10 +379,10 @@ class _Remote:
         scheduler to the workers and back, and costs the three of them far more than
         one more result in it does."""
         while self._finished:
-            if self.gather_window_s and len(self._finished) < len(self._futures):
+            if self._window_s and len(self._finished) < len(self._futures):
                 self._flush.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush.wait(), self.gather_window_s)
+                    await asyncio.wait_for(self._flush.wait(), self._window_s)
             batch, self._finished = self._finished, []
             try:
                 results = await self.client.gather([f for _, f in batch], errors="raise")
