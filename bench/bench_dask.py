@@ -5,7 +5,9 @@
    same plugin body N times through bare ``client.submit`` on the same cluster,
    interleaved run by run so both see the same machine conditions (result cache and
    trace file off: this is the orchestration). Prints the per-plugin wall time of
-   each and their ratio.
+   each and their ratio, and the CPU time of every process (this one with the
+   scheduler, the Dask workers, the job processes) per plugin on each side: on a
+   loaded machine the steadier of the two.
 2. The whole fleet on a generated log (default 10M rows, ``ops_incidents``): one cold
    run on two Dask workers (a ``LocalCluster`` the engine starts) and one on the
    local process pool (two workers). Prints wall time and the peak memory of the
@@ -21,6 +23,7 @@ executor and are printed apart).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -33,7 +36,7 @@ import anyio
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_fleet import PeakSampler  # noqa: E402
+from bench_fleet import PeakSampler, _tree  # noqa: E402
 from bench_overhead import make_fleet  # noqa: E402
 
 from engine import LOG_NAME, Engine, read_log  # noqa: E402
@@ -51,6 +54,19 @@ def bare_run(client: object, n: int) -> float:
     return time.perf_counter() - start
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and its live descendants."""
+    ticks = 0
+    for pid in _tree(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def orchestration_s(run_dir: Path) -> float:
     """From ``run_started`` to ``run_finished`` in the log: the run without the report
     artifacts written after it (``report.html`` draws a timeline of every plugin)."""
@@ -60,10 +76,12 @@ def orchestration_s(run_dir: Path) -> float:
 
 async def engine_runs(
     root: Path, dataset: Path, scheduler: str, client: object, n: int, repeat: int
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
     bare: list[float] = []
     engine: list[float] = []
     orchestration: list[float] = []
+    bare_cpu: list[float] = []
+    engine_cpu: list[float] = []
     async with Engine(
         plugins_dir=root / "plugins",
         runs_dir=root / "runs",
@@ -75,13 +93,17 @@ async def engine_runs(
     ) as eng:
         await eng.run(dataset)  # warm: code shipped, job processes up, data fetched
         for _ in range(repeat):
+            cpu = tree_cpu_s()
             bare.append(await anyio.to_thread.run_sync(bare_run, client, n))
+            bare_cpu.append(tree_cpu_s() - cpu)
+            cpu = tree_cpu_s()
             start = time.perf_counter()
             result = await eng.run(dataset)
             engine.append(time.perf_counter() - start)
+            engine_cpu.append(tree_cpu_s() - cpu)
             orchestration.append(orchestration_s(result.run_dir))
             assert result.report.summary.na == result.report.summary.plugins == n
-    return bare, engine, orchestration
+    return bare, engine, orchestration, bare_cpu, engine_cpu
 
 
 def per_plugin(args: argparse.Namespace) -> float:
@@ -102,7 +124,7 @@ def per_plugin(args: argparse.Namespace) -> float:
             Client(cluster) as client,
         ):
             bare_run(client, 4 * args.plugins)  # warm: workers up, the module imported
-            bare, engine, orchestration = anyio.run(
+            bare, engine, orchestration, bare_cpu, engine_cpu = anyio.run(
                 engine_runs,
                 root,
                 dataset,
@@ -124,6 +146,11 @@ def per_plugin(args: argparse.Namespace) -> float:
     print(f"engine on dask, whole run (report artifacts included): {ms(engine)}")
     print(f"engine on dask, run_started..run_finished (event log, lanes): {ms(orchestration)}")
     print(f"whole-run ratio {statistics.median(engine) / statistics.median(bare):.2f}")
+    cpu_ratio = statistics.median(engine_cpu) / statistics.median(bare_cpu)
+    print(
+        f"CPU of all processes: bare {ms(bare_cpu)}; engine, whole run {ms(engine_cpu)}; "
+        f"ratio {cpu_ratio:.2f}"
+    )
     return statistics.median(orchestration) / statistics.median(bare)
 
 

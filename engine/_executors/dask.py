@@ -5,17 +5,20 @@ contract as the process pool (:mod:`.base`).
   under asyncio or trio. The client (and, without a scheduler address, a
   ``LocalCluster`` of worker processes) lives on its own asyncio loop in a thread
   started with anyio's ``start_blocking_portal``. The executor calls into it with
-  ``portal.start_task_soon`` (submit, cancel: never waiting) and
-  ``portal.call_async`` (start, stop, and one long poll that returns every message
-  queued since the last), so neither loop ever blocks on the other and a burst of
-  completions costs one hop.
+  ``portal.start_task_soon`` (submit, cancel: never waiting; the jobs placed
+  together go in one call) and ``portal.call_async`` (start, stop, and one long poll
+  that returns every message queued since the last), so neither loop ever blocks on
+  the other and a burst of submissions or completions costs one hop.
 - **Placement is the executor's.** It knows each worker's threads and pins every
   job to the worker it chose (``workers=[address]``, ``allow_other_workers=False``,
   ``retries=0``): Dask never moves or re-runs a job on its own, so a job that
   began runs at most once. Jobs wait in priority order; a worker gets up to
   ``1 + pipeline`` per thread: 2 normally, 65 while recent jobs are under 20 ms, since a
   round trip through the scheduler takes tens of milliseconds and a worker with
-  short jobs must never wait for its next one.
+  short jobs must never wait for its next one. Finished results are fetched in
+  batches; while jobs are short a batch waits up to 50 ms for the jobs still out (not
+  once none is left), so a fetch, a trip through the scheduler to the workers,
+  brings many results rather than one or two.
 - **Real starts.** The worker says when a job actually begins (a Dask event,
   forwarded to this client): that is ``JobStarted``, and the timeout runs from it.
 - **Lost workers.** The scheduler's ``remove-worker`` event ends the job that was
@@ -132,6 +135,10 @@ class _Worker:
         self.shipped: set[str] = set()  # bundle hashes this worker was sent
 
 
+_Send = tuple[str, bytes, str, int]
+"""A placed job for the Dask loop: (key, request, worker address, priority)."""
+
+
 class _DataRef(msgspec.Struct, frozen=True):
     fingerprint: str
     url: str
@@ -237,6 +244,8 @@ class _Remote:
         self._messages: list[tuple[Any, ...]] = []
         self._finished: list[tuple[str, Any]] = []
         self._gathering: Any = None
+        self._flush: Any = None  # set when every job still out has finished
+        self._window_s = 0.0  # the gather window (0: fetch at once)
         self._wake: Any = None
         self._libraries: tuple[str, ...] = ()
         self._expected: dict[str, str] = {}
@@ -260,6 +269,7 @@ class _Remote:
         # engine installed.
         cloudpickle.register_pickle_by_value(dask_worker)
         self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
         self._libraries = libraries
         self._expected = dask_worker.worker_environment(libraries)
         if scheduler is None:
@@ -307,34 +317,29 @@ class _Remote:
             if address in found
         )
 
-    def submit(
-        self,
-        run_task: Callable[..., Any],
-        key: str,
-        request: dict[str, Any],
-        address: str,
-        priority: int,
-    ) -> None:
+    def submit(self, run_task: Callable[..., Any], jobs: Sequence[_Send]) -> None:
+        """Submit every job the executor placed in one pass (one hop between the loops)."""
         import asyncio
 
-        try:
-            future = self.client.submit(
-                run_task,
-                request,
-                key=key,
-                workers=[address],
-                allow_other_workers=False,
-                retries=0,
-                priority=-priority,  # Dask runs higher numbers first
-                pure=False,
-            )
-        except Exception as exc:
-            self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
-            return
-        self._futures[key] = future
-        waiter = asyncio.ensure_future(self._result(key, future))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
+        for key, request, address, priority in jobs:
+            try:
+                future = self.client.submit(
+                    run_task,
+                    request,
+                    key=key,
+                    workers=[address],
+                    allow_other_workers=False,
+                    retries=0,
+                    priority=-priority,  # Dask runs higher numbers first
+                    pure=False,
+                )
+            except Exception as exc:
+                self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
+                continue
+            self._futures[key] = future
+            waiter = asyncio.ensure_future(self._result(key, future))
+            self._waiters.add(waiter)
+            waiter.add_done_callback(self._waiters.discard)
 
     async def _result(self, key: str, future: Any) -> None:
         """Wait for one job's task; finished results are fetched in batches."""
@@ -346,6 +351,9 @@ class _Remote:
                 self._finished.append((key, future))
                 if self._gathering is None or self._gathering.done():
                     self._gathering = asyncio.ensure_future(self._gather())
+                    self._waiters.add(self._gathering)
+                    self._gathering.add_done_callback(self._waiters.discard)
+                self._check_flush()
                 return
             await future.result()  # raises what the task raised
             raise EngineInternalError(f"Dask task {key} ended {future.status}")
@@ -354,10 +362,27 @@ class _Remote:
         except Exception as exc:
             self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
         self._futures.pop(key, None)  # released: the scheduler forgets the key
+        self._check_flush()
+
+    def _check_flush(self) -> None:
+        if len(self._finished) >= len(self._futures):
+            self._flush.set()
+
+    def set_gather_window(self, seconds: float) -> None:
+        self._window_s = seconds
 
     async def _gather(self) -> None:
-        """Fetch every finished result, one request per batch (not per job)."""
+        """Fetch every finished result, one request per batch (not per job).
+
+        With a gather window (while jobs are short), a batch first waits up to that
+        long for the jobs still out, unless none is left: a fetch goes through the
+        scheduler to the workers and back, and costs the three of them far more than
+        one more result in it does."""
         while self._finished:
+            if self._window_s and len(self._finished) < len(self._futures):
+                self._flush.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), self._window_s)
             batch, self._finished = self._finished, []
             try:
                 results = await self.client.gather([f for _, f in batch], errors="raise")
@@ -450,6 +475,8 @@ class DaskExecutor:
         start_timeout_s: how long to wait for the scheduler and a first worker.
         no_worker_timeout_s: with no worker left, how long waiting jobs wait for one
             to join before they end ``EXECUTOR_UNAVAILABLE``.
+        gather_window_s: while recent jobs are short (under ``short_job_s``), how
+            long finished results wait for others before one fetch brings them all.
     """
 
     name = "dask"
@@ -464,6 +491,7 @@ class DaskExecutor:
         pipeline: int = 1,
         short_pipeline: int = 64,
         short_job_s: float = 0.02,
+        gather_window_s: float = 0.05,
         start_timeout_s: float = 120.0,
         no_worker_timeout_s: float = 60.0,
     ) -> None:
@@ -481,6 +509,7 @@ class DaskExecutor:
         self._pipeline = pipeline
         self._short_pipeline = short_pipeline
         self._short_job_s = short_job_s
+        self._gather_window_s = gather_window_s
         self._recent_s = math.inf
         self._start_timeout_s = start_timeout_s
         self._no_worker_timeout_s = no_worker_timeout_s
@@ -500,10 +529,12 @@ class DaskExecutor:
         self._bundles: dict[str, bytes | Failed] = {}  # by code hash
         self._datasets: dict[str, _DataRef | Failed] = {}  # by fingerprint
         self._prepare_wake = anyio.Event()
+        self._place_wake = anyio.Event()
         self._workers_changed = anyio.Event()
         self._tmp_store: str | None = None
         self._host = ""  # the worker plugin's name
         self._run_task: Callable[..., Any] = dask_worker.run_task
+        self._encoder = msgspec.msgpack.Encoder()
         self._unavailable: str | None = None  # why jobs cannot be placed now
         self.excluded: dict[str, str] = {}
         """Workers that joined but are not used (their versions differ), and why."""
@@ -559,6 +590,7 @@ class DaskExecutor:
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self._pump)
+        tg.start_soon(self._placer)
         tg.start_soon(self._prepare)
         tg.start_soon(self._watch_workers)
         return self
@@ -604,7 +636,7 @@ class DaskExecutor:
         self._tasks[seq] = task
         if job.code_hash in self._bundles and job.dataset.fingerprint in self._datasets:
             self._queue(task)
-            self._place()
+            self._place_wake.set()  # once for a burst of submissions: one hop, in priority order
         else:
             self._waiting.append(task)
             self._prepare_wake.set()
@@ -694,6 +726,7 @@ class DaskExecutor:
                 if task.state == "queued":
                     self._fail(task, "EXECUTOR_UNAVAILABLE", self._unavailable)
             backlog.clear()
+        outbox: list[_Send] = []
         while backlog:
             task = backlog[0][2]
             if task.state != "queued":
@@ -701,9 +734,11 @@ class DaskExecutor:
                 continue
             worker = self._choose()
             if worker is None:
-                return
+                break
             heapq.heappop(backlog)
-            self._send(task, worker)
+            self._send(task, worker, outbox)
+        if outbox:
+            self._call(self._remote.submit, self._run_task, outbox)
 
     def _choose(self) -> _Worker | None:
         workers = list(self._workers.values())
@@ -715,7 +750,7 @@ class DaskExecutor:
             return None
         return min(idle, key=lambda w: (len(w.tasks) / w.nthreads, w.index))
 
-    def _send(self, task: _Task, worker: _Worker) -> None:
+    def _send(self, task: _Task, worker: _Worker, outbox: list[_Send]) -> None:
         task.attempt += 1
         task.key = f"engine-{self._id}-{task.ticket.seq}-{task.attempt}"
         task.state = "sent"
@@ -729,11 +764,11 @@ class DaskExecutor:
         request: dict[str, Any] = {
             "host": self._host,
             "topic": self._remote.topic,
-            "job": msgspec.msgpack.encode(job),
+            "job": job,
             "code_hash": job.code_hash,
             "contracts_version": CONTRACTS_VERSION,
             "runtime_hash": runtime_hash,
-            "data": msgspec.structs.asdict(ref),
+            "data": ref,
             "timeout_s": task.timeout_s,
             "memory_mb": task.memory_mb,
         }
@@ -743,9 +778,7 @@ class DaskExecutor:
         if job.code_hash not in worker.shipped:
             request["code"] = self._bundles[job.code_hash]
             worker.shipped.add(job.code_hash)
-        self._call(
-            self._remote.submit, self._run_task, task.key, request, worker.address, task.priority
-        )
+        outbox.append((task.key, self._encoder.encode(request), worker.address, task.priority))
 
     def _call(self, func: Callable[..., Any], *args: Any) -> None:
         """Start ``func`` on the Dask loop without waiting for it."""
@@ -782,6 +815,12 @@ class DaskExecutor:
             # done already).
             self._tg.start_soon(self._deliver, task, output, artifacts)
 
+    async def _placer(self) -> None:
+        while True:
+            await self._place_wake.wait()
+            self._place_wake = anyio.Event()
+            self._place()
+
     # -- what the Dask loop tells
 
     async def _pump(self) -> None:
@@ -799,10 +838,18 @@ class DaskExecutor:
         task.started_at = anyio.current_time()
         task.reply(JobStarted(task.ticket, task.worker.index, pid, f"dask {address} pid {pid}"))
 
-    def _on_done(self, key: str, result: dict[str, Any] | None, error: str | None) -> None:
+    def _on_done(self, key: str, outcome: Any, error: str | None) -> None:
         task = self._by_key.get(key)
         if task is None or task.state == "done":
             return
+        result: dict[str, Any] | None = None
+        if isinstance(outcome, dict):  # cancelled, from this side
+            result = outcome
+        elif isinstance(outcome, bytes):
+            try:
+                result = msgspec.msgpack.decode(outcome, type=dict[str, Any])
+            except msgspec.DecodeError as exc:
+                error = f"undecodable outcome: {exc}"
         worker = task.worker
         status = result.get("status") if result is not None else None
         if status == "ended":
@@ -907,6 +954,9 @@ class DaskExecutor:
                 self._place()
 
     def _observe(self, duration_s: float) -> None:
+        short = self._recent_s < self._short_job_s
         self._recent_s = (
             duration_s if math.isinf(self._recent_s) else 0.8 * self._recent_s + 0.2 * duration_s
         )
+        if short != (self._recent_s < self._short_job_s):
+            self._call(self._remote.set_gather_window, 0.0 if short else self._gather_window_s)

@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -216,6 +217,10 @@ class _Child:
         self.runtime = runtime
         self.imported: set[str] = set()  # code hashes this process has been given
         self.seq = 0
+        # One poll set for the process's life (``Connection.poll`` builds a selector
+        # per call, twice a job).
+        self.poller = select.poll()
+        self.poller.register(conn.fileno(), select.POLLIN)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -437,7 +442,7 @@ class EngineHost:
         began (it never ran: the caller starts another)."""
         job_dir = self.root / "jobs" / key
         artifacts = job_dir / "artifacts"
-        job = msgspec.msgpack.decode(request["job"])
+        job = request["job"]
         job["plugin_dir"] = str(code)
         job["artifacts_dir"] = str(artifacts)
         job["dataset"]["db_path"] = str(data)
@@ -514,7 +519,7 @@ class EngineHost:
         """``("frame", message)`` (decoded, with ``_raw``), ``("tick", {})`` after a
         watch interval without one, ``("dead", {})`` when the process died."""
         try:
-            if not child.conn.poll(WATCH_INTERVAL_S):
+            if not child.poller.poll(WATCH_INTERVAL_S * 1000):
                 return "tick", {}
             raw = child.conn.recv_bytes()
         except (EOFError, OSError):
@@ -613,18 +618,24 @@ def _fetch(url: str, final: Path, sha256: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def run_task(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The Dask task of one job: hand it to this worker's :class:`EngineHost`."""
+def run_task(request: bytes) -> bytes:
+    """The Dask task of one job: hand it to this worker's :class:`EngineHost`.
+
+    The request and the outcome are msgpack maps carried as bytes: what Dask
+    serializes, sizes and stores per job is one opaque value, never a nested
+    structure it walks."""
     from distributed import get_worker
 
     worker = get_worker()
-    plugin = worker.plugins.get(request["host"])
+    fields = msgspec.msgpack.decode(request)
+    plugin = worker.plugins.get(fields["host"])
     host: Any = getattr(plugin, "host", None)
     if host is None:
-        return {
+        outcome = {
             "status": "refused",
             "code": "EXECUTOR_UNAVAILABLE",
-            "message": f"Dask worker {worker.address} has no engine plugin {request['host']!r}",
+            "message": f"Dask worker {worker.address} has no engine plugin {fields['host']!r}",
         }
-    outcome: dict[str, Any] = host.run(request)
-    return outcome
+    else:
+        outcome = host.run(fields)
+    return msgspec.msgpack.encode(outcome)
