@@ -31,8 +31,6 @@ from attrs import define, field
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
 
 from contracts.events import Event
 
@@ -43,7 +41,8 @@ if TYPE_CHECKING:
 # that writes only trace.json (the default) never needs them, and they cost a
 # noticeable part of a cached rerun's start-up.
 
-from .spans import TraceBuilder, spans_from_events
+from .records import SCOPE_NAME, Trace, TraceBuilder, TraceSpan, Value
+from .spans import readable_spans, spans_from_events
 
 _logger = logging.getLogger(__name__)
 
@@ -160,11 +159,10 @@ def export_run(
 # The reference encoding is the exporter's own: ``encode_spans`` (the protobuf
 # ExportTraceServiceRequest) through the protobuf JSON mapping (``MessageToDict``),
 # ids turned to hex as OTLP JSON requires. It costs about 0.1 ms a span in pure
-# Python, and every run writes trace.json, so :func:`trace_dict` builds the same
-# JSON directly from the spans (about ten times faster): same fields, same field
-# order (the protobuf field numbers), same scalar mapping (int64 as strings,
-# integer enums, default values left out). A test holds the two equal, byte for
-# byte; a value the fast path does not know sends the trace down the reference path.
+# Python, and every run writes trace.json, so :func:`trace_json` encodes the same
+# JSON from the span records, as msgspec structs: same fields, same field order (the
+# protobuf field numbers), same scalar mapping (int64 as strings, integer enums,
+# default values left out). A test holds the two equal, byte for byte.
 
 
 def _hex(value: str) -> str:
@@ -196,127 +194,141 @@ def trace_dict_reference(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     return data
 
 
-class _Unsupported(Exception):
-    """A value the direct encoder does not map; the reference path handles it."""
+# The OTLP JSON messages, fields in protobuf field order; a field at its default
+# value is left out, as the protobuf JSON mapping leaves it out.
 
 
-_KINDS = {
-    SpanKind.INTERNAL: 1,
-    SpanKind.SERVER: 2,
-    SpanKind.CLIENT: 3,
-    SpanKind.PRODUCER: 4,
-    SpanKind.CONSUMER: 5,
-}
+class _String(msgspec.Struct, gc=False):
+    stringValue: str
 
 
-def _value(value: object) -> dict[str, Any]:
+class _Bool(msgspec.Struct, gc=False):
+    boolValue: bool
+
+
+class _Int(msgspec.Struct, gc=False):
+    intValue: str  # int64: a string in the JSON mapping
+
+
+class _Double(msgspec.Struct, gc=False):
+    doubleValue: float | str  # NaN and the infinities are strings
+
+
+class _Values(msgspec.Struct, omit_defaults=True, gc=False):
+    values: list[_AnyValue] = []
+
+
+class _Array(msgspec.Struct, gc=False):
+    arrayValue: _Values
+
+
+_AnyValue = _String | _Bool | _Int | _Double | _Array
+
+
+class _KeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: _AnyValue
+
+
+class _Event(msgspec.Struct, omit_defaults=True, gc=False):
+    timeUnixNano: str
+    name: str
+    attributes: list[_KeyValue] = []
+
+
+class _Status(msgspec.Struct, omit_defaults=True, gc=False):
+    message: str = ""
+    code: int = 0
+
+
+class _Span(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    traceId: str
+    spanId: str
+    parentSpanId: str = ""
+    name: str
+    kind: int
+    startTimeUnixNano: str
+    endTimeUnixNano: str
+    attributes: list[_KeyValue] = []
+    events: list[_Event] = []
+    status: _Status
+    flags: int
+
+
+class _Scope(msgspec.Struct, gc=False):
+    name: str
+
+
+class _Resource(msgspec.Struct, gc=False):
+    attributes: list[_KeyValue]
+
+
+class _ScopeSpans(msgspec.Struct, gc=False):
+    scope: _Scope
+    spans: list[_Span]
+
+
+class _ResourceSpans(msgspec.Struct, gc=False):
+    resource: _Resource
+    scopeSpans: list[_ScopeSpans]
+
+
+class _Request(msgspec.Struct, omit_defaults=True, gc=False):
+    resourceSpans: list[_ResourceSpans] = []
+
+
+def _value(value: Value) -> _AnyValue:
     if isinstance(value, bool):
-        return {"boolValue": value}
+        return _Bool(value)
     if isinstance(value, str):
-        return {"stringValue": value}
+        return _String(value)
     if isinstance(value, int):
-        return {"intValue": str(value)}
+        return _Int(str(value))
     if isinstance(value, float):
         if math.isnan(value):
-            return {"doubleValue": "NaN"}
+            return _Double("NaN")
         if math.isinf(value):
-            return {"doubleValue": "Infinity" if value > 0 else "-Infinity"}
-        return {"doubleValue": value}
+            return _Double("Infinity" if value > 0 else "-Infinity")
+        return _Double(value)
     if isinstance(value, list | tuple):
-        values = [_value(v) for v in value]
-        return {"arrayValue": {"values": values} if values else {}}
-    raise _Unsupported(type(value).__name__)
+        return _Array(_Values([_value(v) for v in value]))
+    raise TypeError(f"attribute value of type {type(value).__name__}")
 
 
-def _attributes(attributes: Mapping[str, object]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _value(value)} for key, value in attributes.items()]
+def _attributes(attributes: Mapping[str, Value]) -> list[_KeyValue]:
+    return [_KeyValue(key, _value(value)) for key, value in attributes.items()]
 
 
-def _span_dict(span: ReadableSpan) -> dict[str, Any]:
-    context, parent = span.context, span.parent
-    if context is None or span.links or len(context.trace_state):
-        raise _Unsupported("span without context, with links or trace state")
-    out: dict[str, Any] = {
-        "traceId": f"{context.trace_id:032x}",
-        "spanId": f"{context.span_id:016x}",
-    }
-    if parent is not None:
-        out["parentSpanId"] = f"{parent.span_id:016x}"
-    out["name"] = span.name
-    out["kind"] = _KINDS[span.kind]
-    out["startTimeUnixNano"] = str(span.start_time or 0)
-    out["endTimeUnixNano"] = str(span.end_time or 0)
-    if span.attributes:
-        out["attributes"] = _attributes(span.attributes)
-    if span.events:
-        events = []
-        for event in span.events:
-            item: dict[str, Any] = {"timeUnixNano": str(event.timestamp), "name": event.name}
-            if event.attributes:
-                item["attributes"] = _attributes(event.attributes)
-            events.append(item)
-        out["events"] = events
-    status: dict[str, Any] = {}  # Status: message is field 2, code field 3
-    if span.status.description:
-        status["message"] = span.status.description
-    if span.status.status_code.value:
-        status["code"] = span.status.status_code.value
-    out["status"] = status
-    # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, plus IS_REMOTE for a remote parent.
-    out["flags"] = 0x100 | (0x200 if parent is not None and parent.is_remote else 0)
-    return out
+def _span(span: TraceSpan, trace_id: str) -> _Span:
+    return _Span(
+        traceId=trace_id,
+        spanId=f"{span.span_id:016x}",
+        parentSpanId=f"{span.parent:016x}" if span.parent else "",
+        name=span.name,
+        kind=1,  # SPAN_KIND_INTERNAL
+        startTimeUnixNano=str(span.start),
+        endTimeUnixNano=str(span.end),
+        attributes=_attributes(span.attributes),
+        events=[
+            _Event(str(mark.time), mark.name, _attributes(mark.attributes)) for mark in span.marks
+        ],
+        status=_Status(span.message, span.code),
+        flags=0x100,  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (a parent is never remote)
+    )
 
 
-def _scope_dict(scope: InstrumentationScope | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if scope is not None:
-        if scope.name:
-            out["name"] = scope.name
-        if scope.version:
-            out["version"] = scope.version
-        if scope.attributes:
-            out["attributes"] = _attributes(scope.attributes)
-    return out
-
-
-def _trace_dict_direct(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    # Grouped by resource, then scope, in first-seen order, as encode_spans does.
-    groups: dict[Resource, dict[InstrumentationScope | None, list[dict[str, Any]]]] = {}
-    for span in spans:
-        scopes = groups.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope or None, []).append(_span_dict(span))
-    resource_spans = []
-    for resource, scopes in groups.items():
-        listed = []
-        for scope, items in scopes.items():
-            entry: dict[str, Any] = {"scope": _scope_dict(scope), "spans": items}
-            if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            listed.append(entry)
-        block: dict[str, Any] = {"resource": {}}
-        if resource.attributes:
-            block["resource"]["attributes"] = _attributes(resource.attributes)
-        block["scopeSpans"] = listed
-        if resource.schema_url:
-            block["schemaUrl"] = resource.schema_url
-        resource_spans.append(block)
-    return {"resourceSpans": resource_spans} if resource_spans else {}
-
-
-def trace_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """``spans`` as the OTLP JSON object of an ``ExportTraceServiceRequest``
-    (identical to :func:`trace_dict_reference`, faster)."""
-    try:
-        return _trace_dict_direct(spans)
-    except _Unsupported:
-        return trace_dict_reference(spans)
-
-
-def trace_json(spans: Sequence[ReadableSpan]) -> bytes:
-    """``trace.json``: the OTLP JSON of ``spans`` (loadable in Jaeger's UI)."""
+def trace_json(trace: Trace) -> bytes:
+    """``trace.json``: the OTLP JSON ``ExportTraceServiceRequest`` of ``trace``
+    (loadable in Jaeger's UI; the same as :func:`trace_dict_reference` of its SDK spans)."""
+    request = _Request()
+    if trace.spans:
+        trace_id = f"{trace.trace_id:032x}"
+        spans = [_span(span, trace_id) for span in trace.spans]
+        resource = _Resource(_attributes(trace.resource))
+        request = _Request([_ResourceSpans(resource, [_ScopeSpans(_Scope(SCOPE_NAME), spans)])])
     # msgspec keeps the field order and indents in C (json.dumps with an indent falls
     # back to pure Python: several times slower on a large trace).
-    return msgspec.json.format(msgspec.json.encode(trace_dict(spans)), indent=2) + b"\n"
+    return msgspec.json.format(msgspec.json.encode(request), indent=2) + b"\n"
 
 
 # -- live ----------------------------------------------------------------------------
@@ -332,8 +344,11 @@ class LiveTraceExporter:
     what completed within ``linger_s`` (50 ms) of the first waiting span in one
     request. :meth:`close` flushes what is queued and stops the thread; call it off
     the event loop (it may wait on the network). Without an endpoint or exporter
-    there is no thread and ``on_event`` folds in the caller's thread. :meth:`spans`
+    there is no thread and ``on_event`` folds in the caller's thread. :meth:`trace`
     gives the whole trace folded (after :meth:`close`, when there is a thread).
+
+    The fold makes compact records (:mod:`telemetry.records`); only a batch about
+    to be sent is turned into the SDK's spans, which the OTLP exporter takes.
 
     Telemetry never fails a run: an error in the fold stops the fold and an export
     error is counted; both are recorded in :attr:`stats`, and the run goes on.
@@ -358,6 +373,7 @@ class LiveTraceExporter:
         self._broken = False
         self._gave_up = False
         self._closed = False
+        self._resource: tuple[dict[str, str], Resource] | None = None
         if self._exporter is not None:
             self._thread = threading.Thread(
                 target=self._work, name="telemetry-span-export", daemon=True
@@ -381,7 +397,7 @@ class LiveTraceExporter:
         elif not self._closed:
             self._queue.put(event)
 
-    def _fold(self, event: Event) -> list[ReadableSpan]:
+    def _fold(self, event: Event) -> list[TraceSpan]:
         if self._broken:
             return []
         try:
@@ -392,14 +408,14 @@ class LiveTraceExporter:
             _logger.warning("telemetry: %s", self.stats.errors[-1])
             return []
 
-    def spans(self) -> list[ReadableSpan]:
+    def trace(self) -> Trace:
         """The whole trace folded so far (see :meth:`TraceBuilder.spans`)."""
-        return self.builder.spans()
+        return self.builder.trace()
 
     def _work(self) -> None:
         exporter = self._exporter
         assert exporter is not None
-        batch: list[ReadableSpan] = []
+        batch: list[TraceSpan] = []
         deadline = math.inf
         while True:
             # Like the SDK's BatchSpanProcessor: gather what completes within a short
@@ -423,12 +439,16 @@ class LiveTraceExporter:
             if stop:
                 return
 
-    def _export(self, exporter: SpanExporter, batch: list[ReadableSpan]) -> None:
+    def _export(self, exporter: SpanExporter, batch: list[TraceSpan]) -> None:
         if self._gave_up:
             self.stats.failed += len(batch)
             return
+        attributes = self.builder.resource
+        if self._resource is None or self._resource[0] is not attributes:
+            self._resource = (attributes, Resource(attributes))
+        spans = readable_spans(self.builder.trace_id, self._resource[1], batch)
         failed = self.stats.failed
-        _send(exporter, batch, self.stats)
+        _send(exporter, spans, self.stats)
         if self.stats.failed > failed:
             # The exporter already retried until its timeout: a collector that is
             # down would make every later batch wait as long again.
