@@ -295,11 +295,28 @@ def _value(value: Value) -> _AnyValue:
     raise TypeError(f"attribute value of type {type(value).__name__}")
 
 
-def _attributes(attributes: Mapping[str, Value]) -> list[_KeyValue]:
-    return [_KeyValue(key, _value(value)) for key, value in attributes.items()]
+class _Attributes:
+    """Makes attribute lists; a string or boolean attribute's struct is made once per
+    trace and shared (most repeat from span to span: lanes, statuses, reasons)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str | bool], _KeyValue] = {}
+
+    def __call__(self, attributes: Mapping[str, Value]) -> list[_KeyValue]:
+        made = self._made
+        out = []
+        for key, value in attributes.items():
+            if type(value) is str or type(value) is bool:
+                item = made.get((key, value))
+                if item is None:
+                    item = made[key, value] = _KeyValue(key, _value(value))
+            else:
+                item = _KeyValue(key, _value(value))
+            out.append(item)
+        return out
 
 
-def _span(span: TraceSpan, trace_id: str) -> _Span:
+def _span(span: TraceSpan, trace_id: str, attributes: _Attributes) -> _Span:
     return _Span(
         traceId=trace_id,
         spanId=f"{span.span_id:016x}",
@@ -308,9 +325,9 @@ def _span(span: TraceSpan, trace_id: str) -> _Span:
         kind=1,  # SPAN_KIND_INTERNAL
         startTimeUnixNano=str(span.start),
         endTimeUnixNano=str(span.end),
-        attributes=_attributes(span.attributes),
+        attributes=attributes(span.attributes),
         events=[
-            _Event(str(mark.time), mark.name, _attributes(mark.attributes)) for mark in span.marks
+            _Event(str(mark.time), mark.name, attributes(mark.attributes)) for mark in span.marks
         ],
         status=_Status(span.message, span.code),
         flags=0x100,  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (a parent is never remote)
@@ -323,8 +340,9 @@ def trace_json(trace: Trace) -> bytes:
     request = _Request()
     if trace.spans:
         trace_id = f"{trace.trace_id:032x}"
-        spans = [_span(span, trace_id) for span in trace.spans]
-        resource = _Resource(_attributes(trace.resource))
+        attributes = _Attributes()
+        spans = [_span(span, trace_id, attributes) for span in trace.spans]
+        resource = _Resource(attributes(trace.resource))
         request = _Request([_ResourceSpans(resource, [_ScopeSpans(_Scope(SCOPE_NAME), spans)])])
     # msgspec keeps the field order and indents in C (json.dumps with an indent falls
     # back to pure Python: several times slower on a large trace).

@@ -85,14 +85,14 @@ def span_id_of(
     ``span_id_of(run, lane, plugin)`` a plugin span and
     ``span_id_of(run, lane, plugin, index)`` the plugin's child span ``index``.
     """
-    parts = ["span", run_id]
+    parts = "span\x1f" + run_id
     if lane is not None:
-        parts += ["lane", lane]
+        parts += "\x1flane\x1f" + lane
     if plugin_id is not None:
-        parts += ["plugin", plugin_id]
+        parts += "\x1fplugin\x1f" + plugin_id
     if child is not None:
-        parts += ["child", str(child)]
-    return int.from_bytes(_digest(*parts)[:8], "big") or 1
+        parts += f"\x1fchild\x1f{child}"
+    return int.from_bytes(hashlib.sha256(parts.encode()).digest()[:8], "big") or 1
 
 
 def nanos(wall: float) -> int:
@@ -179,6 +179,7 @@ class TraceBuilder:
         self._resource = {"service.name": SERVICE_NAME}
         self._done: dict[str, list[TraceSpan]] = {}
         self._closing: list[TraceSpan] = []
+        self._lane_ids: dict[str, int] = {}
 
     @property
     def run_id(self) -> str:
@@ -365,7 +366,7 @@ class TraceBuilder:
             _span(
                 pid,
                 own,
-                span_id_of(run_id, step.lane),
+                self._lane_id(step.lane),
                 start,
                 end,
                 _plugin_attrs(record),
@@ -374,6 +375,8 @@ class TraceBuilder:
                 message,
             )
         ]
+        if not record.children:
+            return spans
         known = {c.index for c in record.children}
         for child in sorted(record.children, key=lambda c: c.index):
             parent = (
@@ -394,6 +397,12 @@ class TraceBuilder:
                 )
             )
         return spans
+
+    def _lane_id(self, lane: str) -> int:
+        span_id = self._lane_ids.get(lane)
+        if span_id is None:
+            span_id = self._lane_ids[lane] = span_id_of(self.run_id, lane)
+        return span_id
 
     def _lane_spans(self) -> list[TraceSpan]:
         lanes: dict[str, list[_Plugin]] = {}
@@ -423,7 +432,7 @@ class TraceBuilder:
             out.append(
                 _span(
                     f"lane {lane}",
-                    span_id_of(run_id, lane),
+                    self._lane_id(lane),
                     span_id_of(run_id),
                     start,
                     end,
@@ -506,10 +515,11 @@ def _result_attrs(event: PluginFinished | PreflightFailed) -> Attrs:
     return attrs
 
 
+_TAGS: dict[type, str] = {kind: str(kind.__struct_config__.tag) for kind in (Ok, Na, Failed)}
+
+
 def _tag(result: PluginResult) -> str:
-    tag = result.__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    return _TAGS[type(result)]
 
 
 def _status_of(record: _Plugin) -> str:
