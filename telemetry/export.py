@@ -22,8 +22,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -41,10 +41,12 @@ if TYPE_CHECKING:
 # that writes only trace.json (the default) never needs them, and they cost a
 # noticeable part of a cached rerun's start-up.
 
+from .protobuf import SpanEncoder
 from .records import SCOPE_NAME, Trace, TraceBuilder, TraceSpan, Value
 from .spans import readable_spans, spans_from_events
 
 _logger = logging.getLogger(__name__)
+_S = TypeVar("_S")
 
 SIGNAL_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics"}
 DEFAULT_TIMEOUT_S = 10.0
@@ -103,19 +105,39 @@ class ExportStats:
         return self.failed == 0 and not self.errors
 
 
-def _send(exporter: SpanExporter, spans: Sequence[ReadableSpan], stats: ExportStats) -> None:
+def _send(spans: Sequence[_S], export: Callable[[Sequence[_S]], bool], stats: ExportStats) -> None:
+    """``export`` each batch of ``spans`` (True: sent), counted in ``stats``."""
     for start in range(0, len(spans), MAX_BATCH):
         chunk = spans[start : start + MAX_BATCH]
         stats.requests += 1
         try:
-            result = exporter.export(chunk)
+            sent = export(chunk)
         except Exception as exc:  # an exporter must not take the run down
-            result = SpanExportResult.FAILURE
+            sent = False
             stats.errors.append(f"{type(exc).__name__}: {exc}")
-        if result is SpanExportResult.SUCCESS:
+        if sent:
             stats.exported += len(chunk)
         else:
             stats.failed += len(chunk)
+
+
+def _exporting(exporter: SpanExporter) -> Callable[[Sequence[ReadableSpan]], bool]:
+    return lambda spans: exporter.export(spans) is SpanExportResult.SUCCESS
+
+
+def _posting(exporter: SpanExporter) -> Callable[[bytes], bool] | None:
+    """The OTLP/HTTP exporter's own client, to send requests encoded from the span
+    records (:mod:`telemetry.protobuf`) with the exporter's endpoint, headers,
+    compression, TLS and retries; ``None`` for any other exporter, or an exporter
+    without that client (another SDK version), which is given SDK spans instead."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if type(exporter) is not OTLPSpanExporter:
+        return None
+    post = getattr(getattr(exporter, "_client", None), "export", None)
+    if not callable(post):
+        return None
+    return lambda data: bool(post(data).success)
 
 
 def export_spans(
@@ -140,7 +162,7 @@ def export_spans(
     )
     stats = ExportStats(endpoint=signal_endpoint(endpoint, "traces") if endpoint else "")
     try:
-        _send(chosen, spans, stats)
+        _send(spans, _exporting(chosen), stats)
     finally:
         if own:
             chosen.shutdown()
@@ -365,8 +387,9 @@ class LiveTraceExporter:
     there is no thread and ``on_event`` folds in the caller's thread. :meth:`trace`
     gives the whole trace folded (after :meth:`close`, when there is a thread).
 
-    The fold makes compact records (:mod:`telemetry.records`); only a batch about
-    to be sent is turned into the SDK's spans, which the OTLP exporter takes.
+    The fold makes compact records (:mod:`telemetry.records`). A batch is encoded
+    from them (:mod:`telemetry.protobuf`) and posted by the OTLP exporter's own
+    client; any other exporter is given the SDK's spans of the batch.
 
     Telemetry never fails a run: an error in the fold stops the fold and an export
     error is counted; both are recorded in :attr:`stats`, and the run goes on.
@@ -391,7 +414,7 @@ class LiveTraceExporter:
         self._broken = False
         self._gave_up = False
         self._closed = False
-        self._resource: tuple[dict[str, str], Resource] | None = None
+        self._sending: Callable[[Sequence[TraceSpan]], bool] | None = None
         if self._exporter is not None:
             self._thread = threading.Thread(
                 target=self._work, name="telemetry-span-export", daemon=True
@@ -461,17 +484,28 @@ class LiveTraceExporter:
         if self._gave_up:
             self.stats.failed += len(batch)
             return
-        attributes = self.builder.resource
-        if self._resource is None or self._resource[0] is not attributes:
-            self._resource = (attributes, Resource(attributes))
-        spans = readable_spans(self.builder.trace_id, self._resource[1], batch)
         failed = self.stats.failed
-        _send(exporter, spans, self.stats)
+        _send(batch, self._sender(exporter), self.stats)
         if self.stats.failed > failed:
             # The exporter already retried until its timeout: a collector that is
             # down would make every later batch wait as long again.
             self._gave_up = True
             self.stats.errors.append("an export failed; the run's remaining spans were not sent")
+
+    def _sender(self, exporter: SpanExporter) -> Callable[[Sequence[TraceSpan]], bool]:
+        """How a batch of records is sent: encoded here and posted by the exporter's
+        client, or turned into SDK spans for the exporter. Made at the first batch:
+        no span completes before ``run_started``, which sets the trace id and resource."""
+        if self._sending is None:
+            trace_id, resource = self.builder.trace_id, self.builder.resource
+            post = _posting(exporter)
+            if post is not None:
+                encoder = SpanEncoder(trace_id, resource)
+                self._sending = lambda spans: post(encoder.request(spans))
+            else:
+                export, sdk_resource = _exporting(exporter), Resource(resource)
+                self._sending = lambda spans: export(readable_spans(trace_id, sdk_resource, spans))
+        return self._sending
 
     def close(self, timeout_s: float = 30.0) -> ExportStats:
         """Flush the queue, stop the export thread and shut the exporter down.

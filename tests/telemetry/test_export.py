@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
@@ -208,6 +209,34 @@ async def test_every_run_writes_trace_json(tmp_path: Path, dataset_csv: Path) ->
     assert statuses["broken"][0] == "failed"
     assert statuses["after_broken"] == ("na", "UPSTREAM_FAILED")
     assert second.state.plugins["quiet"].cached
+
+
+def test_the_otlp_exporter_is_handed_requests_encoded_from_the_records(
+    receiver: Receiver,
+) -> None:
+    # The live export's fast path: the exporter's own client posts what
+    # telemetry.protobuf encoded (another SDK version without it would get SDK spans).
+    from telemetry.export import _posting, span_exporter
+
+    exporter = span_exporter(receiver.url)
+    try:
+        assert _posting(exporter) is not None
+    finally:
+        exporter.shutdown()
+    assert _posting(GatedExporter()) is None
+    live = LiveTraceExporter(receiver.url)
+    for event in synthetic_events():
+        live.on_event(event)
+    stats = live.close()
+    assert stats.ok and stats.exported == len(spans_from_events(synthetic_events()))
+    # What arrived, decoded with the official definitions, is what the SDK's own
+    # encoder makes of the same spans.
+    [expected] = encode_spans(spans_from_events(synthetic_events())).resource_spans
+    received = receiver.spans()
+    assert len(received) == len(expected.scope_spans[0].spans)
+    assert sorted(s.SerializeToString() for s in received) == sorted(
+        s.SerializeToString() for s in expected.scope_spans[0].spans
+    )
 
 
 def test_a_bad_endpoint_is_a_config_error(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import telemetry
 from contracts.events import Event, PluginFinished, RunResumed
 from engine import fold, read_log
 from telemetry.export import trace_dict_reference, trace_json
+from telemetry.protobuf import SpanEncoder
 from telemetry.records import (
     ERROR,
     SpanMark,
@@ -227,6 +228,15 @@ def test_a_resumed_plugin_keeps_one_span_with_both_attempts() -> None:
     assert inner.parent is not None and inner.parent.span_id == explain.context.span_id
 
 
+def reference_protobuf(trace: Trace) -> bytes:
+    """The request as the exporter's own encoder serializes it."""
+    return encode_spans(trace_spans(trace)).SerializeToString()
+
+
+def protobuf(trace: Trace) -> bytes:
+    return SpanEncoder(trace.trace_id, trace.resource).request(trace.spans)
+
+
 def reference_json(trace: Trace) -> bytes:
     """trace.json as the exporter's protobuf encoder and the protobuf JSON mapping make it."""
     data = trace_dict_reference(trace_spans(trace))
@@ -253,7 +263,7 @@ def test_trace_json_is_otlp_json_with_hex_ids() -> None:
     assert trace_json(trace) == trace_json(trace_from_events(synthetic_events()))
 
 
-def test_trace_json_maps_every_value_as_the_protobuf_mapping_does() -> None:
+def test_encoders_map_every_value_as_the_sdk_encoder_does() -> None:
     trace = trace_from_events(synthetic_events())
     odd = TraceSpan(
         name="odd \u2603",
@@ -280,6 +290,7 @@ def test_trace_json_maps_every_value_as_the_protobuf_mapping_does() -> None:
     for spans in (trace.spans, [*trace.spans, odd], [odd, bare], []):
         case = Trace(trace.trace_id, trace.resource, spans)
         assert trace_json(case) == reference_json(case)
+        assert protobuf(case) == reference_protobuf(case)
 
 
 def _logs() -> list[tuple[str, list[Event]]]:
@@ -288,7 +299,7 @@ def _logs() -> list[tuple[str, list[Event]]]:
 
 
 @pytest.mark.parametrize(("name", "events"), _logs(), ids=[n for n, _ in _logs()])
-def test_trace_json_of_every_prefix_of_real_logs_is_the_reference(
+def test_encodings_of_every_prefix_of_real_logs_are_the_reference(
     name: str, events: list[Event]
 ) -> None:
     # Recorded runs (failed, na, cached, preflight-failed and upstream-failed plugins,
@@ -297,3 +308,4 @@ def test_trace_json_of_every_prefix_of_real_logs_is_the_reference(
     for end in range(len(events) + 1):
         trace = trace_from_events(events[:end])
         assert trace_json(trace) == reference_json(trace), f"{name} cut at {end}"
+        assert protobuf(trace) == reference_protobuf(trace), f"{name} cut at {end}"
