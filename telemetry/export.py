@@ -1,27 +1,26 @@
 """Exporting a run's spans: OTLP over HTTP, OTLP JSON files, and live during a run.
 
 - :func:`export_spans` sends spans to an OTLP/HTTP endpoint (a collector, Jaeger).
-- :func:`trace_json` encodes spans as an OTLP JSON ``ExportTraceServiceRequest``
-  (what the exporter's own protobuf encoder and the protobuf JSON mapping give,
-  with the OTLP deviations: hex trace and span ids, integer enums): the
-  ``trace.json`` that Jaeger's UI loads from a file.
-- :class:`LiveTraceExporter` subscribes to a run's events: it folds each event as it
-  is appended and hands the spans an event completed (a plugin's span and its
-  children when the plugin ends; the lane and run spans when the run ends) to a
-  background thread that exports them, so the event loop never waits on the network.
+- :func:`trace_json` encodes a run's span records as an OTLP JSON
+  ``ExportTraceServiceRequest`` (what the exporter's own protobuf encoder and the
+  protobuf JSON mapping give, with the OTLP deviations: hex trace and span ids,
+  integer enums): the ``trace.json`` that Jaeger's UI loads from a file.
+- :class:`LiveTraceExporter` subscribes to a run's events: the event loop only queues
+  each event; a background thread folds them and exports the spans they completed (a
+  plugin's span and its children when the plugin ends; the lane and run spans when
+  the run ends), so the event loop never waits on the fold or the network.
 
-Live and re-exported spans come from the same fold (:mod:`telemetry.spans`), so
+Live and re-exported spans come from the same fold (:mod:`telemetry.records`), so
 their trace and span ids are identical.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import math
-import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -53,7 +52,8 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_BATCH = 512
 """Spans per OTLP request: keeps every request far below collectors' size limits."""
 LINGER_S = 0.05
-"""How long the live exporter waits for more spans to send in the same request."""
+"""How often the live exporter collects the events appended and sends the spans they
+completed (one request for all of them)."""
 
 
 class EventSubscriber(Protocol):
@@ -373,17 +373,15 @@ def trace_json(trace: Trace) -> bytes:
 
 # -- live ----------------------------------------------------------------------------
 
-_DUE: Any = object()  # the export thread's linger ran out
-
 
 class LiveTraceExporter:
     """Exports a run's spans as they complete, while the run goes on.
 
-    ``on_event`` runs in the caller's thread (the event loop) and only enqueues the
-    event; a daemon thread folds the events into spans and does the HTTP, sending
-    what completed within ``linger_s`` (50 ms) of the first waiting span in one
-    request. :meth:`close` flushes what is queued and stops the thread; call it off
-    the event loop (it may wait on the network). Without an endpoint or exporter
+    ``on_event`` runs in the caller's thread (the event loop) and only appends the
+    event to a queue; every ``linger_s`` (50 ms) a daemon thread folds what was
+    queued into spans and sends what completed in one request. :meth:`close`
+    flushes what is queued and stops the thread; call it off the event loop (it may
+    wait on the network). Without an endpoint or exporter
     there is no thread and ``on_event`` folds in the caller's thread. :meth:`trace`
     gives the whole trace folded (after :meth:`close`, when there is a thread).
 
@@ -409,7 +407,8 @@ class LiveTraceExporter:
         self._exporter: SpanExporter | None = exporter
         if exporter is None and endpoint is not None:
             self._exporter = span_exporter(endpoint, timeout_s=timeout_s)
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._pending: collections.deque[Event] = collections.deque()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._broken = False
         self._gave_up = False
@@ -436,7 +435,7 @@ class LiveTraceExporter:
         if self._thread is None:
             self._fold(event)
         elif not self._closed:
-            self._queue.put(event)
+            self._pending.append(event)
 
     def _fold(self, event: Event) -> list[TraceSpan]:
         if self._broken:
@@ -456,27 +455,16 @@ class LiveTraceExporter:
     def _work(self) -> None:
         exporter = self._exporter
         assert exporter is not None
-        batch: list[TraceSpan] = []
-        deadline = math.inf
         while True:
-            # Like the SDK's BatchSpanProcessor: gather what completes within a short
-            # delay into one request (one plugin per request would cost a round trip
-            # each), but never hold spans back longer than ``linger_s``.
-            wait = None if not batch else max(deadline - time.monotonic(), 0.0)
-            try:
-                event: Event | None = self._queue.get(timeout=wait)
-            except queue.Empty:
-                event = _DUE
-            stop = event is None
-            if event is not None and event is not _DUE:
-                completed = self._fold(event)
-                if completed and not batch:
-                    deadline = time.monotonic() + self._linger_s
-                batch += completed
-            due = stop or event is _DUE or time.monotonic() >= deadline
-            if batch and (due or len(batch) >= MAX_BATCH):
+            # Every ``linger_s``, fold what the run appended and send what it completed
+            # in one request. Never woken per event: each wake-up would take the
+            # interpreter from the event loop (one handoff per event appended).
+            stop = self._stop.wait(max(self._linger_s, 0.001))
+            batch: list[TraceSpan] = []
+            while self._pending:
+                batch += self._fold(self._pending.popleft())
+            if batch:
                 self._export(exporter, batch)
-                batch = []
             if stop:
                 return
 
@@ -518,7 +506,7 @@ class LiveTraceExporter:
         self._closed = True
         thread, exporter = self._thread, self._exporter
         if thread is not None and exporter is not None:
-            self._queue.put(None)
+            self._stop.set()
             thread.join(timeout_s)
             if thread.is_alive():
                 self.stats.errors.append(f"export did not finish within {timeout_s:g}s")
