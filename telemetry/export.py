@@ -318,22 +318,23 @@ def _value(value: Value) -> _AnyValue:
 
 
 class _Attributes:
-    """Makes attribute lists; a string or boolean attribute's struct is made once per
-    trace and shared (most repeat from span to span: lanes, statuses, reasons)."""
+    """Makes attribute lists; a scalar attribute's struct is made once per trace and
+    shared (most repeat from span to span: lanes, statuses, reasons, counts)."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, str | bool], _KeyValue] = {}
+        self._made: dict[tuple[str, type, Value], _KeyValue] = {}
 
     def __call__(self, attributes: Mapping[str, Value]) -> list[_KeyValue]:
         made = self._made
         out = []
         for key, value in attributes.items():
-            if type(value) is str or type(value) is bool:
-                item = made.get((key, value))
-                if item is None:
-                    item = made[key, value] = _KeyValue(key, _value(value))
-            else:
-                item = _KeyValue(key, _value(value))
+            if type(value) is list:
+                out.append(_KeyValue(key, _value(value)))
+                continue
+            seen = (key, type(value), value)  # the type too: True == 1
+            item = made.get(seen)
+            if item is None:
+                item = made[seen] = _KeyValue(key, _value(value))
             out.append(item)
         return out
 

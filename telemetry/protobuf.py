@@ -21,8 +21,12 @@ from collections.abc import Iterable, Mapping
 
 from .records import SCOPE_NAME, TraceSpan, Value
 
+_BYTES = [bytes((i,)) for i in range(0x80)]
+
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _BYTES[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -33,7 +37,7 @@ def _varint(value: int) -> bytes:
 
 def _field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2) whose tag fits one byte."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return _BYTES[tag] + _varint(len(payload)) + payload
 
 
 def _text(tag: int, text: str) -> bytes:
@@ -70,26 +74,30 @@ class SpanEncoder:
 
     def __init__(self, trace_id: int, resource: Mapping[str, str]) -> None:
         self._trace_id = _field(0x0A, trace_id.to_bytes(16, "big"))  # Span.trace_id (1)
-        self._made: dict[tuple[int, str, str | bool], bytes] = {}
+        self._made: dict[tuple[int, str, type, Value], bytes] = {}
         # ResourceSpans.resource (1): Resource.attributes (1)
         self._resource = _field(0x0A, b"".join(self._attributes(0x0A, resource)))
 
-    def _attributes(self, tag: int, attributes: Mapping[str, Value]) -> Iterable[bytes]:
-        """Each attribute as a ``KeyValue`` (key 1, value 2) field numbered ``tag``."""
+    def _attributes(self, tag: int, attributes: Mapping[str, Value]) -> list[bytes]:
+        """Each attribute as a ``KeyValue`` (key 1, value 2) field numbered ``tag``;
+        a scalar's made once per encoder (the type in the key: ``True == 1``)."""
         made = self._made
+        out = []
         for key, value in attributes.items():
-            if type(value) is str or type(value) is bool:
-                item = made.get((tag, key, value))
-                if item is None:
-                    item = made[tag, key, value] = _key_value(tag, key, value)
-            else:
-                item = _key_value(tag, key, value)
-            yield item
+            if type(value) is list:
+                out.append(_key_value(tag, key, value))
+                continue
+            seen = (tag, key, type(value), value)
+            item = made.get(seen)
+            if item is None:
+                item = made[seen] = _key_value(tag, key, value)
+            out.append(item)
+        return out
 
     def _span(self, span: TraceSpan) -> bytes:
-        parts = [self._trace_id, _field(0x12, span.span_id.to_bytes(8, "big"))]
+        parts = [self._trace_id, b"\x12\x08" + span.span_id.to_bytes(8, "big")]  # span_id (2)
         if span.parent:
-            parts.append(_field(0x22, span.parent.to_bytes(8, "big")))  # parent_span_id (4)
+            parts.append(b"\x22\x08" + span.parent.to_bytes(8, "big"))  # parent_span_id (4)
         parts += (
             _text(0x2A, span.name),  # name (5)
             _INTERNAL,
