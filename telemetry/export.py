@@ -318,8 +318,9 @@ def _value(value: Value) -> _AnyValue:
 
 
 class _Attributes:
-    """Makes attribute lists; a scalar attribute's struct is made once per trace and
-    shared (most repeat from span to span: lanes, statuses, reasons, counts)."""
+    """Makes attribute lists; a string, boolean or integer attribute's struct is made
+    once per trace and shared (most repeat from span to span: lanes, statuses,
+    reasons, counts)."""
 
     def __init__(self) -> None:
         self._made: dict[tuple[str, type, Value], _KeyValue] = {}
@@ -328,7 +329,7 @@ class _Attributes:
         made = self._made
         out = []
         for key, value in attributes.items():
-            if type(value) is list:
+            if type(value) is list or type(value) is float:  # unhashable; -0.0 == 0.0
                 out.append(_KeyValue(key, _value(value)))
                 continue
             seen = (key, type(value), value)  # the type too: True == 1

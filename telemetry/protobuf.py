@@ -4,8 +4,8 @@ The live export sends each plugin's spans as it ends. The SDK's encoder
 (``encode_spans``) builds a protobuf object for every span, attribute and event
 from the SDK's span objects: about 0.13 ms a span, in a thread that shares the
 interpreter with the run's event loop. This writes the same bytes from the
-records (:mod:`telemetry.records`), with each repeated string or boolean attribute
-encoded once per exporter. A test holds the two byte-identical.
+records (:mod:`telemetry.records`), with each repeated string, boolean or integer
+attribute encoded once per trace. A test holds the two byte-identical.
 
 Wire format: every field is ``tag`` (``field << 3 | wire type``) then its value;
 wire type 0 a varint, 1 eight little-endian bytes, 2 a length-prefixed payload
@@ -80,11 +80,12 @@ class SpanEncoder:
 
     def _attributes(self, tag: int, attributes: Mapping[str, Value]) -> list[bytes]:
         """Each attribute as a ``KeyValue`` (key 1, value 2) field numbered ``tag``;
-        a scalar's made once per encoder (the type in the key: ``True == 1``)."""
+        a string's, boolean's or integer's made once per encoder (the type in the
+        key: ``True == 1``)."""
         made = self._made
         out = []
         for key, value in attributes.items():
-            if type(value) is list:
+            if type(value) is list or type(value) is float:  # unhashable; -0.0 == 0.0
                 out.append(_key_value(tag, key, value))
                 continue
             seen = (tag, key, type(value), value)

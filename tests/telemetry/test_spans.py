@@ -281,12 +281,17 @@ def test_encoders_map_every_value_as_the_sdk_encoder_does() -> None:
             "no": False,
             "none": [],
             "list": ["a", "b"],
+            "zero": -0.0,
+            "flag": 1,
         },
         marks=(SpanMark("bare", 5, {}),),
         code=ERROR,
         message="why",
     )
-    bare = TraceSpan(name="bare", span_id=8, parent=0, start=3, end=3, attributes={})
+    # The same keys with values equal to the odd span's, of other types or signs.
+    bare = TraceSpan(
+        name="bare", span_id=8, parent=0, start=3, end=3, attributes={"zero": 0.0, "flag": True}
+    )
     for spans in (trace.spans, [*trace.spans, odd], [odd, bare], []):
         case = Trace(trace.trace_id, trace.resource, spans)
         assert trace_json(case) == reference_json(case)
