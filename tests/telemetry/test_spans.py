@@ -298,12 +298,13 @@ def test_encoders_map_every_value_as_the_sdk_encoder_does() -> None:
         assert protobuf(case) == reference_protobuf(case)
 
 
-def _logs() -> list[tuple[str, list[Event]]]:
-    logs = [(f"{p.parent.name}", read_log(p)) for p in sorted(FIXTURES.glob("*/events.jsonl"))]
-    return [("synthetic", synthetic_events()), *logs]
+LOGS: list[tuple[str, list[Event]]] = [
+    ("synthetic", synthetic_events()),
+    *((p.parent.name, read_log(p)) for p in sorted(FIXTURES.glob("*/events.jsonl"))),
+]
 
 
-@pytest.mark.parametrize(("name", "events"), _logs(), ids=[n for n, _ in _logs()])
+@pytest.mark.parametrize(("name", "events"), LOGS, ids=[name for name, _ in LOGS])
 def test_encodings_of_every_prefix_of_real_logs_are_the_reference(
     name: str, events: list[Event]
 ) -> None:
