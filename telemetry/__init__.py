@@ -21,13 +21,20 @@ if TYPE_CHECKING:
         export_run,
         export_spans,
         signal_endpoint,
-        trace_dict,
         trace_dict_reference,
         trace_json,
     )
     from .metrics import export_lane_metrics, lane_metrics, load_lane_metrics, metric_problems
     from .progress import LiveProgress, PlainProgress, Progress, QuietProgress, make_progress
-    from .spans import SERVICE_NAME, TraceBuilder, span_id_of, spans_from_events, trace_id_of
+    from .records import (
+        SERVICE_NAME,
+        Trace,
+        TraceBuilder,
+        span_id_of,
+        trace_from_events,
+        trace_id_of,
+    )
+    from .spans import spans_from_events
 
 _MODULES = {
     "export": (
@@ -37,13 +44,20 @@ _MODULES = {
         "export_run",
         "export_spans",
         "signal_endpoint",
-        "trace_dict",
         "trace_dict_reference",
         "trace_json",
     ),
     "metrics": ("export_lane_metrics", "lane_metrics", "load_lane_metrics", "metric_problems"),
     "progress": ("LiveProgress", "PlainProgress", "Progress", "QuietProgress", "make_progress"),
-    "spans": ("SERVICE_NAME", "TraceBuilder", "span_id_of", "spans_from_events", "trace_id_of"),
+    "records": (
+        "SERVICE_NAME",
+        "Trace",
+        "TraceBuilder",
+        "span_id_of",
+        "trace_from_events",
+        "trace_id_of",
+    ),
+    "spans": ("spans_from_events",),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -56,6 +70,7 @@ __all__ = [
     "PlainProgress",
     "Progress",
     "QuietProgress",
+    "Trace",
     "TraceBuilder",
     "export_lane_metrics",
     "export_run",
@@ -67,8 +82,8 @@ __all__ = [
     "signal_endpoint",
     "span_id_of",
     "spans_from_events",
-    "trace_dict",
     "trace_dict_reference",
+    "trace_from_events",
     "trace_id_of",
     "trace_json",
 ]

@@ -1,29 +1,28 @@
 """Exporting a run's spans: OTLP over HTTP, OTLP JSON files, and live during a run.
 
 - :func:`export_spans` sends spans to an OTLP/HTTP endpoint (a collector, Jaeger).
-- :func:`trace_json` encodes spans as an OTLP JSON ``ExportTraceServiceRequest``
-  (what the exporter's own protobuf encoder and the protobuf JSON mapping give,
-  with the OTLP deviations: hex trace and span ids, integer enums): the
-  ``trace.json`` that Jaeger's UI loads from a file.
-- :class:`LiveTraceExporter` subscribes to a run's events: it folds each event as it
-  is appended and hands the spans an event completed (a plugin's span and its
-  children when the plugin ends; the lane and run spans when the run ends) to a
-  background thread that exports them, so the event loop never waits on the network.
+- :func:`trace_json` encodes a run's span records as an OTLP JSON
+  ``ExportTraceServiceRequest`` (what the exporter's own protobuf encoder and the
+  protobuf JSON mapping give, with the OTLP deviations: hex trace and span ids,
+  integer enums): the ``trace.json`` that Jaeger's UI loads from a file.
+- :class:`LiveTraceExporter` subscribes to a run's events: the event loop only queues
+  each event; a background thread folds them and exports the spans they completed (a
+  plugin's span and its children when the plugin ends; the lane and run spans when
+  the run ends), so the event loop never waits on the fold or the network.
 
-Live and re-exported spans come from the same fold (:mod:`telemetry.spans`), so
+Live and re-exported spans come from the same fold (:mod:`telemetry.records`), so
 their trace and span ids are identical.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import math
-import queue
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -31,8 +30,6 @@ from attrs import define, field
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
 
 from contracts.events import Event
 
@@ -43,16 +40,20 @@ if TYPE_CHECKING:
 # that writes only trace.json (the default) never needs them, and they cost a
 # noticeable part of a cached rerun's start-up.
 
-from .spans import TraceBuilder, spans_from_events
+from .protobuf import SpanEncoder
+from .records import SCOPE_NAME, Trace, TraceBuilder, TraceSpan, Value
+from .spans import readable_spans, spans_from_events
 
 _logger = logging.getLogger(__name__)
+_S = TypeVar("_S")
 
 SIGNAL_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics"}
 DEFAULT_TIMEOUT_S = 10.0
 MAX_BATCH = 512
 """Spans per OTLP request: keeps every request far below collectors' size limits."""
 LINGER_S = 0.05
-"""How long the live exporter waits for more spans to send in the same request."""
+"""How often the live exporter collects the events appended and sends the spans they
+completed (one request for all of them)."""
 
 
 class EventSubscriber(Protocol):
@@ -104,19 +105,39 @@ class ExportStats:
         return self.failed == 0 and not self.errors
 
 
-def _send(exporter: SpanExporter, spans: Sequence[ReadableSpan], stats: ExportStats) -> None:
+def _send(spans: Sequence[_S], export: Callable[[Sequence[_S]], bool], stats: ExportStats) -> None:
+    """``export`` each batch of ``spans`` (True: sent), counted in ``stats``."""
     for start in range(0, len(spans), MAX_BATCH):
         chunk = spans[start : start + MAX_BATCH]
         stats.requests += 1
         try:
-            result = exporter.export(chunk)
+            sent = export(chunk)
         except Exception as exc:  # an exporter must not take the run down
-            result = SpanExportResult.FAILURE
+            sent = False
             stats.errors.append(f"{type(exc).__name__}: {exc}")
-        if result is SpanExportResult.SUCCESS:
+        if sent:
             stats.exported += len(chunk)
         else:
             stats.failed += len(chunk)
+
+
+def _exporting(exporter: SpanExporter) -> Callable[[Sequence[ReadableSpan]], bool]:
+    return lambda spans: exporter.export(spans) is SpanExportResult.SUCCESS
+
+
+def _posting(exporter: SpanExporter) -> Callable[[bytes], bool] | None:
+    """The OTLP/HTTP exporter's own client, to send requests encoded from the span
+    records (:mod:`telemetry.protobuf`) with the exporter's endpoint, headers,
+    compression, TLS and retries; ``None`` for any other exporter, or an exporter
+    without that client (another SDK version), which is given SDK spans instead."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if type(exporter) is not OTLPSpanExporter:
+        return None
+    post = getattr(getattr(exporter, "_client", None), "export", None)
+    if not callable(post):
+        return None
+    return lambda data: bool(post(data).success)
 
 
 def export_spans(
@@ -141,7 +162,7 @@ def export_spans(
     )
     stats = ExportStats(endpoint=signal_endpoint(endpoint, "traces") if endpoint else "")
     try:
-        _send(chosen, spans, stats)
+        _send(spans, _exporting(chosen), stats)
     finally:
         if own:
             chosen.shutdown()
@@ -160,11 +181,10 @@ def export_run(
 # The reference encoding is the exporter's own: ``encode_spans`` (the protobuf
 # ExportTraceServiceRequest) through the protobuf JSON mapping (``MessageToDict``),
 # ids turned to hex as OTLP JSON requires. It costs about 0.1 ms a span in pure
-# Python, and every run writes trace.json, so :func:`trace_dict` builds the same
-# JSON directly from the spans (about ten times faster): same fields, same field
-# order (the protobuf field numbers), same scalar mapping (int64 as strings,
-# integer enums, default values left out). A test holds the two equal, byte for
-# byte; a value the fast path does not know sends the trace down the reference path.
+# Python, and every run writes trace.json, so :func:`trace_json` encodes the same
+# JSON from the span records, as msgspec structs: same fields, same field order (the
+# protobuf field numbers), same scalar mapping (int64 as strings, integer enums,
+# default values left out). A test holds the two equal, byte for byte.
 
 
 def _hex(value: str) -> str:
@@ -196,144 +216,180 @@ def trace_dict_reference(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     return data
 
 
-class _Unsupported(Exception):
-    """A value the direct encoder does not map; the reference path handles it."""
+# The OTLP JSON messages, fields in protobuf field order; a field at its default
+# value is left out, as the protobuf JSON mapping leaves it out.
 
 
-_KINDS = {
-    SpanKind.INTERNAL: 1,
-    SpanKind.SERVER: 2,
-    SpanKind.CLIENT: 3,
-    SpanKind.PRODUCER: 4,
-    SpanKind.CONSUMER: 5,
-}
+class _String(msgspec.Struct, gc=False):
+    stringValue: str
 
 
-def _value(value: object) -> dict[str, Any]:
+class _Bool(msgspec.Struct, gc=False):
+    boolValue: bool
+
+
+class _Int(msgspec.Struct, gc=False):
+    intValue: str  # int64: a string in the JSON mapping
+
+
+class _Double(msgspec.Struct, gc=False):
+    doubleValue: float | str  # NaN and the infinities are strings
+
+
+class _Values(msgspec.Struct, omit_defaults=True, gc=False):
+    values: list[_AnyValue] = []
+
+
+class _Array(msgspec.Struct, gc=False):
+    arrayValue: _Values
+
+
+_AnyValue = _String | _Bool | _Int | _Double | _Array
+
+
+class _KeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: _AnyValue
+
+
+class _Event(msgspec.Struct, omit_defaults=True, gc=False):
+    timeUnixNano: str
+    name: str
+    attributes: list[_KeyValue] = []
+
+
+class _Status(msgspec.Struct, omit_defaults=True, gc=False):
+    message: str = ""
+    code: int = 0
+
+
+class _Span(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    traceId: str
+    spanId: str
+    parentSpanId: str = ""
+    name: str
+    kind: int
+    startTimeUnixNano: str
+    endTimeUnixNano: str
+    attributes: list[_KeyValue] = []
+    events: list[_Event] = []
+    status: _Status
+    flags: int
+
+
+class _Scope(msgspec.Struct, gc=False):
+    name: str
+
+
+class _Resource(msgspec.Struct, gc=False):
+    attributes: list[_KeyValue]
+
+
+class _ScopeSpans(msgspec.Struct, gc=False):
+    scope: _Scope
+    spans: list[_Span]
+
+
+class _ResourceSpans(msgspec.Struct, gc=False):
+    resource: _Resource
+    scopeSpans: list[_ScopeSpans]
+
+
+class _Request(msgspec.Struct, omit_defaults=True, gc=False):
+    resourceSpans: list[_ResourceSpans] = []
+
+
+def _value(value: Value) -> _AnyValue:
     if isinstance(value, bool):
-        return {"boolValue": value}
+        return _Bool(value)
     if isinstance(value, str):
-        return {"stringValue": value}
+        return _String(value)
     if isinstance(value, int):
-        return {"intValue": str(value)}
+        return _Int(str(value))
     if isinstance(value, float):
         if math.isnan(value):
-            return {"doubleValue": "NaN"}
+            return _Double("NaN")
         if math.isinf(value):
-            return {"doubleValue": "Infinity" if value > 0 else "-Infinity"}
-        return {"doubleValue": value}
+            return _Double("Infinity" if value > 0 else "-Infinity")
+        return _Double(value)
     if isinstance(value, list | tuple):
-        values = [_value(v) for v in value]
-        return {"arrayValue": {"values": values} if values else {}}
-    raise _Unsupported(type(value).__name__)
+        return _Array(_Values([_value(v) for v in value]))
+    raise TypeError(f"attribute value of type {type(value).__name__}")
 
 
-def _attributes(attributes: Mapping[str, object]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _value(value)} for key, value in attributes.items()]
+class _Attributes:
+    """Makes attribute lists; a string, boolean or integer attribute's struct is made
+    once per trace and shared (most repeat from span to span: lanes, statuses,
+    reasons, counts)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, type, Value], _KeyValue] = {}
+
+    def __call__(self, attributes: Mapping[str, Value]) -> list[_KeyValue]:
+        made = self._made
+        out = []
+        for key, value in attributes.items():
+            if type(value) is list or type(value) is float:  # unhashable; -0.0 == 0.0
+                out.append(_KeyValue(key, _value(value)))
+                continue
+            seen = (key, type(value), value)  # the type too: True == 1
+            item = made.get(seen)
+            if item is None:
+                item = made[seen] = _KeyValue(key, _value(value))
+            out.append(item)
+        return out
 
 
-def _span_dict(span: ReadableSpan) -> dict[str, Any]:
-    context, parent = span.context, span.parent
-    if context is None or span.links or len(context.trace_state):
-        raise _Unsupported("span without context, with links or trace state")
-    out: dict[str, Any] = {
-        "traceId": f"{context.trace_id:032x}",
-        "spanId": f"{context.span_id:016x}",
-    }
-    if parent is not None:
-        out["parentSpanId"] = f"{parent.span_id:016x}"
-    out["name"] = span.name
-    out["kind"] = _KINDS[span.kind]
-    out["startTimeUnixNano"] = str(span.start_time or 0)
-    out["endTimeUnixNano"] = str(span.end_time or 0)
-    if span.attributes:
-        out["attributes"] = _attributes(span.attributes)
-    if span.events:
-        events = []
-        for event in span.events:
-            item: dict[str, Any] = {"timeUnixNano": str(event.timestamp), "name": event.name}
-            if event.attributes:
-                item["attributes"] = _attributes(event.attributes)
-            events.append(item)
-        out["events"] = events
-    status: dict[str, Any] = {}  # Status: message is field 2, code field 3
-    if span.status.description:
-        status["message"] = span.status.description
-    if span.status.status_code.value:
-        status["code"] = span.status.status_code.value
-    out["status"] = status
-    # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, plus IS_REMOTE for a remote parent.
-    out["flags"] = 0x100 | (0x200 if parent is not None and parent.is_remote else 0)
-    return out
+def _span(span: TraceSpan, trace_id: str, attributes: _Attributes) -> _Span:
+    return _Span(
+        traceId=trace_id,
+        spanId=f"{span.span_id:016x}",
+        parentSpanId=f"{span.parent:016x}" if span.parent else "",
+        name=span.name,
+        kind=1,  # SPAN_KIND_INTERNAL
+        startTimeUnixNano=str(span.start),
+        endTimeUnixNano=str(span.end),
+        attributes=attributes(span.attributes),
+        events=[
+            _Event(str(mark.time), mark.name, attributes(mark.attributes)) for mark in span.marks
+        ],
+        status=_Status(span.message, span.code),
+        flags=0x100,  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (a parent is never remote)
+    )
 
 
-def _scope_dict(scope: InstrumentationScope | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if scope is not None:
-        if scope.name:
-            out["name"] = scope.name
-        if scope.version:
-            out["version"] = scope.version
-        if scope.attributes:
-            out["attributes"] = _attributes(scope.attributes)
-    return out
-
-
-def _trace_dict_direct(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    # Grouped by resource, then scope, in first-seen order, as encode_spans does.
-    groups: dict[Resource, dict[InstrumentationScope | None, list[dict[str, Any]]]] = {}
-    for span in spans:
-        scopes = groups.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope or None, []).append(_span_dict(span))
-    resource_spans = []
-    for resource, scopes in groups.items():
-        listed = []
-        for scope, items in scopes.items():
-            entry: dict[str, Any] = {"scope": _scope_dict(scope), "spans": items}
-            if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            listed.append(entry)
-        block: dict[str, Any] = {"resource": {}}
-        if resource.attributes:
-            block["resource"]["attributes"] = _attributes(resource.attributes)
-        block["scopeSpans"] = listed
-        if resource.schema_url:
-            block["schemaUrl"] = resource.schema_url
-        resource_spans.append(block)
-    return {"resourceSpans": resource_spans} if resource_spans else {}
-
-
-def trace_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """``spans`` as the OTLP JSON object of an ``ExportTraceServiceRequest``
-    (identical to :func:`trace_dict_reference`, faster)."""
-    try:
-        return _trace_dict_direct(spans)
-    except _Unsupported:
-        return trace_dict_reference(spans)
-
-
-def trace_json(spans: Sequence[ReadableSpan]) -> bytes:
-    """``trace.json``: the OTLP JSON of ``spans`` (loadable in Jaeger's UI)."""
+def trace_json(trace: Trace) -> bytes:
+    """``trace.json``: the OTLP JSON ``ExportTraceServiceRequest`` of ``trace``
+    (loadable in Jaeger's UI; the same as :func:`trace_dict_reference` of its SDK spans)."""
+    request = _Request()
+    if trace.spans:
+        trace_id = f"{trace.trace_id:032x}"
+        attributes = _Attributes()
+        spans = [_span(span, trace_id, attributes) for span in trace.spans]
+        resource = _Resource(attributes(trace.resource))
+        request = _Request([_ResourceSpans(resource, [_ScopeSpans(_Scope(SCOPE_NAME), spans)])])
     # msgspec keeps the field order and indents in C (json.dumps with an indent falls
     # back to pure Python: several times slower on a large trace).
-    return msgspec.json.format(msgspec.json.encode(trace_dict(spans)), indent=2) + b"\n"
+    return msgspec.json.format(msgspec.json.encode(request), indent=2) + b"\n"
 
 
 # -- live ----------------------------------------------------------------------------
-
-_DUE: Any = object()  # the export thread's linger ran out
 
 
 class LiveTraceExporter:
     """Exports a run's spans as they complete, while the run goes on.
 
-    ``on_event`` runs in the caller's thread (the event loop) and only enqueues the
-    event; a daemon thread folds the events into spans and does the HTTP, sending
-    what completed within ``linger_s`` (50 ms) of the first waiting span in one
-    request. :meth:`close` flushes what is queued and stops the thread; call it off
-    the event loop (it may wait on the network). Without an endpoint or exporter
-    there is no thread and ``on_event`` folds in the caller's thread. :meth:`spans`
+    ``on_event`` runs in the caller's thread (the event loop) and only appends the
+    event to a queue; every ``linger_s`` (50 ms) a daemon thread folds what was
+    queued into spans and sends what completed in one request. :meth:`close`
+    flushes what is queued and stops the thread; call it off the event loop (it may
+    wait on the network). Without an endpoint or exporter
+    there is no thread and ``on_event`` folds in the caller's thread. :meth:`trace`
     gives the whole trace folded (after :meth:`close`, when there is a thread).
+
+    The fold makes compact records (:mod:`telemetry.records`). A batch is encoded
+    from them (:mod:`telemetry.protobuf`) and posted by the OTLP exporter's own
+    client; any other exporter is given the SDK's spans of the batch.
 
     Telemetry never fails a run: an error in the fold stops the fold and an export
     error is counted; both are recorded in :attr:`stats`, and the run goes on.
@@ -353,11 +409,13 @@ class LiveTraceExporter:
         self._exporter: SpanExporter | None = exporter
         if exporter is None and endpoint is not None:
             self._exporter = span_exporter(endpoint, timeout_s=timeout_s)
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._pending: collections.deque[Event] = collections.deque()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._broken = False
         self._gave_up = False
         self._closed = False
+        self._sending: Callable[[Sequence[TraceSpan]], bool] | None = None
         if self._exporter is not None:
             self._thread = threading.Thread(
                 target=self._work, name="telemetry-span-export", daemon=True
@@ -379,9 +437,9 @@ class LiveTraceExporter:
         if self._thread is None:
             self._fold(event)
         elif not self._closed:
-            self._queue.put(event)
+            self._pending.append(event)
 
-    def _fold(self, event: Event) -> list[ReadableSpan]:
+    def _fold(self, event: Event) -> list[TraceSpan]:
         if self._broken:
             return []
         try:
@@ -392,48 +450,52 @@ class LiveTraceExporter:
             _logger.warning("telemetry: %s", self.stats.errors[-1])
             return []
 
-    def spans(self) -> list[ReadableSpan]:
+    def trace(self) -> Trace:
         """The whole trace folded so far (see :meth:`TraceBuilder.spans`)."""
-        return self.builder.spans()
+        return self.builder.trace()
 
     def _work(self) -> None:
         exporter = self._exporter
         assert exporter is not None
-        batch: list[ReadableSpan] = []
-        deadline = math.inf
         while True:
-            # Like the SDK's BatchSpanProcessor: gather what completes within a short
-            # delay into one request (one plugin per request would cost a round trip
-            # each), but never hold spans back longer than ``linger_s``.
-            wait = None if not batch else max(deadline - time.monotonic(), 0.0)
-            try:
-                event: Event | None = self._queue.get(timeout=wait)
-            except queue.Empty:
-                event = _DUE
-            stop = event is None
-            if event is not None and event is not _DUE:
-                completed = self._fold(event)
-                if completed and not batch:
-                    deadline = time.monotonic() + self._linger_s
-                batch += completed
-            due = stop or event is _DUE or time.monotonic() >= deadline
-            if batch and (due or len(batch) >= MAX_BATCH):
+            # Every ``linger_s``, fold what the run appended and send what it completed
+            # in one request. Never woken per event: each wake-up would take the
+            # interpreter from the event loop (one handoff per event appended).
+            stop = self._stop.wait(max(self._linger_s, 0.001))
+            batch: list[TraceSpan] = []
+            while self._pending:
+                batch += self._fold(self._pending.popleft())
+            if batch:
                 self._export(exporter, batch)
-                batch = []
             if stop:
                 return
 
-    def _export(self, exporter: SpanExporter, batch: list[ReadableSpan]) -> None:
+    def _export(self, exporter: SpanExporter, batch: list[TraceSpan]) -> None:
         if self._gave_up:
             self.stats.failed += len(batch)
             return
         failed = self.stats.failed
-        _send(exporter, batch, self.stats)
+        _send(batch, self._sender(exporter), self.stats)
         if self.stats.failed > failed:
             # The exporter already retried until its timeout: a collector that is
             # down would make every later batch wait as long again.
             self._gave_up = True
             self.stats.errors.append("an export failed; the run's remaining spans were not sent")
+
+    def _sender(self, exporter: SpanExporter) -> Callable[[Sequence[TraceSpan]], bool]:
+        """How a batch of records is sent: encoded here and posted by the exporter's
+        client, or turned into SDK spans for the exporter. Made at the first batch:
+        no span completes before ``run_started``, which sets the trace id and resource."""
+        if self._sending is None:
+            trace_id, resource = self.builder.trace_id, self.builder.resource
+            post = _posting(exporter)
+            if post is not None:
+                encoder = SpanEncoder(trace_id, resource)
+                self._sending = lambda spans: post(encoder.request(spans))
+            else:
+                export, sdk_resource = _exporting(exporter), Resource(resource)
+                self._sending = lambda spans: export(readable_spans(trace_id, sdk_resource, spans))
+        return self._sending
 
     def close(self, timeout_s: float = 30.0) -> ExportStats:
         """Flush the queue, stop the export thread and shut the exporter down.
@@ -446,7 +508,7 @@ class LiveTraceExporter:
         self._closed = True
         thread, exporter = self._thread, self._exporter
         if thread is not None and exporter is not None:
-            self._queue.put(None)
+            self._stop.set()
             thread.join(timeout_s)
             if thread.is_alive():
                 self.stats.errors.append(f"export did not finish within {timeout_s:g}s")

@@ -251,7 +251,7 @@ def export_lane_metrics(
     from opentelemetry.sdk.resources import Resource
 
     from .export import signal_endpoint
-    from .spans import SERVICE_NAME
+    from .records import SERVICE_NAME
 
     reader = InMemoryMetricReader()
     provider = MeterProvider(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import re
@@ -27,7 +28,7 @@ from .._data.ingest import ingest
 from .._executors import Executor, make_executor
 from .._render.charts import ChartProcess
 from ..errors import ConfigError, EngineError
-from .artifacts import TRACE_NAME, atomic_write, write_artifacts
+from .artifacts import write_artifacts
 from .cache import RESULT_LIBRARIES, ResultCache, RunCache
 from .config import ProjectSettings
 from .eventlog import LOG_NAME, EventLog, read_log
@@ -101,14 +102,14 @@ class RunHandle:
         return self._result
 
 
-def _write_trace(run_dir: Path, events: list[Event] | None) -> None:
-    """``trace.json`` from the run's events (``None``: read back from its log);
-    blocking: call it off the loop."""
+def _trace_json(run_dir: Path, events: list[Event] | None) -> bytes:
+    """``trace.json`` of the run's events (``None``: read back from its log)."""
     from telemetry.export import trace_json
-    from telemetry.spans import spans_from_events
+    from telemetry.records import trace_from_events
 
-    spans = spans_from_events(events if events is not None else read_log(run_dir / LOG_NAME))
-    atomic_write(run_dir / TRACE_NAME, trace_json(spans))
+    return trace_json(
+        trace_from_events(events if events is not None else read_log(run_dir / LOG_NAME))
+    )
 
 
 class _BackgroundClose:
@@ -638,15 +639,16 @@ class Engine:
                         charts,
                         self._drawer,
                         closing.synced,
+                        # trace.json is a pure function of the log: folded from the
+                        # events once, here, into compact records and encoded.
+                        functools.partial(_trace_json, spec.run_dir, events)
+                        if self.trace_file
+                        else None,
                     )
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(closing.synced)
                 closing.raise_error()
-                if self.trace_file:
-                    # Reading the log back and encoding a whole trace (megabytes for
-                    # large fleets): off the loop.
-                    await anyio.to_thread.run_sync(_write_trace, spec.run_dir, events)
             finally:
                 if tracer is not None:
                     with anyio.CancelScope(shield=True):

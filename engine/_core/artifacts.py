@@ -1,7 +1,8 @@
 """Artifacts folded from the run state: ``report.json``, ``run_manifest.json``,
-``report.md``, ``report.html``. Written atomically (temp file + rename), so a crash
-never leaves a half-written artifact under its final name. The HTML is drawn by
-``engine._render`` from the report and the timeline folded here."""
+``report.md``, ``report.html`` (and ``trace.json``, made by the caller). Written
+atomically (temp file + rename), so a crash never leaves a half-written artifact
+under its final name. The HTML is drawn by ``engine._render`` from the report and
+the timeline folded here."""
 
 from __future__ import annotations
 
@@ -441,15 +442,20 @@ def write_artifacts(
     chart_cache: Path | None = None,
     drawer: Drawer = draw_here,
     log_synced: Callable[[], bool] | None = None,
+    trace: Callable[[], bytes] | None = None,
 ) -> Report:
     """Write the run's report artifacts (``log_synced``: waits until the run's log
-    is synced and says whether it was; if not, nothing is written)."""
+    is synced and says whether it was; if not, nothing is written; ``trace``: makes
+    the bytes of ``trace.json``, written with them)."""
     # A process killed while writing leaves its temporary file behind (never a torn
     # file under the final name): a rewrite (resume) removes it.
     for name in (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME, TRACE_NAME):
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
     with AtomicFiles() as files:
+        if trace is not None:
+            # First: the largest file syncs while the others are rendered.
+            files.add(run_dir / TRACE_NAME, trace())
         report = build_report(state)
         files.add(run_dir / REPORT_NAME, to_pretty_json(report))
         manifest = build_run_manifest(state, report, last_hash)

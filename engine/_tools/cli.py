@@ -422,7 +422,8 @@ def _plan(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace) -> int:
     from telemetry.export import export_spans, signal_endpoint, trace_json
     from telemetry.metrics import export_lane_metrics, lane_metrics
-    from telemetry.spans import spans_from_events, trace_id_of
+    from telemetry.records import trace_from_events
+    from telemetry.spans import trace_spans
 
     if args.otlp_endpoint is not None:
         try:
@@ -436,14 +437,14 @@ def _trace(args: argparse.Namespace) -> int:
     if state.started is None:
         print(f"error: {run_dir / LOG_NAME}: no run_started record", file=sys.stderr)
         return EXIT_USAGE
-    spans = spans_from_events(events)
+    trace = trace_from_events(events)
     out = Path(args.out) if args.out else run_dir / TRACE_NAME
-    atomic_write(out, trace_json(spans))
-    print(f"trace {trace_id_of(state.run_id):032x}: {len(spans)} spans written to {out}")
+    atomic_write(out, trace_json(trace))
+    print(f"trace {trace.trace_id:032x}: {len(trace.spans)} spans written to {out}")
     if args.otlp_endpoint is None:
         return EXIT_OK
-    stats = export_spans(spans, args.otlp_endpoint)
-    print(f"exported {stats.exported}/{len(spans)} spans to {stats.endpoint}")
+    stats = export_spans(trace_spans(trace), args.otlp_endpoint)
+    print(f"exported {stats.exported}/{len(trace.spans)} spans to {stats.endpoint}")
     for error in stats.errors:
         print(f"error: {error}", file=sys.stderr)
     if not stats.ok:

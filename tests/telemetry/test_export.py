@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
@@ -28,7 +29,8 @@ from telemetry.export import (
     trace_dict_reference,
     trace_json,
 )
-from telemetry.spans import span_id_of, spans_from_events, trace_id_of
+from telemetry.records import span_id_of, trace_from_events, trace_id_of
+from telemetry.spans import spans_from_events
 from tests.engine.conftest import write_plugin
 
 from .conftest import Receiver, synthetic_events
@@ -174,22 +176,67 @@ async def test_live_export_of_real_runs(
     assert hex_ids == {span_id.hex() for span_id in live}
 
 
+BROKEN = """
+def run(ctx):
+    raise RuntimeError("broken on purpose")
+"""
+
+
 async def test_every_run_writes_trace_json(tmp_path: Path, dataset_csv: Path) -> None:
     plugins = tmp_path / "plugins"
     write_fleet(plugins)
-    async with Engine(
-        plugins_dir=plugins, runs_dir=tmp_path / "runs", executor="inline", cache=False
-    ) as engine:
-        result = await engine.run(dataset_csv)
-    assert result.telemetry is None
-    data = json.loads((result.run_dir / "trace.json").read_text())
-    spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]
-    assert {s["traceId"] for s in spans} == {f"{trace_id_of(result.run_id):032x}"}
-    assert {s["name"] for s in spans} >= {"run", "explain", "decide", "quiet", "too_small"}
-    # The exporter's own protobuf encoding, through the protobuf JSON mapping, is the same.
-    reference = trace_dict_reference(spans_from_events(read_log(result.run_dir / "events.jsonl")))
-    assert data == reference
-    assert msgspec.json.encode(data) == msgspec.json.encode(reference)
+    write_plugin(plugins, "broken", lane="explanation", code=BROKEN, downstream=["after_broken"])
+    write_plugin(plugins, "after_broken", depends_on=["broken"])
+    async with Engine(plugins_dir=plugins, runs_dir=tmp_path / "runs", workers=2) as engine:
+        first = await engine.run(dataset_csv)
+        second = await engine.run(dataset_csv)  # served from the cache
+    for result in (first, second):
+        assert result.telemetry is None
+        written = (result.run_dir / "trace.json").read_bytes()
+        data = json.loads(written)
+        spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert {s["traceId"] for s in spans} == {f"{trace_id_of(result.run_id):032x}"}
+        assert {s["name"] for s in spans} >= {"run", "explain", "broken", "too_small"}
+        # The exporter's own protobuf encoding, through the protobuf JSON mapping, is
+        # the same, byte for byte.
+        reference = trace_dict_reference(
+            spans_from_events(read_log(result.run_dir / "events.jsonl"))
+        )
+        assert written == msgspec.json.format(msgspec.json.encode(reference), indent=2) + b"\n"
+    named = {s.name for s in spans_from_events(read_log(first.run_dir / "events.jsonl"))}
+    assert {"prepare", "query"} <= named  # the child spans (a cached run has none)
+    statuses = {p.id: (p.status, p.reason_code) for p in first.report.plugins}
+    assert statuses["broken"][0] == "failed"
+    assert statuses["after_broken"] == ("na", "UPSTREAM_FAILED")
+    assert second.state.plugins["quiet"].cached
+
+
+def test_the_otlp_exporter_is_handed_requests_encoded_from_the_records(
+    receiver: Receiver,
+) -> None:
+    # The live export's fast path: the exporter's own client posts what
+    # telemetry.protobuf encoded (another SDK version without it would get SDK spans).
+    from telemetry.export import _posting, span_exporter
+
+    exporter = span_exporter(receiver.url)
+    try:
+        assert _posting(exporter) is not None
+    finally:
+        exporter.shutdown()
+    assert _posting(GatedExporter()) is None
+    live = LiveTraceExporter(receiver.url)
+    for event in synthetic_events():
+        live.on_event(event)
+    stats = live.close()
+    assert stats.ok and stats.exported == len(spans_from_events(synthetic_events()))
+    # What arrived, decoded with the official definitions, is what the SDK's own
+    # encoder makes of the same spans.
+    [expected] = encode_spans(spans_from_events(synthetic_events())).resource_spans
+    received = receiver.spans()
+    assert len(received) == len(expected.scope_spans[0].spans)
+    assert sorted(s.SerializeToString() for s in received) == sorted(
+        s.SerializeToString() for s in expected.scope_spans[0].spans
+    )
 
 
 def test_a_bad_endpoint_is_a_config_error(tmp_path: Path) -> None:
@@ -304,7 +351,7 @@ async def test_resuming_a_finished_run_rewrites_the_same_trace(
         # Nothing is left to run: the trace comes from the events of the first process.
         await engine.resume(result.run_dir)
     assert (result.run_dir / "trace.json").read_bytes() == written
-    assert written == trace_json(spans_from_events(read_log(result.run_dir / "events.jsonl")))
+    assert written == trace_json(trace_from_events(read_log(result.run_dir / "events.jsonl")))
 
 
 class DownExporter(SpanExporter):

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import msgspec
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import StatusCode
 
 import telemetry
-from contracts.events import PluginFinished, RunResumed
-from engine import fold
-from telemetry.export import trace_dict, trace_dict_reference, trace_json
-from telemetry.spans import TraceBuilder, nanos, span_id_of, spans_from_events, trace_id_of
+from contracts.events import Event, PluginFinished, RunResumed
+from engine import fold, read_log
+from telemetry.export import trace_dict_reference, trace_json
+from telemetry.protobuf import SpanEncoder
+from telemetry.records import (
+    ERROR,
+    SpanMark,
+    Trace,
+    TraceBuilder,
+    TraceSpan,
+    nanos,
+    span_id_of,
+    trace_from_events,
+    trace_id_of,
+)
+from telemetry.spans import spans_from_events, trace_spans
 
 from .conftest import RUN_ID, STEPS, T0, synthetic_events
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
 
 
 def documented_trace_id(run_id: str) -> int:
@@ -163,7 +177,7 @@ def test_ids_are_deterministic_and_unique() -> None:
 
 def test_incremental_fold_completes_spans_as_plugins_end() -> None:
     builder = TraceBuilder()
-    emitted: list[ReadableSpan] = []
+    emitted: list[TraceSpan] = []
     for event in synthetic_events():
         completed = builder.add(event)
         if isinstance(event, PluginFinished) and event.plugin_id == "explain":
@@ -171,7 +185,9 @@ def test_incremental_fold_completes_spans_as_plugins_end() -> None:
         emitted += completed
     assert [s.name for s in completed] == ["lane decision", "lane explanation", "run"]
     # What was handed out live is exactly the whole trace.
-    assert encoded(emitted) == encoded(builder.spans())
+    assert sorted(emitted, key=lambda s: s.span_id) == sorted(
+        builder.spans(), key=lambda s: s.span_id
+    )
 
 
 def test_an_unfinished_log_still_shows_the_whole_plan() -> None:
@@ -212,16 +228,31 @@ def test_a_resumed_plugin_keeps_one_span_with_both_attempts() -> None:
     assert inner.parent is not None and inner.parent.span_id == explain.context.span_id
 
 
+def reference_protobuf(trace: Trace) -> bytes:
+    """The request as the exporter's own encoder serializes it."""
+    return encode_spans(trace_spans(trace)).SerializeToString()
+
+
+def protobuf(trace: Trace) -> bytes:
+    return SpanEncoder(trace.trace_id, trace.resource).request(trace.spans)
+
+
+def reference_json(trace: Trace) -> bytes:
+    """trace.json as the exporter's protobuf encoder and the protobuf JSON mapping make it."""
+    data = trace_dict_reference(trace_spans(trace))
+    return msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n"
+
+
 def test_trace_json_is_otlp_json_with_hex_ids() -> None:
-    spans = spans_from_events(synthetic_events())
-    data = json.loads(trace_json(spans))
-    assert data == trace_dict(spans)
+    trace = trace_from_events(synthetic_events())
+    data = json.loads(trace_json(trace))
+    assert trace_json(trace) == reference_json(trace)
     resource = data["resourceSpans"][0]
     assert {"key": "service.name", "value": {"stringValue": "two-lane-engine"}} in resource[
         "resource"
     ]["attributes"]
     listed = resource["scopeSpans"][0]["spans"]
-    assert len(listed) == len(spans)
+    assert len(listed) == len(trace.spans)
     assert {s["traceId"] for s in listed} == {f"{documented_trace_id(RUN_ID):032x}"}
     ids = {s["name"]: s for s in listed}
     assert (
@@ -229,16 +260,17 @@ def test_trace_json_is_otlp_json_with_hex_ids() -> None:
     )
     assert ids["explain"]["parentSpanId"] == f"{documented_span_id(RUN_ID, 'explanation'):016x}"
     assert ids["explain"]["kind"] == 1  # SPAN_KIND_INTERNAL, as an integer (OTLP JSON)
-    assert trace_json(spans) == trace_json(spans_from_events(synthetic_events()))
+    assert trace_json(trace) == trace_json(trace_from_events(synthetic_events()))
 
 
-def test_direct_json_is_the_protobuf_mapping_byte_for_byte() -> None:
-    spans = spans_from_events(synthetic_events())
-    odd = ReadableSpan(
-        name="odd ☃",
-        context=spans[0].context,
-        parent=spans[0].context,
-        resource=spans[0].resource,
+def test_encoders_map_every_value_as_the_sdk_encoder_does() -> None:
+    trace = trace_from_events(synthetic_events())
+    odd = TraceSpan(
+        name="odd \u2603",
+        span_id=7,
+        parent=trace.spans[0].span_id,
+        start=1,
+        end=2,
         attributes={
             "nan": float("nan"),
             "inf": float("inf"),
@@ -249,29 +281,37 @@ def test_direct_json_is_the_protobuf_mapping_byte_for_byte() -> None:
             "no": False,
             "none": [],
             "list": ["a", "b"],
+            "zero": -0.0,
+            "flag": 1,
         },
-        events=[SpanEvent("bare", None, timestamp=5)],
-        status=Status(StatusCode.ERROR, "why"),
-        kind=SpanKind.CLIENT,
-        start_time=1,
-        end_time=2,
-        instrumentation_scope=InstrumentationScope("other", "2.0"),
+        marks=(SpanMark("bare", 5, {}),),
+        code=ERROR,
+        message="why",
     )
-    for case in (spans, [*spans, odd], [odd], []):
-        fast = msgspec.json.encode(trace_dict(case))
-        reference = msgspec.json.encode(trace_dict_reference(case))
-        assert fast == reference
+    # The same keys with values equal to the odd span's, of other types or signs.
+    bare = TraceSpan(
+        name="bare", span_id=8, parent=0, start=3, end=3, attributes={"zero": 0.0, "flag": True}
+    )
+    for spans in (trace.spans, [*trace.spans, odd], [odd, bare], []):
+        case = Trace(trace.trace_id, trace.resource, spans)
+        assert trace_json(case) == reference_json(case)
+        assert protobuf(case) == reference_protobuf(case)
 
 
-def test_direct_json_falls_back_for_what_it_does_not_map() -> None:
-    spans = spans_from_events(synthetic_events())
-    linked = ReadableSpan(
-        name="linked",
-        context=spans[0].context,
-        resource=spans[0].resource,
-        links=[Link(spans[1].context)],
-        start_time=1,
-        end_time=2,
-    )
-    assert trace_dict([linked]) == trace_dict_reference([linked])
-    assert trace_dict([linked])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["links"]
+LOGS: list[tuple[str, list[Event]]] = [
+    ("synthetic", synthetic_events()),
+    *((p.parent.name, read_log(p)) for p in sorted(FIXTURES.glob("*/events.jsonl"))),
+]
+
+
+@pytest.mark.parametrize(("name", "events"), LOGS, ids=[name for name, _ in LOGS])
+def test_encodings_of_every_prefix_of_real_logs_are_the_reference(
+    name: str, events: list[Event]
+) -> None:
+    # Recorded runs (failed, na, cached, preflight-failed and upstream-failed plugins,
+    # child spans, a resume after an interruption), whole and cut after every event
+    # (unfinished runs, as a crash leaves them).
+    for end in range(len(events) + 1):
+        trace = trace_from_events(events[:end])
+        assert trace_json(trace) == reference_json(trace), f"{name} cut at {end}"
+        assert protobuf(trace) == reference_protobuf(trace), f"{name} cut at {end}"
