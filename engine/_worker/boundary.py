@@ -19,7 +19,8 @@ The rules (also in docs/contracts.md, "The output boundary"):
   ISO 8601 string), complex numbers and any other object are refused.
 - Nesting deeper than :data:`MAX_DEPTH` and results larger than
   :data:`MAX_RESULT_BYTES` (encoded) are refused.
-- Span attributes must be strings, numbers or bools (OpenTelemetry's scalar types).
+- Span attributes must be strings, numbers or bools (OpenTelemetry's scalar types);
+  an integer one must fit OpenTelemetry's signed 64 bits (up to ``2**63 - 1``).
 - Every name in ``ok(artifacts=[...])`` must be a file the plugin wrote in its
   artifacts directory.
 """
@@ -49,6 +50,7 @@ belongs in an artifact file."""
 MAX_MESSAGE_CHARS = 4_000
 MAX_TRACEBACK_CHARS = 64_000
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+SPAN_INT_MAX = 2**63 - 1  # OpenTelemetry's AnyValue.int_value is an int64
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESULT_ENCODER = msgspec.msgpack.Encoder()
@@ -282,6 +284,12 @@ def check_spans(spans: Sequence[SpanRecord]) -> tuple[tuple[SpanRecord, ...], Re
             if not isinstance(clean, str | int | float | bool):
                 return (), Refused(
                     path, f"a span attribute must be a scalar, got {type(value).__name__}"
+                )
+            if type(clean) is int and clean > SPAN_INT_MAX:
+                return (), Refused(
+                    path,
+                    f"integer {clean} does not fit a span attribute's signed 64 bits "
+                    "(send it as a string)",
                 )
             attributes[key] = clean
         out.append(msgspec.structs.replace(span, attributes=attributes))

@@ -179,6 +179,16 @@ def test_span_attributes() -> None:
     bad = [msgspec.structs.replace(spans[0], attributes={"xs": [1, 2]})]  # type: ignore[dict-item]
     _, refused = check_spans(bad)
     assert str(refused) == "$.spans[0].attributes.xs: a span attribute must be a scalar, got list"
+    # OpenTelemetry's integers are signed 64-bit: 2**63 fits a result, not a span
+    edge = [msgspec.structs.replace(spans[0], attributes={"n": 2**63 - 1, "m": -(2**63)})]
+    clean, refused = check_spans(edge)
+    assert refused is None and clean[0].attributes == {"n": 2**63 - 1, "m": -(2**63)}
+    over = [msgspec.structs.replace(spans[0], attributes={"n": 2**63})]
+    _, refused = check_spans(over)
+    assert str(refused) == (
+        "$.spans[0].attributes.n: integer 9223372036854775808 does not fit a span "
+        "attribute's signed 64 bits (send it as a string)"
+    )
 
 
 def test_safe_str_survives_hostile_exceptions() -> None:
