@@ -480,6 +480,7 @@ def test_squared_errors_around_a_mean_a_line_and_a_step() -> None:
     # the line through (0, 0), (1, 2), (2, 1), (3, 3): slope 0.8, residuals -0.3 0.9 -0.9 0.3
     assert linear_sse(x, np.array([0.0, 2.0, 1.0, 3.0])) == pytest.approx(1.8)
     assert linear_sse(np.array([5.0, 5.0, 5.0]), np.array([1.0, 2.0, 6.0])) == 14.0  # no slope
+    assert linear_sse(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0, 2.0])) == 0.0  # narrow x
     assert best_step_sse(np.array([1.0, 2.0, 3.0]), 2) is None  # shorter than two sides
     assert best_step_sse(np.array([0.0, 0.0, 5.0, 5.0]), 2) == 0.0  # exactly two sides
     for y in (
@@ -500,6 +501,12 @@ def test_binary_segmentation_and_its_penalty() -> None:
     assert binary_segmentation(np.array([0.0, 0.0, 0.0, 5.0, 5.0, 5.0]), 3, 1.0, 5) == [3]
     assert binary_segmentation(np.array([0.0, 0.0, 0.0, 5.0, 5.0]), 3, 1.0, 5) == []  # short
     assert binary_segmentation(np.array([2.0] * 8), 2, 0.0, 5) == []  # constant
+    assert binary_segmentation(np.array([0.0] * 6 + [1.0] * 6), 3, 0.1, 3) == [6]  # a step of 1
+    # no side shorter than min_len, though a cut at 2 would fit exactly
+    assert binary_segmentation(np.array([0.0, 0.0] + [10.0] * 6), 3, 1.0, 1) == [3]
+    assert shift_cuts(np.array([0.0, 0.0, 0.0, 5.0, 5.0, 5.0]), 3, 0.0, 5) == [
+        3
+    ]  # just long enough
     assert shift_cuts(np.array([0.0, 0.0, 0.0, 5.0, 5.0]), 3, 0.0, 5) == []  # short
     # Moves of 1 between neighbours: sigma = 1 / 0.954, penalty = f sigma^2 ln 20; the
     # step of 2 between halves of 10 gains 5 * 2^2 = 20, above the penalty below f = 6.08.
@@ -563,6 +570,28 @@ def test_a_cut_is_measured_and_gated() -> None:
     assert _cut(raw, 4, max_step_to_line_sse=ratio * 0.99)["passed"] is False
     # the other side's point at the midpoint, and a downward shift
     assert _cut([10.0] * 4 + [20.0, 40.0, 40.0, 40.0], 4)["consistency"] == 0.75
+    both = [10.0, 10.0, 10.0, 20.0, 20.0, 40.0, 40.0, 40.0]  # both sides spread
+    assert _cut(both, 4)["step_to_line_sse"] == pytest.approx(_step_ratio(both, 4))
+    # equal medians: the share on the expected side of the level, upward
+    assert _cut([5.0, 5.0, 5.0, 1.0, 5.0, 5.0, 5.0, 9.0], 4)["consistency"] == 0.25
+    # a spread below 1 is still a spread (tested, not p = 1)
+    narrow = _cut([10.0] * 4 + [10.5] * 4, 4)
+    assert narrow["p_value"] == pytest.approx(
+        float(stats.mannwhitneyu([10.0] * 4, [10.5] * 4, alternative="two-sided").pvalue)
+    )
+    assert narrow["p_value"] < 0.05
+    # a cut inside a longer series: counted from lo
+    values = np.array([1.0, 1.0, 10.0, 10.0, 10.0, 40.0, 40.0, 40.0, 1.0])
+    days = [f"d{i}" for i in range(9)]
+    x = np.arange(9.0)
+    inner = evaluate_cut(days, values, np.log(values), x, x, 2, 5, 8, GATES)
+    assert (inner["days_before"], inner["days_after"], inner["first_day"], inner["last_day"]) == (
+        3,
+        3,
+        "d2",
+        "d7",
+    )
+    assert (inner["before"], inner["after"], inner["jobs_per_day_after"]) == (10.0, 40.0, 6.0)
     down = _cut([40.0, 40.0, 40.0, 20.0, 10.0, 10.0, 10.0, 10.0], 4)
     assert (down["relative_shift"], down["consistency"]) == (-0.75, 0.75)
     assert down["log_ratio"] == pytest.approx(math.log(0.25))
@@ -595,6 +624,13 @@ def test_mann_kendall_and_sens_slope() -> None:
         "intercept": intercept,
     }
     assert slope != intercept
+    wide_x = 2 * x  # the slope is per unit of x, not per index
+    assert mann_kendall(wide_x, y)["slope"] == pytest.approx(slope / 2)
+    small = mann_kendall(x, y / 100)  # a range below 1 is still a trend
+    assert (small["tau"], small["slope"]) == (
+        pytest.approx(tau.statistic),
+        pytest.approx(slope / 100),
+    )
     assert mann_kendall(x, np.full(6, 3.0)) == {
         "tau": 0.0,
         "p_value": 1.0,
@@ -608,9 +644,12 @@ def test_seasonal_strength_and_the_daily_series() -> None:
     assert seasonal_strength(s, np.array([0.5, 0.5, -0.5, -0.5])) == pytest.approx(0.8)
     assert seasonal_strength(np.array([1.0, -1.0, 0, 0]), np.array([-1.0, 1.0, 1, -1])) == 0.0
     assert seasonal_strength(np.zeros(4), np.zeros(4)) == 0.0
+    assert seasonal_strength(s / 10, np.array([0.05, 0.05, -0.05, -0.05])) == pytest.approx(0.8)
     d = date(2024, 1, 1)
     first, dense = dense_daily([d, d + timedelta(1), d + timedelta(3)], [1.0, None, 4.0])
     assert first == d and dense.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError):
+        dense_daily([d, d + timedelta(1)], [1.0])  # one value a day
 
 
 def test_weekly_rhythm_is_monday_first() -> None:
@@ -623,6 +662,10 @@ def test_weekly_rhythm_is_monday_first() -> None:
     assert rhythm["strength"] > 0.99
     assert rhythm["weekday_effect"] == pytest.approx([-3, -2, -1, 0, 1, 2, 3], abs=0.01)
     assert weekly_rhythm(days, values, 5) is None  # fewer than 5 weeks
+    spiked = [*values[:10], 100.0, *values[11:]]  # robust: one outlier does not move it
+    assert weekly_rhythm(days, spiked, 4)["weekday_effect"] == pytest.approx(  # type: ignore[index]
+        [-3, -2, -1, 0, 1, 2, 3], abs=0.01
+    )
     assert weekly_rhythm(days, [None, *values[1:]], 4) is None  # 27 values
     assert weekly_rhythm(days, [2.0] * 28, 4) is None  # constant
 
@@ -637,6 +680,8 @@ def test_the_judged_scale() -> None:
     assert judged_scale(q(1, 1, 2, 3.9), None) == raw
     assert judged_scale(q(1, 1, 50, 100), None) == log  # p99 / p01 = 100: wide
     assert judged_scale(q(1, 1, 60, 99), None) == raw
+    assert judged_scale(q(0.1, 0.1, 5, 10), None) == log  # a ratio of 100 below 1
+    assert judged_scale(q(10, 10, 600, 990), None) == raw  # a ratio of 99 above it
     assert judged_scale(q(5, 5, 5, 5), None) == raw  # constant: not skewed
     assert judged_scale(q(5, 5, 5, 5), None, "log") == log
     assert judged_scale(q(0, 0, 2, 10), None) == {"kind": "log", "shift": 2.0, "top": 1.0}
@@ -649,6 +694,7 @@ def test_the_judged_scale() -> None:
         "top": 1.0,
     }
     assert judged_scale(q(0, 1, 50, 90, 100), "share")["top"] == 100.0
+    assert judged_scale(q(0, 0.1, 0.5, 0.9, 1.5), "share")["top"] == 100.0
     assert judged_scale(q(0, 0.1, 0.5, 0.9, None), "share")["top"] == 1.0
     assert judged_scale(q(-0.1, 0.1, 0.5, 0.9, 1), "share") == raw
     assert judged_scale(q(0, 0.1, 0.2, 0.9, 1), "share", "log")["kind"] == "log"
@@ -675,6 +721,7 @@ def test_the_shared_group_effects() -> None:
     from scipy import stats
 
     assert keep_ppm(2000, 1000) == 1_000_000
+    assert keep_ppm(10, 1000) == 1_000_000  # never above a million
     assert keep_ppm(2001, 1000) == 999_501  # 999,500.25 rounded up
     assert keep_ppm(10**13, 1) == 1
     empty = np.array([])
@@ -704,6 +751,17 @@ def test_the_shared_group_effects() -> None:
     }
     top = kruskal_effect(["a", "b", "c"], samples, "c", two_sided=True)
     assert (top["single_group_a"], top["single_group"]) == (1.0, "c")
+    # below its peers, A is the share of pairs further down: 16 of 18 here
+    low = [np.array([1.0, 2.0, 5.0]), np.array([3.0, 4.0, 6.0]), np.array([7.0, 8.0, 9.0])]
+    assert kruskal_effect(["a", "b", "c"], low, "a", two_sided=True)["single_group_a"] == 16 / 18
+    # equal medians: judged upwards (ties count half: 7 of 9 pairs)
+    even = [np.array([5.0, 5.0, 9.0]), np.array([1.0, 5.0, 5.0])]
+    assert kruskal_effect(["a", "b"], even, "a", two_sided=True)["single_group_a"] == 7 / 9
+    # no peers: A 0.5, p 1
+    alone = kruskal_effect(["a", "a"], samples[:2], "a", two_sided=True)
+    assert (alone["single_group_a"], alone["single_group_p_value"]) == (0.5, 1.0)
+    with pytest.raises(ValueError):
+        kruskal_effect(["a", "b"], samples, "a")  # one label per sample
 
 
 def test_is_large_at_its_thresholds() -> None:
@@ -889,6 +947,15 @@ def test_a_case_log_without_times_or_repeated_cases(tmp_path: Path) -> None:
         "cases with >= 2 steps: at most 0 of 2 (rows beyond the first of each case_id value; "
         "needs >= 1): the cases are single steps, so there is no flow to mine"
     )
+    # one distinct case: its count decides before a scan; none at all: the scan does
+    ctx = _ctx(tmp_path / "d", {"case_id": ["c1"], "process_name": ["A"]})
+    assert multi_step(ctx, roles(ctx), 1, 0.0)[1] == (
+        "cases with >= 2 steps: at most 0 of 1 (rows beyond the first of each case_id value; "
+        "needs >= 1): the cases are single steps, so there is no flow to mine"
+    )
+    no_cases = {"case_id": pa.array([None, None], pa.string()), "process_name": ["A", "B"]}
+    ctx = _ctx(tmp_path / "e", no_cases)
+    assert multi_step(ctx, roles(ctx), 1, 0.0)[1] == "no row has both a case and an activity"
     nothing = {"case_id": ["c1", "c1"], "process_name": pa.array([None, None], pa.string())}
     ctx = _ctx(tmp_path / "c", nothing)
     counts, reason = multi_step(ctx, roles(ctx), 0, 0.0)
