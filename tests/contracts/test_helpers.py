@@ -1,6 +1,7 @@
 """The SDK's helpers against values known by construction: results and finding ids,
-canonical hashing, frozen containers, SQL helpers run in DuckDB, chart rules, and the
-schema files."""
+canonical hashing, frozen containers, SQL helpers run in DuckDB, chart rules, the
+schema files, and the statistics and log helpers the plugins share (series, robust
+scales, group effects, units, event and case logs)."""
 
 from __future__ import annotations
 
@@ -762,6 +763,8 @@ def test_the_shared_group_effects() -> None:
     assert (alone["single_group_a"], alone["single_group_p_value"]) == (0.5, 1.0)
     with pytest.raises(ValueError):
         kruskal_effect(["a", "b"], samples, "a")  # one label per sample
+    pair = kruskal_effect(["a", "b"], [np.array([1.0]), np.array([2.0])], "b")
+    assert pair["epsilon_squared"] == pair["h"] == 1.0  # two values: H / 1
 
 
 def test_is_large_at_its_thresholds() -> None:
