@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +255,8 @@ def test_the_key_and_its_policy_component_follow_their_definitions() -> None:
 
     import msgspec
 
-    from contracts import ColumnInfo, DatasetInfo, PlanStep
-    from engine._core.cache import make_key
+    from contracts import ColumnInfo, DatasetInfo, PlanStep, stable_hash
+    from engine._core.cache import environment, make_key
     from engine._core.plan import LANE_POLICY_VERSION
 
     step = PlanStep(
@@ -283,6 +284,7 @@ def test_the_key_and_its_policy_component_follow_their_definitions() -> None:
     assert base.parts["policy"] == f"{LANE_POLICY_VERSION}:two_lane_strict:decision"
     assert (base.parts["code"], base.parts["dataset"], base.parts["seed"]) == ("c", "f", "7")
     assert base.parts["settings"] == hashlib.sha256(b'{"k":2}').hexdigest()
+    assert base.parts["environment"] == stable_hash(environment())
     assert base.parts["upstream"] == hashlib.sha256(b'["a","b"]').hexdigest()
     canonical = json.dumps({"plugin_id": "p", **base.parts}, sort_keys=True, separators=(",", ":"))
     assert base.key == hashlib.sha256(canonical.encode()).hexdigest()
@@ -315,6 +317,9 @@ def test_the_store_keeps_what_is_flushed_and_prunes_the_oldest(
     clock = iter(range(1000, 2000))
     monkeypatch.setattr(cache, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
 
+    store = ResultCache(tmp_path / "runs" / "not yet" / "cache")  # its parents are made
+    assert (tmp_path / "runs" / "not yet" / "cache" / ".cache.lock").is_file()
+    store.close()
     store = ResultCache(tmp_path / "cache")
     assert store.stats() == {"entries": 0, "plugins": 0, "payload_bytes": 0}
     run = RunCache(store, ["p", "q"])
@@ -332,8 +337,16 @@ def test_the_store_keeps_what_is_flushed_and_prunes_the_oldest(
     assert (stats["entries"], stats["plugins"]) == (3, 2) and stats["payload_bytes"] > 0
     preloaded = store.preload(["q", "p", "p"])
     assert sorted(preloaded) == ["p", "q"]
+    assert [k.plugin_id for k, _ in preloaded["p"]] == ["p", "p"]
+    # 501 plugins are read in two queries: every entry once, the 501st too
+    many = store.preload([f"a{i:03d}" for i in range(499)] + ["q", "p"])
+    assert (len(many), len(many["p"]), len(many["q"]), many["a000"]) == (501, 2, 1, [])
     assert [k.parts["code"] for k, _ in preloaded["p"]] == ["code-1", "code-0"]  # newest first
-    run = RunCache(store, ["p", "q"])
+    run = RunCache(store, ["p", "q", "r"])
+    # each plugin's newest result's run time; r has none
+    assert run.expected_durations() == {"p": 0.5, "q": 0.0}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the preparing thread's use
+        assert pool.submit(store.stats).result()["entries"] == 3
     cached, why = run.lookup(_unit_key())
     assert why == "hit" and cached is not None
     assert (cached.result, cached.accesses, cached.duration_s) == (
@@ -360,6 +373,14 @@ def test_a_miss_is_named_by_the_closest_entry() -> None:
         ]
     }
     assert run.lookup(_unit_key())[1] == "dataset_changed"
+    # the fewest components, not the first reason: upstream alone beats code and seed
+    run._entries = {
+        "p": [
+            (_unit_key(code="c-1", seed="seed-1"), b""),
+            (_unit_key(upstream="u-1"), b""),
+        ]
+    }
+    assert run.lookup(_unit_key())[1] == "upstream_changed"
     # Same components but another key (an older key formula): named by upstream.
     run._entries = {"p": [(_unit_key(), b"")]}
     other = _unit_key()
