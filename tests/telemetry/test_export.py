@@ -388,3 +388,19 @@ def test_a_dead_collector_costs_one_timeout_not_one_per_batch() -> None:
     assert exporter.calls == 1
     assert stats.exported == 0 and stats.failed == len(spans_from_events(events))
     assert not stats.ok and "not sent" in stats.errors[0]
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_the_recorded_fixtures_trace_json_byte_for_byte(version: str) -> None:
+    """Each recorded log's ``trace.json`` was written once, by the fold that built
+    OpenTelemetry SDK spans before the compact records replaced it, and committed:
+    the records and their encoder must give those bytes (ids, names, times in
+    nanoseconds, marks and their attributes, parents, statuses). A deliberate change
+    of the trace's format rewrites them with ``python -m engine trace
+    tests/fixtures/logs/<version>`` (the log itself is never re-recorded)."""
+    folder = FIXTURES / version
+    built = trace_json(trace_from_events(read_log(folder / "events.jsonl")))
+    assert built == (folder / "trace.json").read_bytes()
