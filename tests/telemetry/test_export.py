@@ -404,3 +404,12 @@ def test_the_recorded_fixtures_trace_json_byte_for_byte(version: str) -> None:
     folder = FIXTURES / version
     built = trace_json(trace_from_events(read_log(folder / "events.jsonl")))
     assert built == (folder / "trace.json").read_bytes()
+
+
+def test_varints_are_the_protobuf_librarys_at_every_length_edge() -> None:
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    from telemetry.protobuf import _varint
+
+    for value in (0, 1, 127, 128, 129, 16_383, 16_384, 2**21 - 1, 2**21, 2**63 - 1, 2**64 - 1):
+        assert _varint(value) == _VarintBytes(value), value
