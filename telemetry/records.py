@@ -246,17 +246,12 @@ class TraceBuilder:
                 record.rows_read += event.access.rows
             case PluginSpan(plugin_id=pid):
                 self._plugins[pid].children.append(event.span)
-            case PreflightFailed(plugin_id=pid):
+            case PreflightFailed(plugin_id=pid) | PluginFinished(plugin_id=pid):
                 record = self._plugins[pid]
                 record.phase = "done"
                 record.terminal = event
-                record.mark("preflight_failed", event.wall, _result_attrs(event))
-                return self._plugin_done(pid)
-            case PluginFinished(plugin_id=pid):
-                record = self._plugins[pid]
-                record.phase = "done"
-                record.terminal = event
-                record.mark("finished", event.wall, _result_attrs(event))
+                name = "finished" if isinstance(event, PluginFinished) else "preflight_failed"
+                record.mark(name, event.wall, _result_attrs(event))
                 return self._plugin_done(pid)
             case RunResumed():
                 self._run_marks.append(("run_resumed", event.wall, {"pending": len(event.pending)}))
