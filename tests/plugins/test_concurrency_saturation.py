@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from contracts import Na, Ok
 
-from .conftest import run_plugin
+from .conftest import load_plugin, run_plugin
 
 T0 = datetime(2024, 3, 4)
 HOSTS = ("h01", "h02", "h03", "h04", "h05", "h06")
@@ -137,3 +138,39 @@ def test_single_host_is_insufficient_data(tmp_path):
     data["host"] = ["h01"] * 500
     result = run_plugin("concurrency_saturation", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "INSUFFICIENT_DATA"
+
+
+@pytest.mark.parametrize(("windows", "end"), [(1, None), (7, None), (1, 2**61)])
+def test_numpy_sweep_equals_the_one_pass_sql(tmp_path, windows, end):
+    # the levels are computed in numpy window by window; their definition is the SQL
+    # sweep of levels_query (which the evidence shows), run here over the whole range.
+    # Whole seconds make starts and ends coincide, so ties are exercised. A window too
+    # long to pack (host, time) into one integer (end=2**61 us) takes the lexsort path.
+    import duckdb
+    import pyarrow as pa
+
+    plugin = load_plugin("concurrency_saturation")
+    data = _log(n=3000, slots={"h03": 2})
+    con = duckdb.connect()
+    con.register("data", pa.table(data))
+    started, ended = '"started_at"', '"ended_at"'
+    hosts = sorted(set(data["host"]))
+    spans = con.sql(plugin.hosts_query("host", started, ended)).fetchall()
+    t0, t1 = min(r[2] for r in spans), end or max(r[3] for r in spans) + 1
+    expected = {
+        (h, int(level)): int(us)
+        for h, level, us in con.sql(
+            plugin.levels_query("host", started, ended, hosts, t0, t1)
+        ).fetchall()
+        if us
+    }
+    edges = np.linspace(t0, t1, windows + 1).astype(np.int64).tolist()
+    got: dict[tuple[str, int], int] = {}
+    for c0, c1 in itertools.pairwise(edges):
+        window = con.sql(plugin.window_query("host", started, ended, c0, c1)).to_arrow_table()
+        for key, us in plugin.window_levels(window, hosts, c0, c1).items():
+            got[key] = got.get(key, 0) + us
+    ties = con.sql("SELECT count(*) FROM data WHERE started_at IN (SELECT ended_at FROM data)")
+    assert ties.fetchall()[0][0] > 0
+    assert got == expected
+    assert max(level for (h, level) in got if h == "h03") == 2
