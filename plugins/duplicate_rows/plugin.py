@@ -1,4 +1,9 @@
-"""duplicate_rows: exact duplicate rows over all columns (SQL)."""
+"""duplicate_rows: exact duplicate rows over all columns (SQL).
+
+A column with a distinct value in every row (the exact count taken when the dataset was
+normalized, under the same equality as ``GROUP BY``) makes every row
+distinct, so the grouping pass over all columns is not run: its answer is known.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,28 @@ def run(ctx):
         identifiers = sorted(upstream.metrics.get("identifier_columns", []))
     else:
         identifiers = sorted(c.name for c in ctx.data.columns if c.role == "identifier")
+
+    rows = ctx.data.rows
+    # distinct_count counts non-NULL values, so equal to the rows it also means no NULL
+    unique = sorted(c.name for c in ctx.data.columns if c.distinct_count == rows)
+    if rows > 0 and unique:
+        return na(
+            "NO_SIGNIFICANT_EFFECT",
+            f"No row is an exact copy of another over all {len(names)} columns: "
+            f"{unique[0]} holds a distinct value in every row.",
+            checked=[
+                f"{rows} rows over {len(names)} columns; {unique[0]} has {rows} distinct "
+                "values and no NULLs (counted when the dataset was normalized), so all rows "
+                "are distinct without a grouping pass"
+            ],
+            metrics={
+                "rows": rows,
+                "distinct_rows": rows,
+                "surplus_rows": 0,
+                "duplicated_groups": 0,
+                "max_copies": 1,
+            },
+        )
 
     # One grouping pass over all columns: each group is a distinct row, c its copies.
     query = (
