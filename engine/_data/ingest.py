@@ -449,7 +449,7 @@ def infer_role(
     rows: int,
     non_null: int,
     distinct: int,
-    whitespace: int = 0,
+    whitespace: int | Callable[[], int] = 0,
 ) -> ColumnRole:
     """The role of one column (rules in the module docstring).
 
@@ -459,7 +459,8 @@ def infer_role(
         rows: rows in the table.
         non_null: non-null values in the column.
         distinct: distinct non-null values in the column.
-        whitespace: values containing whitespace (string columns only).
+        whitespace: values containing whitespace (string columns only), or a function
+            that counts them: called only for a column whose role depends on it.
 
     Returns:
         One of the :data:`~contracts.manifest.ColumnRole` values.
@@ -483,8 +484,10 @@ def infer_role(
             return "identifier"
         if distinct <= max(CATEGORICAL_MAX, CATEGORICAL_FRACTION * rows):
             return "categorical"
-        if ratio > ID_RATIO and whitespace < ID_WHITESPACE_FRACTION * non_null:
-            return "identifier"
+        if ratio > ID_RATIO:
+            spaced = whitespace() if callable(whitespace) else whitespace
+            if spaced < ID_WHITESPACE_FRACTION * non_null:
+                return "identifier"
         return "text"
     return "text"
 
@@ -948,11 +951,14 @@ def _describe(
     columns: list[ColumnInfo] = []
     for name, dtype in ((str(r[0]), str(r[1])) for r in described):
         col = quote_ident(name)
-        is_string = dtype.upper().startswith("VARCHAR")
-        ws = f"count_if(regexp_matches({col}, '\\s'))" if is_string else "0"
-        stats = con.execute(f"SELECT count({col}), count(DISTINCT {col}), {ws} FROM data")
-        # count_if over an all-null column is NULL, not 0.
-        non_null, distinct, whitespace = (int(v or 0) for v in (stats.fetchone() or (0, 0, 0)))
+        stats = con.execute(f"SELECT count({col}), count(DISTINCT {col}) FROM data")
+        non_null, distinct = (int(v or 0) for v in (stats.fetchone() or (0, 0)))
+
+        def whitespace(col: str = col) -> int:
+            # a scan of the column, so only for the columns whose role needs it
+            found = con.execute(f"SELECT count_if(regexp_matches({col}, '\\s')) FROM data")
+            return int((found.fetchone() or (0,))[0] or 0)  # NULL over all-null values
+
         role = infer_role(
             name, dtype, rows=rows, non_null=non_null, distinct=distinct, whitespace=whitespace
         )

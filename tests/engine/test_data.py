@@ -10,7 +10,7 @@ import gzip
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -191,6 +191,33 @@ def test_infer_role_rules(name: str, dtype: str, stats: tuple[int, int, int], ro
         )
         == role
     )
+
+
+def test_infer_role_counts_whitespace_only_when_the_role_depends_on_it() -> None:
+    # counting values with whitespace is a scan of the column at ingest: it is asked
+    # for only for a unique string column whose name does not say identifier
+    calls: list[str] = []
+
+    def count(n: int, name: str) -> Callable[[], int]:
+        return lambda: calls.append(name) or n
+
+    def role(name: str, distinct: int, spaced: int) -> str:
+        return infer_role(
+            name,
+            "VARCHAR",
+            rows=1000,
+            non_null=1000,
+            distinct=distinct,
+            whitespace=count(spaced, name),
+        )
+
+    assert role("city", 50, 1000) == "categorical"
+    assert role("label", 400, 0) == "text"
+    assert role("order_id", 1000, 1000) == "identifier"
+    assert calls == []
+    assert role("note", 1000, 990) == "text"
+    assert role("sku", 1000, 0) == "identifier"
+    assert calls == ["note", "sku"]
 
 
 def test_event_roles_on_ops_log(tmp_path: Path) -> None:
