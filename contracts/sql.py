@@ -7,6 +7,8 @@ literals safe and make every plugin read timestamps the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 
 def quote_ident(name: str) -> str:
@@ -47,3 +49,37 @@ def histogram_sql(expr: str, low: float, high: float, bins: int, log: bool = Fal
         f"count(*) AS n FROM (SELECT {value} AS v FROM data WHERE {expr} IS NOT NULL"
         f"{positive}) GROUP BY bin ORDER BY bin"
     )
+
+
+def seeded_sample(
+    sql: Callable[[str], Any],
+    select: str,
+    where: str,
+    *,
+    key: str,
+    seed: int,
+    limit: int,
+    population: int,
+) -> tuple[Any, str]:
+    """The seeded sample ``{select} WHERE {where} ORDER BY hash({key}, {seed}), {key}
+    LIMIT {limit}``: the ``limit`` rows of smallest hash (ties by ``key``), run with
+    ``sql`` (a plugin's ``ctx.data.sql``). Returns the result and that query.
+
+    Ordering every row by its hash is slow on a large table (the sort carries whole
+    rows). When ``population`` (the rows ``where`` selects, or an estimate) is more
+    than twice ``limit``, the rows are first narrowed to those whose hash lies below
+    a threshold that about ``2 * limit`` of them pass. If at least ``limit`` rows pass,
+    they hold the ``limit`` smallest hashes, so the result is exactly the full query's;
+    otherwise (the estimate was too high) the full query runs. ``select`` ends with its
+    ``FROM`` clause; ``key`` is a column (or ``rowid``) it can order by.
+    """
+    order = f"ORDER BY hash({key}, {seed}), {key} LIMIT {limit}"
+    full = f"{select} WHERE {where} {order}"
+    if population > 2 * limit:
+        threshold = (2**64 * 2 * limit) // population
+        narrowed = sql(
+            f"{select} WHERE ({where}) AND hash({key}, {seed}) < {threshold}::UBIGINT {order}"
+        )
+        if narrowed.num_rows == limit:
+            return narrowed, full
+    return sql(full), full

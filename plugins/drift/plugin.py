@@ -38,7 +38,7 @@ from scipy import stats
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.sql import quote_ident as _q
-from contracts.sql import timestamp_expr
+from contracts.sql import seeded_sample, timestamp_expr
 from contracts.units import p_text as _p_text
 
 _ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "pid", "uid", "key", "index", "idx"})
@@ -277,12 +277,17 @@ def run(ctx):
     sample_queries = {}
     if numeric:
         for label, cond in (("first", first), ("last", last)):
-            q = (
-                f"SELECT {', '.join(f'{x[n]} AS {_q(n)}' for n in numeric)} FROM data "
-                f"WHERE {cond} ORDER BY hash(rowid, {int(ctx.seed)}), rowid LIMIT {max_sample}"
+            rows = ctx.data.sql(f"SELECT count(*) AS n FROM data WHERE {cond}")
+            table, q = seeded_sample(
+                ctx.data.sql,
+                f"SELECT {', '.join(f'{x[n]} AS {_q(n)}' for n in numeric)} FROM data",
+                cond,
+                key="rowid",
+                seed=int(ctx.seed),
+                limit=max_sample,
+                population=int(rows.column("n")[0].as_py()),
             )
             sample_queries[label] = q
-            table = ctx.data.sql(q)
             samples[label] = {
                 n: np.asarray(table.column(n).to_numpy(zero_copy_only=False), dtype=float)
                 for n in numeric

@@ -26,7 +26,7 @@ from sklearn.ensemble import IsolationForest
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
 from contracts.sql import quote_ident as _q
-from contracts.sql import string_literal, timestamp_expr
+from contracts.sql import seeded_sample, string_literal, timestamp_expr
 
 
 def _settings(ctx) -> dict:
@@ -137,11 +137,16 @@ def run(ctx):
             checked=checked,
         )
     seed = int(ctx.seed) % (2**31)
-    sample_q = (
-        f"{base}SELECT rid, case_id, p, {', '.join(raw)} FROM jobs "
-        f"ORDER BY hash(rid, {seed}), rid LIMIT {cfg['max_sample']}"
+    table, _ = seeded_sample(
+        ctx.data.sql,
+        f"{base}SELECT rid, case_id, p, {', '.join(raw)} FROM jobs",
+        "TRUE",
+        key="rid",
+        seed=seed,
+        limit=cfg["max_sample"],
+        population=n_jobs,
     )
-    sample = ctx.data.sql(sample_q).to_pydict()
+    sample = table.to_pydict()
     procs = np.asarray(sample["p"], dtype=object)
     by_proc = {str(name): int((procs == name).sum()) for name in sorted(set(procs.tolist()))}
     judged = sorted(name for name, n in by_proc.items() if n >= cfg["min_sampled"])

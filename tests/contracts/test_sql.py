@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import duckdb
+import pytest
 
-from contracts.sql import quote_ident, string_literal, timestamp_expr
+from contracts.sql import quote_ident, seeded_sample, string_literal, timestamp_expr
 
 
 def test_quoting_round_trips_through_duckdb() -> None:
@@ -24,3 +25,50 @@ def test_timestamp_rule() -> None:
     expr = timestamp_expr("t", "VARCHAR")
     row = con.execute(f"SELECT {expr} FROM (SELECT 'not a time' AS t)").fetchone()
     assert row == (None,)
+
+
+@pytest.mark.parametrize(
+    ("population", "queries"),
+    [
+        (None, ["narrowed"]),  # the exact count: narrowed, and enough rows pass
+        (40_000, ["narrowed", "full"]),  # far too high: too few pass, then the full query
+        (1_400, ["full"]),  # at most twice the limit: the full query at once
+    ],
+)
+def test_seeded_sample_is_the_full_query_whichever_way_it_runs(population, queries):
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE data AS SELECT i, i % 7 AS g, 'r' || i AS label FROM range(20000) t(i)"
+    )
+    where = "g <> 3"
+    rows = con.sql(f"SELECT count(*) FROM data WHERE {where}").fetchall()[0][0]
+    ran: list[str] = []
+
+    def sql(query: str):
+        ran.append(query)
+        return con.sql(query).to_arrow_table()
+
+    select = "SELECT i, label FROM data"
+    table, query = seeded_sample(
+        sql, select, where, key="i", seed=11, limit=700, population=population or rows
+    )
+    full = f"{select} WHERE {where} ORDER BY hash(i, 11), i LIMIT 700"
+    assert query == full
+    expected = con.sql(full).to_arrow_table()
+    assert table.equals(expected) and table.num_rows == 700
+    assert ["full" if q == full else "narrowed" for q in ran] == queries
+
+
+def test_seeded_sample_of_fewer_rows_than_the_limit_is_all_of_them():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE data AS SELECT i FROM range(50) t(i)")
+    table, _ = seeded_sample(
+        lambda q: con.sql(q).to_arrow_table(),
+        "SELECT i FROM data",
+        "TRUE",
+        key="i",
+        seed=0,
+        limit=100,
+        population=10_000,  # an estimate far too high: narrowed first, then all rows
+    )
+    assert sorted(table.column("i").to_pylist()) == list(range(50))
