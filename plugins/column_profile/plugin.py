@@ -11,14 +11,10 @@ def run(ctx):
     if not columns:
         return na("NOT_APPLICABLE", "The dataset has no columns to profile.", checked=["columns"])
 
-    # One query per column, so that at most one distinct-value hash table is held at
-    # a time however wide or long the table is.
-    counts = []
-    for col in columns:
-        c = _q(col.name)
-        query = f"SELECT count(*) AS n, count({c}) AS nn, count(DISTINCT {c}) AS nd FROM data"
-        counts.append((query, ctx.data.sql(query).to_pylist()[0]))
-    rows = int(counts[0][1]["n"])
+    # The counts were taken when the dataset was normalized (one exact aggregate per
+    # column, the query each finding shows): the dataset cannot change after that, so
+    # they are read from its description rather than recounted.
+    rows = ctx.data.rows
     if rows == 0:
         return na(
             "INSUFFICIENT_DATA",
@@ -28,10 +24,11 @@ def run(ctx):
 
     per_column: dict[str, dict[str, object]] = {}
     findings = []
-    for col, (query, row) in zip(columns, counts, strict=True):
-        non_null = int(row["nn"])
-        distinct = int(row["nd"])
-        nulls = rows - non_null
+    for col in columns:
+        c = _q(col.name)
+        query = f"SELECT count(*) AS n, count({c}) AS nn, count(DISTINCT {c}) AS nd FROM data"
+        distinct = col.distinct_count
+        nulls = col.null_count
         null_fraction = nulls / rows
         per_column[col.name] = {
             "dtype": col.dtype,

@@ -49,3 +49,20 @@ def test_no_columns_is_not_applicable():
     ctx = SimpleNamespace(data=SimpleNamespace(columns=()), settings={})
     result = load_plugin("column_profile").run(ctx)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+def test_each_findings_query_reproduces_its_counts(tmp_path):
+    # the counts come from the dataset's description (taken when it was normalized);
+    # the query every finding shows must give the same numbers when run on the data
+    import duckdb
+    import pyarrow as pa
+
+    data = DATA | {"d": [0.0, -0.0, float("nan"), None]}
+    result = run_plugin("column_profile", data, tmp_path)
+    assert isinstance(result, Ok)
+    con = duckdb.connect()
+    con.register("data", pa.table(data))
+    for f in result.findings:
+        ((n, nn, nd),) = con.sql(f.evidence.query).fetchall()
+        m = f.evidence.metrics
+        assert (m["rows"], m["null_count"], m["distinct_count"]) == (n, n - nn, nd), f.target
