@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from attrs import define
 
 from contracts import DatasetInfo, Plan, Report, stable_hash
-from contracts.events import Event
+from contracts.events import Event, PluginStarted
 from contracts.plan import Mode
 
 from .._data.ingest import ingest
@@ -605,7 +605,13 @@ class Engine:
         # are appended (a resumed run reads its log back instead, for the part before).
         events: list[Event] | None = [] if self.trace_file and state is None else None
 
+        warm = True  # the chart process: started once a plugin runs (not for cached work)
+
         def publish(event: Event) -> None:
+            nonlocal warm
+            if warm and isinstance(event, PluginStarted):
+                warm = False
+                threading.Thread(target=self._drawer.warm, name="engine-charts-warm").start()
             if events is not None:
                 events.append(event)
             if tracer is not None:

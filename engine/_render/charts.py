@@ -440,6 +440,10 @@ def draw_here(items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
     return [_drawing(chart, key) for chart, key in items]
 
 
+WARM_UP_CHART = Histogram(title="", x_label="", edges=(0.0, 1.0), counts=(1,))
+"""What :meth:`ChartProcess.warm` draws (and throws away)."""
+
+
 DRAWING_NICENESS = 5
 """How much lower than the engine's the chart process's scheduling priority is (as
 the plugin workers': the loop of the engine's process comes first)."""
@@ -483,9 +487,7 @@ class ChartProcess:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
-        if not items:
-            return []
+    def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
@@ -494,7 +496,22 @@ class ChartProcess:
                     initializer=start_drawing_process,
                     initargs=(os.getpid(),),
                 )
-            pool = self._pool
+            return self._pool
+
+    def warm(self) -> None:
+        """Start the child and have it draw one chart (matplotlib imported, its fonts
+        loaded), without waiting: a run calls it once a plugin has started, so the
+        report's charts do not wait for that (about a second) after the run. A child
+        that cannot start is the next call's concern (which draws here then)."""
+        if self._pool is not None:  # started (and warmed) before
+            return
+        with contextlib.suppress(BrokenProcessPool, OSError, RuntimeError):
+            self._started().submit(draw_here, [(WARM_UP_CHART, "warm-up")])
+
+    def __call__(self, items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
+        if not items:
+            return []
+        pool = self._started()
         try:
             return pool.submit(draw_here, list(items)).result()
         except (BrokenProcessPool, OSError, pickle.PicklingError):

@@ -9,7 +9,14 @@ import anyio
 import pytest
 
 import engine
-from contracts.events import Event, PluginFinished, PluginStarted, RunFinished, RunStarted
+from contracts.events import (
+    CacheHit,
+    Event,
+    PluginFinished,
+    PluginStarted,
+    RunFinished,
+    RunStarted,
+)
 from engine import ConfigError, Engine, EngineError, ManifestError, read_log
 
 from .conftest import MakePlugin
@@ -155,3 +162,25 @@ async def test_cancelling_a_run_leaves_an_unfinished_log(
         make_plugin("quick")
         result = await eng.run(dataset, select=["quick"])
         assert result.ok
+
+
+async def test_the_chart_process_starts_once_a_plugin_runs_and_not_for_cached_work(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    # report.html's charts are drawn in a child process; it is started (and warmed:
+    # matplotlib imported) when the first plugin starts, not after the run. A rerun
+    # whose every result comes from the cache runs no plugin and starts nothing.
+    make_plugin("one")
+    runs = tmp_path / "runs"
+    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
+        assert eng._drawer._pool is None
+        first = await eng.run(dataset, seed=1)
+        assert eng._drawer._pool is not None
+    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
+        again = await eng.run(dataset, seed=1)
+        events = read_log(again.run_dir / "events.jsonl")
+        assert [type(e).__name__ for e in events if isinstance(e, CacheHit | PluginStarted)] == [
+            "CacheHit"
+        ]
+        assert eng._drawer._pool is None
+    assert first.ok and again.ok
