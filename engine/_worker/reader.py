@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -285,7 +286,10 @@ class DataReader:
             db_path = self._info.db_path
             if not db_path or not Path(db_path).is_file():
                 raise DatasetError(self._info.source, f"normalized database not found: {db_path!r}")
-            spill = tempfile.mkdtemp(prefix="engine-duckdb-")
+            # A name only: DuckDB creates the folder when a query first spills, and
+            # removes it on close. A job process killed (a timeout, a memory cap)
+            # leaves nothing behind unless it had spilled.
+            spill = str(Path(tempfile.gettempdir()) / f"engine-duckdb-{uuid.uuid4().hex}")
             self._spill = weakref.finalize(self, shutil.rmtree, spill, True)
             con = duckdb.connect(
                 db_path,

@@ -597,6 +597,19 @@ def test_reader_reopens_lazily_and_missing_db_is_dataset_error(tmp_path: Path) -
         gone.sql("SELECT 1")
 
 
+def test_a_reader_that_never_spills_leaves_no_folder(tmp_path: Path) -> None:
+    # DuckDB's spill folder is named, not created: DuckDB makes it when a query first
+    # spills. A job process killed mid-plugin (a timeout, a memory cap) runs no clean-up,
+    # so a folder made up front was left behind by every such kill.
+    r = make_reader({"a": list(range(1000))}, tmp_path)
+    assert r.sql("SELECT sum(a) AS s FROM data").column("s")[0].as_py() == 499500
+    assert r._spill is not None
+    (spill,) = r._spill.peek()[2][:1]  # the folder its clean-up would remove
+    assert Path(spill).name.startswith("engine-duckdb-")
+    assert not Path(spill).exists()
+    r.close()
+
+
 def test_make_context(tmp_path: Path) -> None:
     ctx = make_context(
         {"job_id": ["a", "b"], "v": [1.0, 2.0]},
