@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -20,12 +21,13 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from attrs import define
 
-from contracts import DatasetInfo, Plan, Report, stable_hash
-from contracts.events import Event, PluginStarted
+from contracts import DatasetInfo, Ok, Plan, Report, stable_hash
+from contracts.events import Event, PluginFinished, PluginStarted
 from contracts.plan import Mode
 
 from .._data.ingest import ingest
 from .._executors import Executor, make_executor
+from .._render import ChartCache, draw_charts, explanation_charts
 from .._render.charts import ChartProcess
 from ..errors import ConfigError, EngineError
 from .artifacts import write_artifacts
@@ -605,13 +607,27 @@ class Engine:
         # are appended (a resumed run reads its log back instead, for the part before).
         events: list[Event] | None = [] if self.trace_file and state is None else None
 
-        warm = True  # the chart process: started once a plugin runs (not for cached work)
+        # Drawn charts are reused like results: not when the cache is off. The chart
+        # process starts once a plugin runs (not for cached work), and an explanation
+        # plugin's charts are drawn as it finishes, in one thread beside the run (their
+        # keys in the page are known then); report.html takes them from `charts`.
+        charts = ChartCache(self.runs_dir / CACHE_DIR / "charts" if spec.cache else None)
+        predraw = ThreadPoolExecutor(1, thread_name_prefix="engine-charts")
+        warm = True
 
         def publish(event: Event) -> None:
             nonlocal warm
             if warm and isinstance(event, PluginStarted):
                 warm = False
-                threading.Thread(target=self._drawer.warm, name="engine-charts-warm").start()
+                predraw.submit(self._drawer.warm)
+            if (
+                isinstance(event, PluginFinished)
+                and event.lane == "explanation"
+                and isinstance(event.result, Ok)
+                and any(f.charts for f in event.result.findings)
+            ):
+                drawing = explanation_charts(event.plugin_id, event.result.findings)
+                predraw.submit(draw_charts, drawing, charts, self._drawer)
             if events is not None:
                 events.append(event)
             if tracer is not None:
@@ -635,8 +651,7 @@ class Engine:
                 # files are renamed into place only once the log is on disk.
                 closing = _BackgroundClose(log)
                 try:
-                    # Drawn charts are reused like results: not when the cache is off.
-                    charts = self.runs_dir / CACHE_DIR / "charts" if spec.cache else None
+                    await anyio.to_thread.run_sync(predraw.shutdown)  # the charts drawn so far
                     report = await anyio.to_thread.run_sync(
                         write_artifacts,
                         spec.run_dir,
@@ -656,6 +671,7 @@ class Engine:
                         await anyio.to_thread.run_sync(closing.synced)
                 closing.raise_error()
             finally:
+                predraw.shutdown(wait=False, cancel_futures=True)  # done already, unless it failed
                 if tracer is not None:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(tracer.close)

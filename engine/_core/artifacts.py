@@ -420,17 +420,18 @@ def manifest_lanes(state: RunState) -> dict[str, str]:
 def render_report_html(
     state: RunState,
     report: Report | None = None,
-    chart_cache: Path | None = None,
+    chart_cache: Path | ChartCache | None = None,
     drawer: Drawer = draw_here,
 ) -> str:
     """``report.html`` of a finished run (``report``: its :func:`build_report`, if
-    built; ``chart_cache``: a folder keeping drawn charts between runs; ``drawer``:
-    where charts are drawn, here by default). The bytes do not depend on either."""
+    built; ``chart_cache``: charts drawn before (a folder keeping them between runs, or
+    a :class:`ChartCache`); ``drawer``: where charts are drawn, here by default). The
+    bytes do not depend on either."""
     return render_html(
         report if report is not None else build_report(state),
         build_timeline(state),
         manifest_lanes(state),
-        ChartCache(chart_cache) if chart_cache is not None else None,
+        chart_cache if not isinstance(chart_cache, Path) else ChartCache(chart_cache),
         drawer,
     )
 
@@ -439,7 +440,7 @@ def write_artifacts(
     run_dir: Path,
     state: RunState,
     last_hash: str,
-    chart_cache: Path | None = None,
+    chart_cache: Path | ChartCache | None = None,
     drawer: Drawer = draw_here,
     log_synced: Callable[[], bool] | None = None,
     trace: Callable[[], bytes] | None = None,

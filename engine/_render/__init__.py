@@ -8,9 +8,10 @@ kernel, so the same inputs give the same bytes wherever they come from (a live r
 a replayed log).
 """
 
-from .charts import ChartCache, chart_svg, safe_id
+from .charts import ChartCache, chart_svg, draw_charts, safe_id
 from .pages import (
     action_key,
+    explanation_charts,
     lane_progress,
     monthly_hours,
     render_diff_html,
@@ -25,6 +26,8 @@ __all__ = [
     "ChartCache",
     "action_key",
     "chart_svg",
+    "draw_charts",
+    "explanation_charts",
     "lane_progress",
     "monthly_hours",
     "render_diff_html",

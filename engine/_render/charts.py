@@ -381,37 +381,51 @@ def chart_svg(chart: Chart, key: str) -> str:
 
 
 class ChartCache:
-    """Drawn charts kept on disk, by content: a chart's SVG is a pure function of
-    its spec, its key and the renderer (this module's source and the matplotlib
-    version), so a rerun whose results came from the result cache draws nothing
-    (and does not even import matplotlib). Entries are written atomically (a temp
-    file renamed into place); a missing or unreadable entry is drawn again."""
+    """Drawn charts kept by content: a chart's SVG is a pure function of its spec, its
+    key and the renderer (this module's source and the matplotlib version). Kept in
+    memory for the life of this object (a run draws charts as its plugins finish, and
+    the report takes them from here), and, with a ``directory``, on disk between runs,
+    so a rerun whose results came from the result cache draws nothing (and does not
+    even import matplotlib). Disk entries are written atomically (a temp file renamed
+    into place); a missing or unreadable entry is drawn again."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self.hits = 0
+        self._kept: dict[tuple[str, bytes], str] = {}
+        self._lock = threading.Lock()
 
     @functools.cached_property
     def _renderer(self) -> bytes:
         source = Path(__file__).read_bytes()
         return f"{importlib.metadata.version('matplotlib')}:".encode() + source
 
-    def _path(self, chart: Chart, key: str) -> Path:
+    def _path(self, directory: Path, spec: bytes, key: str) -> Path:
         digest = hashlib.sha256(self._renderer)
-        digest.update(b"\x00" + key.encode() + b"\x00" + msgspec.json.encode(chart))
-        return self.directory / f"{digest.hexdigest()}.svg"
+        digest.update(b"\x00" + key.encode() + b"\x00" + spec)
+        return directory / f"{digest.hexdigest()}.svg"
 
     def get(self, chart: Chart, key: str) -> str | None:
         """The kept drawing of ``chart`` under ``key``, if there is one."""
-        try:
-            text = self._path(chart, key).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        self.hits += 1
+        spec = msgspec.json.encode(chart)
+        with self._lock:
+            text = self._kept.get((key, spec))
+        if text is None and self.directory is not None:
+            try:
+                text = self._path(self.directory, spec, key).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return None
+        if text is not None:
+            self.hits += 1
         return text
 
     def put(self, chart: Chart, key: str, text: str) -> None:
-        path = self._path(chart, key)
+        spec = msgspec.json.encode(chart)
+        with self._lock:
+            self._kept[(key, spec)] = text
+        if self.directory is None:
+            return
+        path = self._path(self.directory, spec, key)
         with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")

@@ -18,7 +18,7 @@ import jinja2
 from markupsafe import Markup
 
 from contracts import Finding, PluginReport, Report
-from contracts.charts import RunTimeline, TimelineEntry
+from contracts.charts import Chart, RunTimeline, TimelineEntry
 from contracts.diff import FindingDelta, RunDiff
 from contracts.report import GATE_NAMES
 
@@ -161,6 +161,20 @@ def plugin_rows(plugins: Sequence[PluginReport], entries: Mapping[str, TimelineE
     return Markup("".join(out))
 
 
+def chart_key(where: str, finding: Finding) -> str:
+    """The key of a finding's charts in the page (unique in it; it salts their ids)."""
+    return safe_id(f"{where}-{finding.id or finding.kind}")
+
+
+def explanation_charts(
+    plugin_id: str, findings: Sequence[Finding]
+) -> list[tuple[Sequence[Chart], str]]:
+    """An explanation plugin's charts as the page draws them, with their keys: known
+    when the plugin finishes (a decision's depend on its rank among all actions), so a
+    run draws them while the others work."""
+    return [(f.charts, chart_key(f"expl-{plugin_id}-{i}", f)) for i, f in enumerate(findings)]
+
+
 def render_html(
     report: Report,
     timeline: RunTimeline,
@@ -189,9 +203,7 @@ def render_html(
     wanted = [(f, f"action-{n}") for n, (f, _) in enumerate(found, 1)]
     wanted += [(f, f"expl-{e.id}-{i}") for e in explanations for i, f in enumerate(e.findings)]
     drawn = draw_charts(
-        [(f.charts, safe_id(f"{where}-{f.id or f.kind}")) for f, where in wanted],
-        chart_cache,
-        drawer,
+        [(f.charts, chart_key(where, f)) for f, where in wanted], chart_cache, drawer
     )
     svgs = {where: [Markup(svg) for svg in d] for (_, where), d in zip(wanted, drawn, strict=True)}
     supporters: dict[str, list[str]] = {p.id: [] for p in decisions}

@@ -17,7 +17,7 @@ from contracts.events import (
     RunFinished,
     RunStarted,
 )
-from engine import ConfigError, Engine, EngineError, ManifestError, read_log
+from engine import ConfigError, Engine, EngineError, ManifestError, fold, read_log
 
 from .conftest import MakePlugin
 
@@ -184,3 +184,59 @@ async def test_the_chart_process_starts_once_a_plugin_runs_and_not_for_cached_wo
         ]
         assert eng._drawer._pool is None
     assert first.ok and again.ok
+
+
+CHARTED = """
+from contracts import Finding, ok
+from contracts.charts import Histogram
+def run(ctx):
+    chart = Histogram(title="{pid}", x_label="x", edges=(0.0, 1.0, 2.0), counts=(2, 3))
+    return ok(findings=[Finding(kind="{pid}_kind", title="t", target="x", charts=(chart,){rec})])
+"""
+
+
+class RecordingDrawer:
+    """Draws here, recording the keys of each call (and warm-ups)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def warm(self) -> None:
+        self.calls.append(["warm"])
+
+    def close(self) -> None:
+        pass
+
+    def __call__(self, items):  # type: ignore[no-untyped-def]
+        from engine._render.charts import draw_here
+
+        self.calls.append([key for _, key in items])
+        return draw_here(items)
+
+
+async def test_explanation_charts_are_drawn_as_their_plugin_finishes(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    # an explanation plugin's charts have their page keys when it finishes, so they are
+    # drawn then (beside the run), and report.html takes them as drawn: one call for
+    # them, the report's own call draws only the decision's chart (keyed by its rank),
+    # and the page is the one rendered from the log afterwards, byte for byte
+    make_plugin(
+        "expl", lane="explanation", downstream=["dec"], code=CHARTED.format(pid="expl", rec="")
+    )
+    make_plugin(
+        "dec", depends_on=["expl"], code=CHARTED.format(pid="dec", rec=', recommendation="r"')
+    )
+    async with Engine(
+        plugins_dir=plugins_dir, runs_dir=tmp_path / "runs", executor="inline", cache=False
+    ) as eng:
+        drawer = RecordingDrawer()
+        eng._drawer = drawer  # type: ignore[assignment]
+        result = await eng.run(dataset, seed=1)
+    assert result.ok
+    drawn = [keys for keys in drawer.calls if keys != ["warm"]]
+    assert [["expl-expl-0" in k for k in keys] for keys in drawn] == [[True], [False]]
+    assert drawn[1][0].startswith("action-1-")
+    assert drawer.calls.count(["warm"]) == 1
+    html = (result.run_dir / "report.html").read_text()
+    assert html == engine.render_report_html(fold(read_log(result.run_dir / "events.jsonl")))
