@@ -47,6 +47,10 @@ def intervals_query(ts: str, top: int) -> str:
         "SELECT count(*) AS n, min(u) AS first_us, max(u) AS last_us, count(dt) AS intervals, "
         "CAST(count_if(dt = 0) AS BIGINT) AS zero_intervals, "
         "quantile_cont(dt, [0.5, 0.9, 0.99]) AS q, avg(dt) AS mean_dt, "
+        # the intervals between distinct timestamps are the positive ones (for
+        # timestamp_gaps, which would sort the column again to find them)
+        "count_if(dt > 0) AS distinct_intervals, "
+        "quantile_cont(dt, [0.5, 0.99]) FILTER (WHERE dt > 0) AS distinct_q, "
         f"max(dt, {int(top)}) AS gap_us, max_by(u, dt, {int(top)}) AS gap_end_us FROM d"
     )
 
@@ -113,6 +117,7 @@ def run(ctx):
         first_us, last_us = int(r["first_us"]), int(r["last_us"])
         span_us = last_us - first_us
         q = r["q"] or [None, None, None]
+        dq = r["distinct_q"] or [None, None]
         m: dict[str, object] = {
             "rows": n,
             "null_count": ctx.data.rows - n,
@@ -128,6 +133,9 @@ def run(ctx):
             "p90_interval_s": None if q[1] is None else float(q[1]) / 1e6,
             "p99_interval_s": None if q[2] is None else float(q[2]) / 1e6,
             "mean_interval_s": None if r["mean_dt"] is None else float(r["mean_dt"]) / 1e6,
+            "distinct_timestamps": int(r["distinct_intervals"]) + 1,
+            "distinct_interval_p50_us": None if dq[0] is None else float(dq[0]),
+            "distinct_interval_p99_us": None if dq[1] is None else float(dq[1]),
             "largest_gaps": [
                 {"end": _iso(end), "seconds": dt / 1e6, "start": _iso(end - dt)}
                 for dt, end in sorted(

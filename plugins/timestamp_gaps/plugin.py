@@ -1,7 +1,10 @@
 """timestamp_gaps: stretches of time in which a timestamp column has no events at all.
 
-Per timestamp column, the intervals between consecutive distinct timestamps are
-computed in SQL (one sort). A gap is a candidate when it is longer than
+Per timestamp column, the intervals between consecutive distinct timestamps: their
+median and 99th percentile from time_coverage (whose sort of the column finds them),
+or from a sort of its own; the gaps beyond the threshold below from the earliest and
+latest timestamp of buckets no wider than it (one grouping pass, exact: see
+:func:`gaps_over`). A gap is a candidate when it is longer than
 ``p99_multiple`` times the 99th percentile interval and longer than ``min_gap_hours``.
 Scheduled quiet periods are not anomalies: the candidate's window is shifted by whole
 periods (weeks when the data spans at least three weeks, else days) and the events in
@@ -18,14 +21,17 @@ ended, then dataset order) are reported once, on that column, listing the others
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from scipy import stats
 
-from contracts import Evidence, Finding, Impact, na, ok
+from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
+UPSTREAM = "time_coverage"
 DAY_US = 86_400 * 1_000_000
 WEEK_US = 7 * DAY_US
 HOUR_US = 3_600 * 1_000_000
@@ -34,6 +40,11 @@ HOUR_US = 3_600 * 1_000_000
 def _iso(us: int) -> str:
     """Microseconds since the epoch as an ISO timestamp (UTC, as stored)."""
     return datetime.fromtimestamp(us / 1e6, tz=UTC).replace(tzinfo=None).isoformat()
+
+
+def _us(iso: str) -> int:
+    """time_coverage's ISO timestamp (whole microseconds) back as microseconds."""
+    return (datetime.fromisoformat(iso) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 def _hours(us: float) -> str:
@@ -55,6 +66,50 @@ def intervals_query(col: str, dtype: str, top: int) -> str:
         "(WHERE g.start_us IS NOT NULL) AS gaps FROM q LEFT JOIN g ON true "
         "GROUP BY ALL"
     )
+
+
+def bucket_query(col: str, dtype: str, first_us: int, width_us: int) -> str:
+    """Earliest and latest timestamp in each bucket of ``width_us`` from ``first_us``."""
+    t = timestamp_expr(col, dtype)
+    return (
+        f"WITH t AS (SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL) "
+        f"SELECT (u - {int(first_us)}) // {int(width_us)} AS b, min(u) AS lo, max(u) AS hi "
+        "FROM t GROUP BY b ORDER BY b"
+    )
+
+
+MAX_BUCKETS = 1_000_000
+"""Above this many buckets the gaps are found by sorting the column instead."""
+
+
+def gaps_over(ctx, col: str, dtype: str, first_us: int, last_us: int, threshold: float, k: int):
+    """The ``k`` longest gaps longer than ``threshold`` between consecutive distinct
+    timestamps (longest first, then earliest), without sorting the column: in buckets
+    no wider than the threshold, two timestamps of one bucket are closer than it, so
+    such a gap runs from the latest timestamp of a bucket to the earliest of the next
+    non-empty one. ``None`` when that would take more than MAX_BUCKETS buckets."""
+    width = max(1, int(threshold))
+    if (last_us - first_us) // width + 1 > MAX_BUCKETS:
+        return None
+    rows = ctx.data.sql(bucket_query(col, dtype, first_us, width)).to_pylist()
+    gaps = [
+        {"start_us": int(a["hi"]), "end_us": int(b["lo"]), "gap_us": int(b["lo"]) - int(a["hi"])}
+        for a, b in itertools.pairwise(rows)
+        if int(b["lo"]) - int(a["hi"]) > threshold
+    ]
+    return sorted(gaps, key=lambda g: (-g["gap_us"], g["start_us"]))[:k]
+
+
+def _from_coverage(upstream, col: str, dtype: str) -> dict | None:
+    """time_coverage's figures of ``col`` that this plugin needs (its sort of the column
+    found the intervals between distinct timestamps too), or ``None``."""
+    plain = timestamp_expr(col, dtype) == f"TRY_CAST({_q(col)} AS TIMESTAMP)"
+    if not isinstance(upstream, Ok) or not plain:
+        return None  # zoned: time_coverage reads them in UTC, this plugin as they are
+    m = upstream.metrics.get("columns", {}).get(col)
+    if not isinstance(m, dict) or "distinct_interval_p99_us" not in m:
+        return None
+    return m
 
 
 def recurrence_query(col: str, dtype: str, start_us: int, end_us: int, period_us: int) -> str:
@@ -90,10 +145,24 @@ def run(ctx):
     checked: list[str] = []
     per_column: dict[str, dict] = {}
     found: list[tuple[str, list[dict], dict]] = []
+    time_coverage = ctx.upstream.get(UPSTREAM)
     for col in columns:
         dtype = ctx.data.column(col).dtype
         query = intervals_query(col, dtype, max_gaps + 1)
-        row = ctx.data.sql(query).to_pylist()[0]
+        known = _from_coverage(time_coverage, col, dtype)
+        if known is None:
+            row = ctx.data.sql(query).to_pylist()[0]
+        else:  # the same figures, from time_coverage's pass over the sorted column
+            first = known.get("first")
+            row = {
+                "distinct_n": known["distinct_timestamps"] if first else 0,
+                "q": None
+                if known["distinct_interval_p99_us"] is None
+                else [known["distinct_interval_p50_us"], known["distinct_interval_p99_us"]],
+                "first_us": _us(first) if first else None,
+                "last_us": _us(known["last"]) if first else None,
+                "gaps": None,
+            }
         distinct_n = int(row["distinct_n"] or 0)
         if distinct_n < min_distinct or row["q"] is None:
             checked.append(
@@ -105,6 +174,10 @@ def run(ctx):
         first_us, last_us = int(row["first_us"]), int(row["last_us"])
         span = last_us - first_us
         period = WEEK_US if span >= 3 * WEEK_US else DAY_US if span >= 3 * DAY_US else 0
+        if row["gaps"] is None:
+            row["gaps"] = gaps_over(ctx, col, dtype, first_us, last_us, threshold, max_gaps + 1)
+        if row["gaps"] is None:  # too many buckets: sort the column after all
+            row = ctx.data.sql(query).to_pylist()[0]
         candidates = [g for g in (row["gaps"] or []) if g["gap_us"] > threshold]
         truncated = len(candidates) > max_gaps
         candidates = candidates[:max_gaps]

@@ -4,10 +4,11 @@ import itertools
 from datetime import datetime, timedelta
 
 import numpy as np
+import pytest
 
 from contracts import Na, Ok
 
-from .conftest import run_plugin
+from .conftest import load_plugin, run_plugin, settings
 
 T0 = datetime(2024, 4, 1)  # a Monday
 DAYS = 35
@@ -114,3 +115,61 @@ def test_without_timestamps_is_not_applicable(tmp_path):
         del data[key]
     result = run_plugin("timestamp_gaps", data, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        {"outage": (16.3, 18.1)},
+        {},
+        {"closed_weekends": True, "outage": (9.4, 10.2)},
+        {"n": 300},  # too few distinct timestamps on the sparse columns
+    ],
+)
+def test_time_coverages_figures_and_the_bucket_pass_give_the_same_result(tmp_path, log):
+    # with time_coverage upstream the interval quantiles come from its sort of the
+    # column and the gaps from one grouping pass in buckets; without it, from a sort of
+    # the plugin's own: the result is the same, figure for figure
+    from engine.testing import make_context
+
+    data = _log(**log)
+    alone = run_plugin("timestamp_gaps", data, tmp_path / "alone")
+    upstream = {"time_coverage": run_plugin("time_coverage", data, tmp_path / "up")}
+    ctx = make_context(
+        data,
+        tmp_path / "chained",
+        settings=settings("timestamp_gaps"),
+        upstream=upstream,
+    )
+    with ctx.data:
+        chained = load_plugin("timestamp_gaps").run(ctx)
+        sorts = [a.query for a in ctx.data.accesses if "SELECT DISTINCT" in a.query]
+    assert chained == alone
+    assert sorts == []  # no column sorted again
+
+
+def test_gaps_over_a_threshold_are_the_gaps_a_sort_finds(tmp_path):
+    # the bucket pass against the sorted distinct timestamps' own gaps, on timestamps
+    # that repeat and on gaps just over, at and under the threshold
+    plugin = load_plugin("timestamp_gaps")
+    rng = np.random.default_rng(5)
+    secs = np.sort(rng.choice(np.arange(0, 200_000, 7), size=4000))
+    secs = np.concatenate([secs, secs[:500], [300_000, 300_000 + 3600, 300_000 + 7201]])
+    data = {"t": [T0 + timedelta(seconds=int(v)) for v in secs]}
+    from engine.testing import make_context
+
+    ctx = make_context(data, tmp_path)
+    epoch_us = int((T0 - datetime(1970, 1, 1)).total_seconds()) * 1_000_000
+    u = np.unique(secs).astype(np.int64) * 1_000_000 + epoch_us
+    first, last = int(u[0]), int(u[-1])
+    for threshold in (3600e6, 3600e6 + 1, 700e6, 50e6):
+        expected = sorted(
+            (
+                {"start_us": int(a), "end_us": int(b), "gap_us": int(b - a)}
+                for a, b in itertools.pairwise(u.tolist())
+                if b - a > threshold
+            ),
+            key=lambda g: (-g["gap_us"], g["start_us"]),
+        )[:21]
+        got = plugin.gaps_over(ctx, "t", "TIMESTAMP", first, last, threshold, 21)
+        assert got == expected, threshold
