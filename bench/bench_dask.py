@@ -11,7 +11,9 @@
    ``LocalCluster`` whose scheduler runs on this process's loop, the one the bare
    side's client uses too; ``--cluster processes`` starts ``dask scheduler`` and two
    ``dask worker`` processes, as a cluster the engine is pointed at, so both clients
-   have a loop of their own and talk to a scheduler in another process.
+   have a loop of their own and talk to a scheduler in another process. The same
+   tasks through one ``client.map`` (one graph, as the engine sends the jobs it
+   places together) are timed too and printed apart.
 2. The whole fleet on a generated log (default 10M rows, ``ops_incidents``): one cold
    run on two Dask workers (a ``LocalCluster`` the engine starts) and one on the
    local process pool (two workers). Prints wall time and the peak memory of the
@@ -65,6 +67,15 @@ def bare_run(client: object, n: int) -> float:
     return time.perf_counter() - start
 
 
+def bare_map_run(client: object, n: int) -> float:
+    """The same tasks as one ``client.map``: one graph, as the engine sends a burst."""
+    from trivial_plugin import bare_task
+
+    start = time.perf_counter()
+    client.gather(client.map(bare_task, range(n), pure=False))  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
 def tree_cpu_s() -> float:
     """CPU seconds used so far by this process and its live descendants."""
     ticks = 0
@@ -87,11 +98,12 @@ def orchestration_s(run_dir: Path) -> float:
 
 async def engine_runs(
     root: Path, dataset: Path, scheduler: str, client: object, n: int, repeat: int
-) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float], list[float], list[float]]:
     bare: list[float] = []
     engine: list[float] = []
     orchestration: list[float] = []
     bare_cpu: list[float] = []
+    bare_map: list[float] = []
     engine_cpu: list[float] = []
     async with Engine(
         plugins_dir=root / "plugins",
@@ -107,6 +119,7 @@ async def engine_runs(
             cpu = tree_cpu_s()
             bare.append(await anyio.to_thread.run_sync(bare_run, client, n))
             bare_cpu.append(tree_cpu_s() - cpu)
+            bare_map.append(await anyio.to_thread.run_sync(bare_map_run, client, n))
             cpu = tree_cpu_s()
             start = time.perf_counter()
             result = await eng.run(dataset)
@@ -114,7 +127,7 @@ async def engine_runs(
             engine_cpu.append(tree_cpu_s() - cpu)
             orchestration.append(orchestration_s(result.run_dir))
             assert result.report.summary.na == result.report.summary.plugins == n
-    return bare, engine, orchestration, bare_cpu, engine_cpu
+    return bare, engine, orchestration, bare_cpu, engine_cpu, bare_map
 
 
 def _started(args: list[str], log: Path, pattern: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -201,7 +214,7 @@ def per_plugin(args: argparse.Namespace) -> float:
         with cluster(args.cluster, root / "cluster") as address, Client(address) as client:
             client.wait_for_workers(2)
             bare_run(client, 4 * args.plugins)  # warm: workers up, the module imported
-            bare, engine, orchestration, bare_cpu, engine_cpu = anyio.run(
+            bare, engine, orchestration, bare_cpu, engine_cpu, bare_map = anyio.run(
                 engine_runs, root, dataset, address, client, args.plugins, args.repeat
             )
     finally:
@@ -217,6 +230,10 @@ def per_plugin(args: argparse.Namespace) -> float:
     print(f"engine on dask, whole run (report artifacts included): {ms(engine)}")
     print(f"engine on dask, run_started..run_finished (event log, lanes): {ms(orchestration)}")
     print(f"whole-run ratio {statistics.median(engine) / statistics.median(bare):.2f}")
+    map_ratio = statistics.median(orchestration) / statistics.median(bare_map)
+    print(
+        f"bare client.map + gather: {ms(bare_map)}; run_started..run_finished ratio {map_ratio:.2f}"
+    )
     cpu_ratio = statistics.median(engine_cpu) / statistics.median(bare_cpu)
     print(
         f"CPU of all processes: bare {ms(bare_cpu)}; engine, whole run {ms(engine_cpu)}; "
