@@ -6,19 +6,23 @@ contract as the process pool (:mod:`.base`).
   ``LocalCluster`` of worker processes) lives on its own asyncio loop in a thread
   started with anyio's ``start_blocking_portal``. The executor calls into it with
   ``portal.start_task_soon`` (submit, cancel: never waiting; the jobs placed
-  together go in one call) and ``portal.call_async`` (start, stop, and one long poll
-  that returns every message queued since the last), so neither loop ever blocks on
-  the other and a burst of submissions or completions costs one hop.
+  together go in one call, and to the scheduler as one graph per worker and
+  priority, not one ``update-graph`` per job) and ``portal.call_async`` (start,
+  stop, and one long poll that returns every message queued since the last), so
+  neither loop ever blocks on the other and a burst of submissions or completions
+  costs one hop.
 - **Placement is the executor's.** It knows each worker's threads and pins every
   job to the worker it chose (``workers=[address]``, ``allow_other_workers=False``,
   ``retries=0``): Dask never moves or re-runs a job on its own, so a job that
-  began runs at most once. Jobs wait in priority order; a worker gets up to
-  ``1 + pipeline`` per thread: 2 normally, 65 while recent jobs are under 20 ms, since a
-  round trip through the scheduler takes tens of milliseconds and a worker with
-  short jobs must never wait for its next one. Finished results are fetched in
-  batches; while jobs are short a batch waits up to 50 ms for the jobs still out (not
-  once none is left), so a fetch, a trip through the scheduler to the workers,
-  brings many results rather than one or two.
+  began runs at most once. A job goes to the least loaded worker, or to one that
+  already holds its code if that one is at most two jobs a thread busier (nothing
+  shipped, unpacked and hashed again). Jobs wait in priority order; a worker gets
+  up to ``1 + pipeline`` per thread: 2 normally, 65 while recent jobs are under
+  20 ms, since a round trip through the scheduler takes tens of milliseconds and a
+  worker with short jobs must never wait for its next one. Finished results are
+  fetched in batches; while jobs are short a batch waits up to 50 ms for the jobs
+  still out (not once none is left), so a fetch, a trip through the scheduler to
+  the workers, brings many results rather than one or two.
 - **Real starts.** The worker says when a job actually begins (a Dask event,
   forwarded to this client): that is ``JobStarted``, and the timeout runs from it.
 - **Lost workers.** The scheduler's ``remove-worker`` event ends the job that was
@@ -133,6 +137,15 @@ class _Worker:
         self.nthreads = max(1, nthreads)
         self.tasks: dict[str, _Task] = {}  # sent or running, by Dask key
         self.shipped: set[str] = set()  # bundle hashes this worker was sent
+
+
+AFFINITY_SLACK = 2
+"""How many more jobs a thread a worker holding a job's code may have than the least
+loaded one and still be chosen for it."""
+
+
+def _load(worker: _Worker) -> tuple[float, int]:
+    return len(worker.tasks) / worker.nthreads, worker.index
 
 
 _Send = tuple[str, bytes, str, int]
@@ -318,15 +331,22 @@ class _Remote:
         )
 
     def submit(self, run_task: Callable[..., Any], jobs: Sequence[_Send]) -> None:
-        """Submit every job the executor placed in one pass (one hop between the loops)."""
+        """Submit every job the executor placed in one pass (one hop between the loops),
+        as one graph per worker and priority: the scheduler takes in, and the client
+        packs, one ``update-graph`` for them all rather than one per job. Within a
+        graph Dask runs the jobs in the order given, which is the executor's."""
         import asyncio
 
-        for key, request, address, priority in jobs:
+        groups: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+        for key, request, address, priority in jobs:  # in placing order: kept
+            groups.setdefault((address, priority), []).append((key, request))
+        for (address, priority), batch in groups.items():
+            keys = [key for key, _ in batch]
             try:
-                future = self.client.submit(
+                futures = self.client.map(
                     run_task,
-                    request,
-                    key=key,
+                    [request for _, request in batch],
+                    key=keys,
                     workers=[address],
                     allow_other_workers=False,
                     retries=0,
@@ -334,12 +354,14 @@ class _Remote:
                     pure=False,
                 )
             except Exception as exc:
-                self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
+                for key in keys:
+                    self._post(("done", key, None, f"{type(exc).__name__}: {exc}"))
                 continue
-            self._futures[key] = future
-            waiter = asyncio.ensure_future(self._result(key, future))
-            self._waiters.add(waiter)
-            waiter.add_done_callback(self._waiters.discard)
+            for key, future in zip(keys, futures, strict=True):
+                self._futures[key] = future
+                waiter = asyncio.ensure_future(self._result(key, future))
+                self._waiters.add(waiter)
+                waiter.add_done_callback(self._waiters.discard)
 
     async def _result(self, key: str, future: Any) -> None:
         """Wait for one job's task; finished results are fetched in batches."""
@@ -732,7 +754,7 @@ class DaskExecutor:
             if task.state != "queued":
                 heapq.heappop(backlog)
                 continue
-            worker = self._choose()
+            worker = self._choose(task.job.code_hash)
             if worker is None:
                 break
             heapq.heappop(backlog)
@@ -740,7 +762,12 @@ class DaskExecutor:
         if outbox:
             self._call(self._remote.submit, self._run_task, outbox)
 
-    def _choose(self) -> _Worker | None:
+    def _choose(self, code_hash: str) -> _Worker | None:
+        """The least loaded worker with room, or one that already holds the job's code
+        and is at most ``AFFINITY_SLACK`` jobs a thread busier: a plugin placed where
+        its code is costs no bundle sent, unpacked and hashed again, and its job process
+        has it imported already (a fleet run twice would otherwise ship about half its
+        plugins again, to the other worker)."""
         workers = list(self._workers.values())
         idle = [w for w in workers if len(w.tasks) < w.nthreads]
         if not idle:
@@ -748,7 +775,12 @@ class DaskExecutor:
             idle = [w for w in workers if len(w.tasks) < w.nthreads * room]
         if not idle:
             return None
-        return min(idle, key=lambda w: (len(w.tasks) / w.nthreads, w.index))
+        least = min(idle, key=_load)
+        if code_hash in least.shipped:
+            return least
+        bound = _load(least)[0] + AFFINITY_SLACK
+        holders = [w for w in idle if code_hash in w.shipped and _load(w)[0] <= bound]
+        return min(holders, key=_load) if holders else least
 
     def _send(self, task: _Task, worker: _Worker, outbox: list[_Send]) -> None:
         task.attempt += 1

@@ -297,6 +297,58 @@ async def test_stale_code_on_a_worker_never_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_jobs_go_where_their_code_is_and_a_burst_is_one_graph_a_worker(
+    shared: Cluster, store: Path, tmp_path: Path, dataset: Path
+) -> None:
+    from distributed import Client
+
+    plugins = tmp_path / "plugins"
+    for i in range(4):
+        write_plugin(plugins, f"quick_{i}", code=QUICK)
+
+    def placed(result: Any) -> dict[str, str]:
+        return {
+            e.plugin_id: worker_of(e.worker_id) for e in events_of(result.run_dir, PluginStarted)
+        }
+
+    async def graphs(client_id: str) -> int:
+        """The task graphs the scheduler took in from the engine's client so far."""
+
+        def count() -> int:
+            with Client(shared.address, timeout=60) as client:
+                events = client.get_events(client_id)
+            return sum(1 for _, msg in events if msg.get("action") == "update-graph")
+
+        return await anyio.to_thread.run_sync(count)
+
+    async with Engine(
+        plugins_dir=plugins,
+        runs_dir=tmp_path / "runs",
+        executor="dask",
+        scheduler=shared.address,
+        data_store=store,
+        cache=False,
+    ) as engine:
+        first = await engine.run(dataset, run_id="first")
+        assert set(placed(first).values()) == set(shared.workers)
+        # A plugin that ran on the second worker: by load alone it would go to the
+        # first, both being idle (the executor fills the first idle worker first).
+        second_worker = max(shared.workers)
+        moved = min(p for p, w in placed(first).items() if w == second_worker)
+        second = await engine.run(dataset, select=[moved], run_id="second")
+        client_id = engine.executor._remote.client.id  # type: ignore[attr-defined]
+        before = await graphs(client_id)
+        third = await engine.run(dataset, run_id="third")  # jobs are short now: one burst
+        after = await graphs(client_id)
+    assert placed(second) == {moved: second_worker}
+    assert placed(third) == placed(first)
+    assert all(r.status == "ok" for r in third.report.plugins)
+    assert after - before == len(shared.workers)  # not one per job
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.anyio
 async def test_a_hung_plugin_times_out_and_its_worker_serves_the_next(
