@@ -291,20 +291,24 @@ def run(ctx):
             ctx, name, [c for c in candidates if c != name], mc_sample, min_rho
         )
         side = f"sign({scaled_expr(name, scale_of)} - {_lit(median)})"
-        beyond = [
-            (other, rho, cond)
-            for other, rho in associates
-            if (cond := _beyond_fence(ctx, summaries, other, rho, side, threshold, mode))
-        ]
-        if beyond and len(beyond) == len(associates):
-            r3 = ctx.data.sql(
-                f"SELECT count(*) FILTER (WHERE {gross_sql} AND NOT "
-                f"({' AND '.join(c for _, _, c in beyond)})) AS unexplained FROM data"
-            ).to_pylist()[0]
-            unexplained = int(r3["unexplained"])
-            with_rho = ", ".join(f"{o} (rho {rho:+.2f})" for o, rho, _ in beyond)
+        if associates:
+            conds = [
+                _beyond_fence(ctx, summaries, other, rho, side, threshold, mode)
+                for other, rho in associates
+            ]
+            with_rho = ", ".join(f"{o} (rho {rho:+.2f})" for o, rho in associates)
+            fenceless = [o for (o, _), c in zip(associates, conds, strict=True) if c is None]
+            if fenceless:  # a column without a MAD has no fence a row could be beyond
+                unexplained = n_gross
+            else:
+                unexplained = int(
+                    ctx.data.sql(
+                        f"SELECT count(*) FILTER (WHERE {gross_sql} AND NOT "
+                        f"({' AND '.join(str(c) for c in conds)})) AS u FROM data"
+                    ).to_pylist()[0]["u"]
+                )
             measured[name] |= {
-                "associated": [o for o, _, _ in beyond],
+                "associated": [o for o, _ in associates],
                 "gross_unexplained": unexplained,
             }
             if unexplained == 0:
@@ -319,7 +323,12 @@ def run(ctx):
                 continue
             checked.append(
                 f"{name}: {unexplained} of its {n_gross} gross values on rows where a "
-                f"strongly associated column ({with_rho}) is within its fence"
+                f"strongly associated column ({with_rho}) is "
+                + (
+                    f"without a fence (MAD 0: {', '.join(fenceless)})"
+                    if fenceless
+                    else "within its fence: not explained by the row"
+                )
             )
         query = (
             f"SELECT rowid AS row, {_q(name)}, {z} AS modified_z FROM data "
