@@ -237,3 +237,22 @@ def test_a_gross_value_its_row_does_not_share_is_still_an_error(tmp_path):
     assert f.target == "amount" and f.evidence.metrics["gross_outliers"] == 3
     assert result.metrics["columns"]["amount"]["gross_unexplained"] == 1
     assert result.metrics["columns"]["price"]["verdict"] == "consistent_extremes"
+
+
+def test_an_associated_column_without_a_fence_explains_nothing(tmp_path):
+    # the large purchases, and a surcharge paid only above the 60th price percentile
+    # (0 on most rows: MAD 0, no fence a row could be beyond)
+    data = _loans([(3000.0, 2100.0), (3100.0, 2150.0)])
+    price, amount = np.array(data["price"]), np.array(data["amount"])
+    surcharge = np.where(price > np.quantile(price, 0.6), np.round(0.1 * price, 0), 0.0)
+    assert np.median(np.abs(surcharge - np.median(surcharge))) == 0
+    assert abs(stats.spearmanr(amount, surcharge).statistic) >= 0.6
+    data["surcharge"] = surcharge.tolist()
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["amount", "price"]
+    col = result.metrics["columns"]["amount"]
+    assert col["associated"] == ["price", "surcharge"] and col["gross_unexplained"] == 2
+    # without the surcharge the same rows are explained
+    del data["surcharge"]
+    assert isinstance(run_chain("robust_outliers", data, tmp_path / "without"), Na)
