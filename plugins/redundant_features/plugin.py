@@ -440,7 +440,7 @@ def _linear(ctx, pick, cols, cfg) -> str:
         unreplicated = [
             (i, hr, hp) for i, (hr, hp) in enumerate(halves) if not hp < cfg["half_alpha"]
         ]
-        if diff_r is not None and unreplicated:
+        if unreplicated:
             i, hr, hp = unreplicated[0]
             pick.checked.append(
                 f"{a} ~ {b}: r = {r:.4f} of levels and r = {diff_r:.3f} of their changes "

@@ -290,8 +290,8 @@ def run(ctx):
         associates = _associated(
             ctx, name, [c for c in candidates if c != name], mc_sample, min_rho
         )
-        side = f"sign({scaled_expr(name, scale_of)} - {_lit(median)})"
         if associates:
+            side = f"sign({scaled_expr(name, scale_of)} - {_lit(median)})"
             conds = [
                 _beyond_fence(ctx, summaries, other, rho, side, threshold, mode)
                 for other, rho in associates
