@@ -28,6 +28,11 @@ column is recommended for removal once, for the first relationship that names it
    with a time axis, two persistent series (lag-1 autocorrelation >= ``persistent_r``
    in time order) must also move together step by step (``abs(r)`` of their changes
    >= ``min_abs_r_diff``): levels that share a trend correlate whatever they measure.
+   And they must do so in each half of the time range (the changes of the first and of
+   the second half of the rows in time order each correlate with the sign of the whole,
+   one-sided Student t p < ``half_alpha``): a correlation of changes that one episode
+   makes, a shock both series went through (a recession), and that the other half does
+   not replicate is a shared cycle, not shared information.
 4. ``category``: a quantity column that a categorical column determines: adjusted
    eta² (the share of its variance between the categories) of at least
    ``min_eta_squared``, from one ``GROUP BY`` per categorical column.
@@ -84,6 +89,7 @@ def _settings(ctx) -> dict:
         "min_agreement": float(s.get("min_agreement", 0.99)),
         "persistent_r": float(s.get("persistent_r", 0.9)),
         "min_abs_r_diff": float(s.get("min_abs_r_diff", 0.8)),
+        "half_alpha": float(s.get("half_alpha", 0.05)),
     }
 
 
@@ -424,11 +430,24 @@ def _linear(ctx, pick, cols, cfg) -> str:
         va, vb = va[keep], vb[keep]
         if va.size < 3 or np.ptp(va) == 0 or np.ptp(vb) == 0:
             continue
-        diff_r = trending.get((a, b))
+        diff_r, halves = trending.get((a, b), (None, ()))
         if diff_r is not None and not abs(diff_r) >= cfg["min_abs_r_diff"]:
             pick.checked.append(
                 f"{a} ~ {b}: r = {r:.4f} of levels that both trend over {time_col}, but "
                 f"r = {diff_r:.3f} of their changes: a shared trend, not redundancy"
+            )
+            continue
+        unreplicated = [
+            (i, hr, hp) for i, (hr, hp) in enumerate(halves) if not hp < cfg["half_alpha"]
+        ]
+        if unreplicated:
+            i, hr, hp = unreplicated[0]
+            pick.checked.append(
+                f"{a} ~ {b}: r = {r:.4f} of levels and r = {diff_r:.3f} of their changes "
+                f"over {time_col}, but r = {hr:.3f} of the changes in the "
+                f"{('first', 'second')[i]} half of the time range (one-sided p = {hp:.2g}, "
+                f"needs < {cfg['half_alpha']:g} in each half): one episode, a shared cycle, "
+                "not redundancy"
             )
             continue
         pr = stats.pearsonr(va, vb)
@@ -443,6 +462,8 @@ def _linear(ctx, pick, cols, cfg) -> str:
             "sample_pearson_r": float(pr.statistic), "sample_spearman_rho": rho,
             "sample_size": int(va.size), "p_value": float(pr.pvalue),
             "changes_pearson_r": diff_r,
+            "changes_pearson_r_first_half": halves[0][0] if halves else None,
+            "changes_pearson_r_second_half": halves[1][0] if halves else None,
         })  # fmt: skip
     return (
         f"{len(pairs)} pairs of {len(cols)} quantity columns over all rows, {len(strong)} with "
@@ -453,9 +474,11 @@ def _linear(ctx, pick, cols, cfg) -> str:
 
 def _trending_pairs(ctx, pick, strong, x, time_col, cfg) -> dict:
     """For pairs of persistent series (lag-1 autocorrelation in time order of at least
-    ``persistent_r`` for both), the correlation of their changes from one row to the
-    next in time order. Two series that share a trend correlate in level whatever
-    they measure; redundant ones also move together step by step."""
+    ``persistent_r`` for both): the correlation of their changes from one row to the
+    next in time order, and per half of the rows in time order that correlation with
+    its one-sided p-value in the whole's direction (Student t, n - 2 degrees of
+    freedom). Two series that share a trend correlate in level whatever they measure;
+    redundant ones also move together step by step, throughout."""
     if not strong:
         return {}
     t = timestamp_expr(time_col, pick.info[time_col].dtype)
@@ -466,17 +489,39 @@ def _trending_pairs(ctx, pick, strong, x, time_col, cfg) -> dict:
     )
     idx = {c: i for i, c in enumerate(involved)}
     parts = [f"corr(v{i}, l{i}) AS a{i}" for i in range(len(involved))]
-    parts += [f"corr(d{idx[a]}, d{idx[b]}) AS p{k}" for k, (a, b, _, _) in enumerate(strong)]
+    for k, (a, b, _, _) in enumerate(strong):
+        da, db = f"d{idx[a]}", f"d{idx[b]}"
+        parts.append(f"corr({da}, {db}) AS p{k}")
+        for h in (0, 1):
+            parts.append(f"corr({da}, {db}) FILTER (WHERE late = {h}) AS p{k}h{h}")
+            parts.append(f"regr_count({da}, {db}) FILTER (WHERE late = {h}) AS n{k}h{h}")
     row = ctx.data.sql(
-        f"SELECT {', '.join(parts)} FROM (SELECT {lagged} FROM data "
+        f"SELECT {', '.join(parts)} FROM (SELECT {lagged}, "
+        "CAST(2 * row_number() OVER w > count(*) OVER () AS INTEGER) AS late FROM data "
         f"WINDOW w AS (ORDER BY {t}, rowid))"
     ).to_pylist()[0]
     out = {}
     for k, (a, b, _, _) in enumerate(strong):
         persistent = all((_num(row[f"a{idx[c]}"]) or 0.0) >= cfg["persistent_r"] for c in (a, b))
         if persistent:
-            out[(a, b)] = _num(row[f"p{k}"]) or 0.0
+            whole = _num(row[f"p{k}"]) or 0.0
+            halves = tuple(
+                _half(_num(row[f"p{k}h{h}"]) or 0.0, int(row[f"n{k}h{h}"] or 0), whole)
+                for h in (0, 1)
+            )
+            out[(a, b)] = (whole, halves)
     return out
+
+
+def _half(r: float, n: int, whole: float) -> tuple[float, float]:
+    """(r, one-sided p of r in the direction of ``whole``) for a correlation of n pairs."""
+    if n < 3:
+        return r, 1.0
+    signed = r if whole >= 0 else -r
+    if signed >= 1.0:
+        return r, 0.0
+    t_stat = signed * math.sqrt((n - 2) / max(1e-300, 1.0 - signed * signed))
+    return r, float(stats.t.sf(t_stat, n - 2))
 
 
 # ------------------------------------------------------------------- category

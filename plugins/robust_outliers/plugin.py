@@ -20,6 +20,16 @@ for shares, log for right-skewed or wide non-negative columns, else raw). Column
   Vandervieren's adjusted boxplot, so a long plausible tail is not called errors (the
   column's verdict is then ``skewed_tail``). The short side keeps ``gross_threshold``;
   the log and logit scales are already the correction of a multiplicative skew.
+* A gross value that the rest of its row shares is a large (or small) unit, not an
+  error: when every other quantity column strongly associated with the column
+  (abs(Spearman rho) >= ``min_associated_rho`` on a seeded sample) is itself beyond its
+  own fence (modified z-score > ``threshold`` on its judged scale) on that row, on the
+  side the association predicts, the value follows the row's relations: a good
+  leverage point in Rousseeuw and van Zomeren's sense (a 5,000 loan on a 6,500
+  purchase). An entry, unit or join error breaks them. A decision needs a gross value
+  not so explained; a column whose gross values all are is counted as
+  ``consistent_extremes`` in the outcome. Without a strongly associated column nothing
+  is explained this way.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 from statsmodels.stats.stattools import medcouple
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
@@ -77,6 +88,49 @@ def _medcouple(ctx, name: str, scale: dict, limit: int) -> tuple[float | None, i
     return (mc if math.isfinite(mc) else None), int(values.size)
 
 
+def _associated(ctx, name: str, others: list[str], limit: int, min_rho: float):
+    """The quantity columns among ``others`` whose abs(Spearman rho) with ``name`` is at
+    least ``min_rho`` on a seeded sample of at most ``limit`` rows (pairwise complete,
+    >= 20 pairs), with their rho, in the order of ``others``."""
+    if not others:
+        return []
+    cols = [name, *others]
+    table = ctx.data.sql(
+        "SELECT "
+        + ", ".join(f"CAST({_q(c)} AS DOUBLE) AS c{i}" for i, c in enumerate(cols))
+        + f" FROM data WHERE {_q(name)} IS NOT NULL "
+        f"ORDER BY hash(rowid, {int(ctx.seed)}), rowid LIMIT {int(limit)}"
+    )
+    values = [
+        np.asarray(table.column(f"c{i}").to_numpy(zero_copy_only=False), dtype=float)
+        for i in range(len(cols))
+    ]
+    found = []
+    for i, other in enumerate(others, start=1):
+        both = np.isfinite(values[0]) & np.isfinite(values[i])
+        a, b = values[0][both], values[i][both]
+        if a.size < 20 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            continue
+        rho = float(stats.spearmanr(a, b).statistic)
+        if math.isfinite(rho) and abs(rho) >= min_rho:
+            found.append((other, rho))
+    return found
+
+
+def _beyond_fence(ctx, summaries: dict, other: str, rho: float, side: str, threshold: float, mode):
+    """SQL true on rows where ``other`` lies beyond its own fence (modified z-score above
+    ``threshold`` on its judged scale) on the side an association of sign ``rho``
+    predicts from ``side`` (the SQL sign, +1 or -1, of the judged column's deviation);
+    None when ``other`` has no MAD."""
+    scale_of = judged_scale(summaries[other], ctx.data.column(other).semantic, mode)
+    median, mad = _robust(ctx, other, scale_of)
+    if median is None or not (mad or 0.0) > 0:
+        return None
+    sigma = float(mad) * MAD_TO_SIGMA
+    signed = f"({scaled_expr(other, scale_of)} - {_lit(median)}) / {_lit(sigma)}"
+    return f"coalesce({signed} * {side} * {1 if rho > 0 else -1} > {_lit(threshold)}, false)"
+
+
 def outlier_chart(ctx, name: str, summary: dict, lower: float, upper: float, log: bool):
     """The column's histogram around the bounds (one SQL aggregate); what lies beyond
     the plotted range is counted, not dropped."""
@@ -112,6 +166,7 @@ def run(ctx):
     mode = str(ctx.settings.get("scale", "auto"))
     skew_adjust = float(ctx.settings.get("skew_adjustment", 3.0))
     mc_sample = int(ctx.settings.get("max_sample", 10000))
+    min_rho = float(ctx.settings.get("min_associated_rho", 0.6))
     upstream = ctx.upstream.get(UPSTREAM)
     if not isinstance(upstream, Ok):
         reason = getattr(upstream, "reason_code", "missing")
@@ -143,6 +198,7 @@ def run(ctx):
     measured = {}
     heavy = []
     skewed: list[str] = []
+    consistent: list[str] = []
     for name in candidates:
         s = summaries[name]
         count = int(s.get("count") or 0)
@@ -208,11 +264,12 @@ def run(ctx):
             # adjusted boxplot): there the gross fence is exp(a |MC|) times as far out
             long_side = ">" if mc > 0 else "<"
             fence = gross * math.exp(skew_adjust * abs(mc))
+            long = f"({scaled_expr(name, scale_of)} {long_side} {_lit(median)})"
+            gross_sql = (
+                f"(({z} > {_lit(gross)} AND NOT {long}) OR ({z} > {_lit(fence)} AND {long}))"
+            )
             r2 = ctx.data.sql(
-                f"SELECT count(*) FILTER (WHERE {z} > {_lit(gross)} AND NOT "
-                f"({scaled_expr(name, scale_of)} {long_side} {_lit(median)})) "
-                f"+ count(*) FILTER (WHERE {z} > {_lit(fence)} AND "
-                f"{scaled_expr(name, scale_of)} {long_side} {_lit(median)}) AS gross FROM data"
+                f"SELECT count(*) FILTER (WHERE {gross_sql}) AS gross FROM data"
             ).to_pylist()[0]
             adjusted = int(r2["gross"])
             measured[name] |= {"medcouple": mc, "gross_skew_adjusted": adjusted}
@@ -228,6 +285,51 @@ def run(ctx):
                 )
                 continue
             n_gross = adjusted
+        else:
+            gross_sql = f"({z} > {_lit(gross)})"
+        associates = _associated(
+            ctx, name, [c for c in candidates if c != name], mc_sample, min_rho
+        )
+        if associates:
+            side = f"sign({scaled_expr(name, scale_of)} - {_lit(median)})"
+            conds = [
+                _beyond_fence(ctx, summaries, other, rho, side, threshold, mode)
+                for other, rho in associates
+            ]
+            with_rho = ", ".join(f"{o} (rho {rho:+.2f})" for o, rho in associates)
+            fenceless = [o for (o, _), c in zip(associates, conds, strict=True) if c is None]
+            if fenceless:  # a column without a MAD has no fence a row could be beyond
+                unexplained = n_gross
+            else:
+                unexplained = int(
+                    ctx.data.sql(
+                        f"SELECT count(*) FILTER (WHERE {gross_sql} AND NOT "
+                        f"({' AND '.join(str(c) for c in conds)})) AS u FROM data"
+                    ).to_pylist()[0]["u"]
+                )
+            measured[name] |= {
+                "associated": [o for o, _ in associates],
+                "gross_unexplained": unexplained,
+            }
+            if unexplained == 0:
+                measured[name]["verdict"] = "consistent_extremes"
+                consistent.append(name)
+                checked.append(
+                    f"{name}: each of its {n_gross} gross values lies on a row where every "
+                    f"strongly associated column, {with_rho}, is beyond its own fence "
+                    f"(modified z-score > {threshold:g}) on the side the association "
+                    "predicts: large units whose row follows the relations, not errors"
+                )
+                continue
+            checked.append(
+                f"{name}: {unexplained} of its {n_gross} gross values on rows where a "
+                f"strongly associated column ({with_rho}) is "
+                + (
+                    f"without a fence (MAD 0: {', '.join(fenceless)})"
+                    if fenceless
+                    else "within its fence: not explained by the row"
+                )
+            )
         query = (
             f"SELECT rowid AS row, {_q(name)}, {z} AS modified_z FROM data "
             f"WHERE {z} > {_lit(threshold)} ORDER BY modified_z DESC, rowid"
@@ -246,6 +348,7 @@ def run(ctx):
         "columns": measured,
         "heavy_tailed_columns": heavy,
         "skewed_tail_columns": skewed,
+        "consistent_extremes_columns": consistent,
         "max_share": max_share,
     }
     if not findings:
@@ -257,6 +360,12 @@ def run(ctx):
                 f"; {len(skewed)} with values beyond {gross:g} only on the long side of a "
                 f"skewed bulk, inside its skew-adjusted fence (a plausible tail: "
                 f"{', '.join(skewed)})"
+            )
+        if consistent:
+            tails += (
+                f"; {len(consistent)} whose gross values sit on rows that are as extreme in "
+                f"every strongly associated column (large units, not errors: "
+                f"{', '.join(consistent)})"
             )
         return na(
             "NO_SIGNIFICANT_EFFECT",

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from contracts import Na, Ok
 
@@ -251,3 +252,37 @@ def test_a_bounded_sample_when_max_sample_is_set(tmp_path):
     data["amount_eur"] = (np.array(data["amount"]) * 0.92).tolist()
     one = run_plugin("redundant_features", data, tmp_path / "1", max_sample=300)
     assert isinstance(one, Ok) and one.findings[0].evidence.metrics["sample_size"] == 300
+
+
+def test_a_correlation_of_changes_one_episode_makes_is_not_redundancy(tmp_path):
+    g = np.random.default_rng(23)
+    n = 400
+    days = [T0 + timedelta(days=i) for i in range(n)]
+    trend = np.arange(n) * 1.0
+    shock = np.where(np.arange(n) < n // 2, g.normal(0, 3, n), 0.0)  # a shared recession
+    a = trend + np.cumsum(shock + g.normal(0, 1, n))
+    b = 0.5 * trend + np.cumsum(shock + g.normal(0, 1, n))  # shares only the shock
+    c = 2 * a + g.normal(0, 0.5, n)  # moves with a step by step, throughout
+    data = {"day": days, "a": a.tolist(), "b": b.tolist(), "c": c.tolist()}
+    da, db = np.diff(a), np.diff(b)
+    # levels and changes correlate as the whole-range rules require...
+    assert abs(np.corrcoef(a, b)[0, 1]) > 0.95 and np.corrcoef(da, db)[0, 1] >= 0.8
+    # ...but the second half's changes (rows 201..400 in time order) do not
+    late = stats.pearsonr(da[n // 2 - 1 :], db[n // 2 - 1 :], alternative="greater")
+    early = stats.pearsonr(da[: n // 2 - 1], db[: n // 2 - 1], alternative="greater")
+    assert early.pvalue < 0.05 <= late.pvalue
+    result = run_plugin("redundant_features", data, tmp_path, positional_r=1.0)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["c"]
+    note = next(line for line in result.metrics["notes"] if line.startswith("a ~ b"))
+    assert f"r = {late.statistic:.3f} of the changes in the second half" in note
+    assert f"one-sided p = {late.pvalue:.2g}" in note
+    (f,) = result.findings
+    m = f.evidence.metrics
+    dc = np.diff(c)
+    assert m["changes_pearson_r_second_half"] == pytest.approx(
+        np.corrcoef(da[n // 2 - 1 :], dc[n // 2 - 1 :])[0, 1]
+    )
+    # with the halves not required to replicate, b is redundant as well
+    lax = run_plugin("redundant_features", data, tmp_path / "lax", positional_r=1.0, half_alpha=1.0)
+    assert isinstance(lax, Ok) and [f.target for f in lax.findings] == ["b", "c"]

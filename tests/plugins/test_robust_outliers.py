@@ -191,3 +191,68 @@ def test_a_gross_error_in_a_skewed_bulk_is_still_found(tmp_path):
     # the short (low) side keeps the fence of 7, the long side's is exp(3 MC) wider
     assert f.evidence.metrics["gross_outliers"] == 2
     assert result.metrics["columns"]["amount"]["gross"] == 3
+
+
+def _loans(extra: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Loans at 70% of the price of what they buy (Spearman rho about 0.96), and
+    ``extra`` (price, amount) rows."""
+    g = np.random.default_rng(21)
+    price = np.round(g.normal(1000.0, 100.0, 2000), 0)
+    amount = np.round(0.7 * price + g.normal(0.0, 20.0, 2000), 0)
+    price = np.concatenate([price, [p for p, _ in extra]])
+    amount = np.concatenate([amount, [a for _, a in extra]])
+    return {"price": price.tolist(), "amount": amount.tolist()}
+
+
+def test_gross_values_the_whole_row_shares_are_large_units_not_errors(tmp_path):
+    # two purchases three times the usual price, financed at the usual 70%: gross in
+    # both columns, and each column's only strongly associated column is as far out
+    data = _loans([(3000.0, 2100.0), (3100.0, 2150.0)])
+    price, amount = np.array(data["price"]), np.array(data["amount"])
+    assert abs(stats.spearmanr(price, amount).statistic) >= 0.6
+    for x in (price, amount):
+        z = _modified_z(x)
+        assert int(np.sum(z > 7)) == 2 and np.all(z[-2:] > 7)
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
+    for name in ("amount", "price"):
+        col = result.metrics["columns"][name]
+        assert col["verdict"] == "consistent_extremes" and col["gross_unexplained"] == 0
+    assert result.metrics["consistent_extremes_columns"] == ["amount", "price"]
+    assert "large units whose row follows the relations" in "\n".join(result.checked)
+    # with the association not counted as strong, the same values are a decision
+    strict = run_chain("robust_outliers", data, tmp_path / "strict", min_associated_rho=0.99)
+    assert isinstance(strict, Ok) and [f.target for f in strict.findings] == ["amount", "price"]
+
+
+def test_a_gross_value_its_row_does_not_share_is_still_an_error(tmp_path):
+    # the large purchases again, and a loan of 2,100 on an ordinary price: an entry error
+    data = _loans([(3000.0, 2100.0), (3100.0, 2150.0), (1000.0, 2100.0)])
+    price, amount = np.array(data["price"]), np.array(data["amount"])
+    z_price = _modified_z(price)
+    assert z_price[-1] < 3.5 and int(np.sum(_modified_z(amount) > 7)) == 3
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    assert f.target == "amount" and f.evidence.metrics["gross_outliers"] == 3
+    assert result.metrics["columns"]["amount"]["gross_unexplained"] == 1
+    assert result.metrics["columns"]["price"]["verdict"] == "consistent_extremes"
+
+
+def test_an_associated_column_without_a_fence_explains_nothing(tmp_path):
+    # the large purchases, and a surcharge paid only above the 60th price percentile
+    # (0 on most rows: MAD 0, no fence a row could be beyond)
+    data = _loans([(3000.0, 2100.0), (3100.0, 2150.0)])
+    price, amount = np.array(data["price"]), np.array(data["amount"])
+    surcharge = np.where(price > np.quantile(price, 0.6), np.round(0.1 * price, 0), 0.0)
+    assert np.median(np.abs(surcharge - np.median(surcharge))) == 0
+    assert abs(stats.spearmanr(amount, surcharge).statistic) >= 0.6
+    data["surcharge"] = surcharge.tolist()
+    result = run_chain("robust_outliers", data, tmp_path)
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["amount", "price"]
+    col = result.metrics["columns"]["amount"]
+    assert col["associated"] == ["price", "surcharge"] and col["gross_unexplained"] == 2
+    # without the surcharge the same rows are explained
+    del data["surcharge"]
+    assert isinstance(run_chain("robust_outliers", data, tmp_path / "without"), Na)
