@@ -43,7 +43,7 @@ from statsmodels.stats.stattools import medcouple
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.charts import Marker, histogram_from_rows
 from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, unscaled
-from contracts.sql import histogram_sql
+from contracts.sql import histogram_sql, seeded_sample
 from contracts.sql import quote_ident as _q
 
 UPSTREAM = "numeric_summary"
@@ -76,9 +76,14 @@ def _medcouple(ctx, name: str, scale: dict, limit: int) -> tuple[float | None, i
     """The medcouple (a robust skewness in [-1, 1], statsmodels) of the column on its
     judged scale, on a seeded sample of at most ``limit`` values."""
     v = scaled_expr(name, scale)
-    table = ctx.data.sql(
-        f"SELECT {v} AS v FROM data WHERE {_q(name)} IS NOT NULL "
-        f"ORDER BY hash(rowid, {int(ctx.seed)}), rowid LIMIT {int(limit)}"
+    table, _ = seeded_sample(
+        ctx.data.sql,
+        f"SELECT {v} AS v FROM data",
+        f"{_q(name)} IS NOT NULL",
+        key="rowid",
+        seed=int(ctx.seed),
+        limit=int(limit),
+        population=ctx.data.rows - ctx.data.column(name).null_count,
     )
     values = np.asarray(table.column("v").to_numpy(zero_copy_only=False), dtype=float)
     values = values[np.isfinite(values)]
@@ -95,11 +100,16 @@ def _associated(ctx, name: str, others: list[str], limit: int, min_rho: float):
     if not others:
         return []
     cols = [name, *others]
-    table = ctx.data.sql(
+    table, _ = seeded_sample(
+        ctx.data.sql,
         "SELECT "
         + ", ".join(f"CAST({_q(c)} AS DOUBLE) AS c{i}" for i, c in enumerate(cols))
-        + f" FROM data WHERE {_q(name)} IS NOT NULL "
-        f"ORDER BY hash(rowid, {int(ctx.seed)}), rowid LIMIT {int(limit)}"
+        + " FROM data",
+        f"{_q(name)} IS NOT NULL",
+        key="rowid",
+        seed=int(ctx.seed),
+        limit=int(limit),
+        population=ctx.data.rows - ctx.data.column(name).null_count,
     )
     values = [
         np.asarray(table.column(f"c{i}").to_numpy(zero_copy_only=False), dtype=float)
