@@ -3,13 +3,16 @@ without a run and the background close of a run's log."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 
 from contracts import Plan, PlanStep
-from engine import ConfigError, EngineError, prepare_plan
+from contracts.events import Event
+from engine import ConfigError, EngineError, build_plan, ingest, load_plugins, prepare_plan
 from engine._core.api import (
     RunHandle,
     _BackgroundClose,
@@ -19,6 +22,7 @@ from engine._core.api import (
 )
 from engine._core.eventlog import EventLog
 
+from ..telemetry.conftest import synthetic_events
 from .conftest import write_plugin
 
 
@@ -94,20 +98,48 @@ def test_prepare_plan_passes_every_choice_to_the_plan(tmp_path: Path) -> None:
     assert [s.lane for s in legacy.steps] == ["legacy"] * 3
 
 
-def test_a_run_handle_has_no_result_before_the_end() -> None:
-    import anyio
+def test_a_plan_for_a_dataset_carries_its_schema(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "a")
+    csv = tmp_path / "d.csv"
+    csv.write_text("x,y\n1,a\n2,b\n")
+    info = ingest(csv, tmp_path / "cache")
+    with_schema = prepare_plan(plugins, info).dataset_schema_hash
+    expected = build_plan(load_plugins(plugins), dataset_schema=info.schema_view())
+    assert with_schema == expected.dataset_schema_hash
+    assert with_schema != prepare_plan(plugins).dataset_schema_hash
 
-    send, receive = anyio.create_memory_object_stream[object](1)
-    handle = RunHandle("r1", Path("runs/r1"), receive)  # type: ignore[arg-type]
-    with pytest.raises(EngineError) as info:
-        _ = handle.result
-    assert str(info.value) == "run r1 has not finished"
-    send.close()
-    receive.close()
+
+def test_a_run_handle_streams_its_events_and_has_no_result_before_the_end() -> None:
+    events = synthetic_events()[:2]
+
+    async def stream() -> list[Event]:
+        send, receive = anyio.create_memory_object_stream[Event](len(events))
+        with send, receive:
+            handle = RunHandle("r1", Path("runs/r1"), receive)
+            assert (handle.run_id, handle.run_dir) == ("r1", Path("runs/r1"))
+            with pytest.raises(EngineError) as info:
+                _ = handle.result
+            assert str(info.value) == "run r1 has not finished"
+            for event in events:
+                send.send_nowait(event)
+            send.close()
+            return [event async for event in handle]
+
+    assert anyio.run(stream) == events
 
 
-def test_the_background_close_syncs_the_log(tmp_path: Path) -> None:
+def test_the_background_close_syncs_the_log_or_keeps_its_error(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.jsonl")
     closing = _BackgroundClose(log)
     assert closing.synced() is True
     closing.raise_error()  # nothing to raise
+    # A log on a pipe cannot be synced (fsync: EINVAL): the close fails, and says so.
+    read_end, write_end = os.pipe()
+    try:
+        failing = _BackgroundClose(EventLog(tmp_path / "unused", fd=write_end))
+        assert failing.synced() is False
+        with pytest.raises(OSError):
+            failing.raise_error()
+    finally:
+        os.close(read_end)

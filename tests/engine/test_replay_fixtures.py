@@ -8,16 +8,18 @@ recorded log: add a new folder when the format gains something.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from contracts import Ok
+from contracts import Evidence, Finding, Impact, Ok
 from contracts.charts import Chart
 from contracts.events import (
     EVENT_TYPES,
+    GateEvaluated,
     PlanBuilt,
     PluginFinished,
     PluginStarted,
@@ -40,11 +42,14 @@ from engine._core.artifacts import (
     build_report,
     build_run_manifest,
     build_timeline,
+    render_markdown,
     to_pretty_json,
     write_artifacts,
 )
 from engine._core.plan import verify_plan_record
 from engine._render.charts import Drawing, draw_here
+
+from ..telemetry.conftest import synthetic_events
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 VERSIONS = sorted(p.name for p in FIXTURES.iterdir() if (p / "events.jsonl").is_file())
@@ -144,8 +149,18 @@ def test_write_artifacts_with_a_chart_cache_a_drawer_a_trace_and_the_log_sync(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / f".{MARKDOWN_NAME}.x1.tmp").write_bytes(b"torn")  # left by a kill
+    temporaries: list[str] = []
+
+    def synced() -> bool:  # every file is on disk beside its final name, none renamed
+        temporaries.extend(sorted(p.name for p in run_dir.iterdir()))
+        return True
+
     report = write_artifacts(
-        run_dir, state, last_hash, tmp_path / "charts", drawer, lambda: True, lambda: b"trace\n"
+        run_dir, state, last_hash, tmp_path / "charts", drawer, synced, lambda: b"trace\n"
+    )
+    named = [re.sub(r"^\.(.+)\.[a-z0-9_]+\.tmp$", r"\1", name) for name in temporaries]
+    assert sorted(named) == sorted(
+        [REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME, TRACE_NAME]
     )
     assert report == build_report(state)
     for name in (REPORT_NAME, MANIFEST_NAME, MARKDOWN_NAME, HTML_NAME):
@@ -194,3 +209,233 @@ def test_the_timeline_of_a_recorded_log_read_from_its_events() -> None:
     with pytest.raises(EngineInternalError) as info:
         build_timeline(fold([]))
     assert str(info.value) == "timeline requested before run_started"
+
+
+def test_the_report_counts_and_names_a_failure_strict_and_legacy() -> None:
+    """The hand-written telemetry log (none of the recorded runs failed a plugin or
+    ran legacy): two ok, ``broken`` failed (ValueError "no", blocking
+    ``after_broken``), three na (a preflight, a cached na, the upstream-failed one),
+    one finding in each lane."""
+    events = synthetic_events()
+    report = build_report(fold(events))
+    broken = next(p for p in report.plugins if p.id == "broken")
+    assert (broken.status, broken.reason_code, broken.explanation) == (
+        "failed",
+        "PLUGIN_ERROR",
+        "no",
+    )
+    assert (broken.error_type, broken.traceback) == ("ValueError", "tb")
+    assert broken.downstream_affected == ("after_broken",)
+    summary = report.summary
+    assert (summary.ok, summary.failed, summary.na) == (2, 1, 3)
+    assert (summary.decisions, summary.explanations) == (1, 1)
+    assert summary.failed_plugins == ("broken",)
+    assert [(s.lane, s.ok, s.failed, s.na) for s in summary.lanes] == [
+        ("decision", 1, 1, 3),
+        ("explanation", 1, 0, 0),
+    ]
+    assert not report.pre_contract and report.orchestrator_mode == "two_lane_strict"
+    # Legacy: every step on one lane; the plugins that never ran are "skipped", and
+    # the decisions are still the plugins whose manifests say so. Without a gate
+    # record (dropped here) the gates pass.
+    plan = events[1].plan  # type: ignore[attr-defined]
+    steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in plan.steps)
+    legacy_plan = msgspec.structs.replace(plan, mode="legacy", steps=steps)
+    legacy_log = [
+        msgspec.structs.replace(events[0], mode="legacy"),
+        msgspec.structs.replace(events[1], plan=legacy_plan),
+        *(e for e in events[2:] if not isinstance(e, GateEvaluated)),
+    ]
+    legacy_log = [msgspec.structs.replace(e, seq=n) for n, e in enumerate(legacy_log)]
+    legacy = build_report(fold(legacy_log))
+    statuses = {p.id: p.status for p in legacy.plugins}
+    assert (legacy.pre_contract, legacy.orchestrator_mode) == (True, "legacy")
+    assert statuses == {
+        "explain": "ok",
+        "decide": "ok",
+        "too_small": "skipped",
+        "remembered": "na",
+        "broken": "failed",
+        "after_broken": "skipped",
+    }
+    assert (legacy.summary.decisions, legacy.summary.explanations) == (1, 1)
+    assert (legacy.summary.na, legacy.summary.failed) == (3, 1)
+    assert [(s.lane, s.na, s.failed) for s in legacy.summary.lanes] == [("legacy", 3, 1)]
+    assert (legacy.summary.gates, legacy.summary.gates_passed) == (None, True)
+
+
+def test_report_md_opens_with_the_top_actions_or_why_there_are_none() -> None:
+    report = build_report(fold(synthetic_events()))
+    assert "## Top actions" not in render_markdown(report)  # no top_actions step
+    assert "Legacy mode" not in render_markdown(report)
+    actions = (
+        Finding(
+            kind="action",
+            title="Cut idle",
+            recommendation="scale down",
+            impact=Impact(value=38.25, unit="hours/month"),
+            evidence=Evidence(metrics={"plugins": "a, b"}),
+            plugin_id="top_actions",
+        ),
+        Finding(kind="action", title="Look", recommendation="check it", plugin_id="top_actions"),
+    )
+    top = msgspec.structs.replace(report.plugins[0], id="top_actions", findings=actions)
+    ranked = msgspec.structs.replace(report, plugins=(top, *report.plugins[1:]))
+    md = render_markdown(ranked)
+    section = md[md.index("## Top actions") :].split("\n")[:5]
+    assert section == [
+        "## Top actions",
+        "",
+        "- **Cut idle** (38.25 hours/month; from a, b): scale down",
+        "- **Look** (no modeled impact; from top_actions): check it",
+        "",
+    ]
+    blocked = msgspec.structs.replace(
+        top, status="na", reason_code="UPSTREAM_FAILED", explanation="x failed", findings=()
+    )
+    md = render_markdown(msgspec.structs.replace(report, plugins=(blocked, *report.plugins[1:])))
+    assert md[md.index("## Top actions") :].split("\n")[:4] == [
+        "## Top actions",
+        "",
+        "None: top_actions is na `UPSTREAM_FAILED`: x failed",
+        "",
+    ]
+    legacy = render_markdown(msgspec.structs.replace(report, mode="legacy"))
+    assert "\n> Legacy mode (pre-contract baseline): failures do not fail the run.\n\n" in legacy
+
+
+def _section(md: str, title: str) -> list[str]:
+    """The lines of ``md`` from heading ``title`` to the next ``## `` heading."""
+    lines = md.split("\n")
+    start = lines.index(title)
+    end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), None)
+    return lines[start:end]
+
+
+def test_report_md_of_the_hand_written_log_line_by_line() -> None:
+    report = build_report(fold(synthetic_events()))
+    md = render_markdown(report)
+    assert md.split("\n")[:5] == [
+        "# Run `run-telemetry-1`: FAILED",
+        "",
+        "Mode `two_lane_strict`, seed 3, plan `ph`, dataset `fp`.",
+        "6 plugins: 2 ok, 3 na, 1 failed; 1 decision findings, 1 explanation findings.",
+        "",
+    ]
+    assert _section(md, "## Not applicable") == [
+        "## Not applicable",
+        "",
+        "- **too_small** `INSUFFICIENT_DATA`: needs rows",
+        "- **remembered** `NO_SIGNIFICANT_EFFECT`: checked it",
+        "- **after_broken** `UPSTREAM_FAILED`: broken failed",
+        "",
+    ]
+    assert _section(md, "## Quality gates: passed")[2:4] == [
+        "- `analysis_ok_without_findings_count`: 0",
+        "- `unexplained_plugin_count`: 0",
+    ]
+    # Every part of a finding, two ordered by severity, an explanation supporting two.
+    plain = Finding(kind="k", title="u", plugin_id="decide")
+    full = Finding(
+        kind="k",
+        title="t",
+        severity="high",
+        what="w",
+        why="y",
+        recommendation="add a worker",
+        impact=Impact(value=2.5, unit="h", description="d", assumptions=("a1",)),
+        evidence=Evidence(metrics={"b": 1, "a": 0.5}, query="SELECT 1"),
+        plugin_id="decide",
+    )
+    said = (Finding(kind="e", title="profile", what="x"), Finding(kind="e", title="plain"))
+    plugins = {p.id: p for p in report.plugins}
+    rich = msgspec.structs.replace(
+        report,
+        plugins=tuple(
+            msgspec.structs.replace(p, findings=(plain, full))
+            if p.id == "decide"
+            else msgspec.structs.replace(p, findings=said, downstream=("decide", "other"))
+            if p.id == "explain"
+            else p
+            for p in plugins.values()
+        ),
+    )
+    md = render_markdown(rich)
+    assert _section(md, "## Decisions") == [
+        "## Decisions",
+        "",
+        "### [high] t",
+        "",
+        "*decide* · `k` · confidence 1.00",
+        "",
+        "- **What:** w",
+        "- **Why:** y",
+        "- **Recommendation:** add a worker",
+        "- **Impact (measured):** 2.5 h — d",
+        "  - assumes: a1",
+        "- **Evidence:** a=0.5, b=1",
+        "- **Reproduce:** `SELECT 1`",
+        "",
+        "### [info] u",
+        "",
+        "*decide* · `k` · confidence 1.00",
+        "",
+        "",
+    ]
+    assert _section(md, "## Explanations") == [
+        "## Explanations",
+        "",
+        "### explain (supports: decide, other)",
+        "",
+        "- profile: x",
+        "- plain",
+        "",
+    ]
+    # Nothing ok, nothing na, the gates failed.
+    bare = msgspec.structs.replace(
+        report,
+        plugins=(plugins["broken"],),
+        summary=msgspec.structs.replace(report.summary, gates_passed=False),
+    )
+    md = render_markdown(bare)
+    assert md.split("\n")[0] == "# Run `run-telemetry-1`: FAILED"
+    assert _section(md, "## Decisions") == [
+        "## Decisions",
+        "",
+        "No decision plugin produced a recommendation.",
+        "",
+    ]
+    assert _section(md, "## Explanations") == [
+        "## Explanations",
+        "",
+        "No explanation plugin produced output.",
+        "",
+    ]
+    assert _section(md, "## Not applicable") == ["## Not applicable", "", "None.", ""]
+    assert "## Quality gates: FAILED" in md.split("\n")
+
+
+def test_report_md_of_a_legacy_run_marks_what_never_ran_as_skipped() -> None:
+    events = synthetic_events()
+    plan = events[1].plan  # type: ignore[attr-defined]
+    steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in plan.steps)
+    log = [
+        msgspec.structs.replace(events[0], mode="legacy"),
+        msgspec.structs.replace(
+            events[1], plan=msgspec.structs.replace(plan, mode="legacy", steps=steps)
+        ),
+        *events[2:],
+    ]
+    md = render_markdown(build_report(fold(log)))
+    assert "> Legacy mode (pre-contract baseline): failures do not fail the run." in md
+    assert _section(md, "## Not applicable") == [
+        "## Not applicable",
+        "",
+        "- **too_small** (skipped) `INSUFFICIENT_DATA`: needs rows",
+        "- **remembered** `NO_SIGNIFICANT_EFFECT`: checked it",
+        "- **after_broken** (skipped) `UPSTREAM_FAILED`: broken failed",
+        "",
+    ]
+    # On the one legacy lane, every ok plugin's findings are decisions.
+    decisions = _section(md, "## Decisions")
+    assert "### [info] t" in decisions and "### [info] profile" in decisions

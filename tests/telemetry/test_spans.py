@@ -31,7 +31,7 @@ from telemetry.records import (
     trace_from_events,
     trace_id_of,
 )
-from telemetry.spans import spans_from_events, trace_spans
+from telemetry.spans import span_tree, spans_from_events, trace_spans
 
 from .conftest import RUN_ID, STEPS, T0, synthetic_events
 
@@ -414,3 +414,19 @@ def test_encodings_of_every_prefix_of_real_logs_are_the_reference(
         trace = trace_from_events(events[:end])
         assert trace_json(trace) == reference_json(trace), f"{name} cut at {end}"
         assert protobuf(trace) == reference_protobuf(trace), f"{name} cut at {end}"
+
+
+def test_span_tree_groups_spans_by_parent() -> None:
+    spans = spans_from_events(synthetic_events())
+    tree = span_tree(spans)
+    named = {parent: [s.name for s in children] for parent, children in tree.items()}
+    run = span_id_of(RUN_ID)
+    assert named == {
+        None: ["run"],
+        run: ["lane decision", "lane explanation"],
+        span_id_of(RUN_ID, "explanation"): ["explain"],
+        span_id_of(RUN_ID, "decision"): [s.plugin_id for s in STEPS if s.lane == "decision"],
+        span_id_of(RUN_ID, "explanation", "explain"): ["outer"],
+        span_id_of(RUN_ID, "explanation", "explain", 0): ["inner"],
+    }
+    assert sum(len(children) for children in tree.values()) == len(spans)
