@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from contracts import Evidence, Finding, Impact, Ok
-from contracts.charts import Chart
+from contracts.charts import Bars, BarSeries, Chart
 from contracts.events import (
     EVENT_TYPES,
     GateEvaluated,
@@ -43,6 +43,7 @@ from engine._core.artifacts import (
     build_run_manifest,
     build_timeline,
     render_markdown,
+    render_report_html,
     to_pretty_json,
     write_artifacts,
 )
@@ -236,15 +237,23 @@ def test_the_report_counts_and_names_a_failure_strict_and_legacy() -> None:
     ]
     assert not report.pre_contract and report.orchestrator_mode == "two_lane_strict"
     # Legacy: every step on one lane; the plugins that never ran are "skipped", and
-    # the decisions are still the plugins whose manifests say so. Without a gate
-    # record (dropped here) the gates pass.
+    # the decisions are still the plugins whose manifests say so (explain, given two
+    # findings here, stays an explanation). Without a gate record (dropped here) the
+    # gates pass.
     plan = events[1].plan  # type: ignore[attr-defined]
     steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in plan.steps)
     legacy_plan = msgspec.structs.replace(plan, mode="legacy", steps=steps)
+    two = Ok(findings=(Finding(kind="e", title="profile"), Finding(kind="e", title="shape")))
     legacy_log = [
         msgspec.structs.replace(events[0], mode="legacy"),
         msgspec.structs.replace(events[1], plan=legacy_plan),
-        *(e for e in events[2:] if not isinstance(e, GateEvaluated)),
+        *(
+            msgspec.structs.replace(e, result=two)
+            if isinstance(e, PluginFinished) and e.plugin_id == "explain"
+            else e
+            for e in events[2:]
+            if not isinstance(e, GateEvaluated)
+        ),
     ]
     legacy_log = [msgspec.structs.replace(e, seq=n) for n, e in enumerate(legacy_log)]
     legacy = build_report(fold(legacy_log))
@@ -258,7 +267,7 @@ def test_the_report_counts_and_names_a_failure_strict_and_legacy() -> None:
         "broken": "failed",
         "after_broken": "skipped",
     }
-    assert (legacy.summary.decisions, legacy.summary.explanations) == (1, 1)
+    assert (legacy.summary.decisions, legacy.summary.explanations) == (1, 2)  # explain: two
     assert (legacy.summary.na, legacy.summary.failed) == (3, 1)
     assert [(s.lane, s.na, s.failed) for s in legacy.summary.lanes] == [("legacy", 3, 1)]
     assert (legacy.summary.gates, legacy.summary.gates_passed) == (None, True)
@@ -335,7 +344,8 @@ def test_report_md_of_the_hand_written_log_line_by_line() -> None:
         "- `unexplained_plugin_count`: 0",
     ]
     # Every part of a finding, two ordered by severity, an explanation supporting two.
-    plain = Finding(kind="k", title="u", plugin_id="decide")
+    plain = Finding(kind="k", title="u", plugin_id="decide", id="f2")
+    second = Finding(kind="k", title="v", plugin_id="decide", id="f1")  # same severity: by id
     full = Finding(
         kind="k",
         title="t",
@@ -352,7 +362,7 @@ def test_report_md_of_the_hand_written_log_line_by_line() -> None:
     rich = msgspec.structs.replace(
         report,
         plugins=tuple(
-            msgspec.structs.replace(p, findings=(plain, full))
+            msgspec.structs.replace(p, findings=(plain, full, second))
             if p.id == "decide"
             else msgspec.structs.replace(p, findings=said, downstream=("decide", "other"))
             if p.id == "explain"
@@ -375,6 +385,11 @@ def test_report_md_of_the_hand_written_log_line_by_line() -> None:
         "  - assumes: a1",
         "- **Evidence:** a=0.5, b=1",
         "- **Reproduce:** `SELECT 1`",
+        "",
+        "### [info] v",
+        "",
+        "*decide* · `k` · confidence 1.00",
+        "",
         "",
         "### [info] u",
         "",
@@ -439,3 +454,37 @@ def test_report_md_of_a_legacy_run_marks_what_never_ran_as_skipped() -> None:
     # On the one legacy lane, every ok plugin's findings are decisions.
     decisions = _section(md, "## Decisions")
     assert "### [info] t" in decisions and "### [info] profile" in decisions
+
+
+def test_report_html_keeps_drawn_charts_in_its_cache_and_draws_each_once(
+    tmp_path: Path,
+) -> None:
+    state = fold(synthetic_events())
+    report = build_report(state)
+    chart = Bars(
+        title="jobs", y_label="n", categories=("a", "b"), series=(BarSeries("seen", (1.0, 2.0)),)
+    )
+    charted = msgspec.structs.replace(
+        report,
+        plugins=tuple(
+            msgspec.structs.replace(
+                p, findings=tuple(msgspec.structs.replace(f, charts=(chart,)) for f in p.findings)
+            )
+            if p.id == "decide"
+            else p
+            for p in report.plugins
+        ),
+    )
+    drawn: list[int] = []
+
+    def drawer(items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
+        drawn.append(len(items))
+        return draw_here(items)
+
+    cache = tmp_path / "charts"
+    first = render_report_html(state, charted, cache, drawer)
+    again = render_report_html(state, charted, cache, drawer)
+    assert drawn == [1, 0]  # drawn by the drawer given, then served from the cache
+    assert len(list(cache.iterdir())) == 1
+    assert first == again == render_report_html(state, charted)  # the same bytes
+    assert "<svg" in first
