@@ -19,6 +19,7 @@ from contracts import Evidence, Finding, Impact, Ok
 from contracts.charts import Bars, BarSeries, Chart
 from contracts.events import (
     EVENT_TYPES,
+    Event,
     GateEvaluated,
     PlanBuilt,
     PluginFinished,
@@ -212,6 +213,20 @@ def test_the_timeline_of_a_recorded_log_read_from_its_events() -> None:
     assert str(info.value) == "timeline requested before run_started"
 
 
+def as_legacy(events: list[Event]) -> list[Event]:
+    """The hand-written log as a legacy run: its start and plan in legacy mode, every
+    step on the one legacy lane (the manifest lanes kept)."""
+    started, built = events[0], events[1]
+    assert isinstance(started, RunStarted) and isinstance(built, PlanBuilt)
+    steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in built.plan.steps)
+    plan = msgspec.structs.replace(built.plan, mode="legacy", steps=steps)
+    return [
+        msgspec.structs.replace(started, mode="legacy"),
+        msgspec.structs.replace(built, plan=plan),
+        *events[2:],
+    ]
+
+
 def test_the_report_counts_and_names_a_failure_strict_and_legacy() -> None:
     """The hand-written telemetry log (none of the recorded runs failed a plugin or
     ran legacy): two ok, ``broken`` failed (ValueError "no", blocking
@@ -240,20 +255,13 @@ def test_the_report_counts_and_names_a_failure_strict_and_legacy() -> None:
     # the decisions are still the plugins whose manifests say so (explain, given two
     # findings here, stays an explanation). Without a gate record (dropped here) the
     # gates pass.
-    plan = events[1].plan  # type: ignore[attr-defined]
-    steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in plan.steps)
-    legacy_plan = msgspec.structs.replace(plan, mode="legacy", steps=steps)
     two = Ok(findings=(Finding(kind="e", title="profile"), Finding(kind="e", title="shape")))
     legacy_log = [
-        msgspec.structs.replace(events[0], mode="legacy"),
-        msgspec.structs.replace(events[1], plan=legacy_plan),
-        *(
-            msgspec.structs.replace(e, result=two)
-            if isinstance(e, PluginFinished) and e.plugin_id == "explain"
-            else e
-            for e in events[2:]
-            if not isinstance(e, GateEvaluated)
-        ),
+        msgspec.structs.replace(e, result=two)
+        if isinstance(e, PluginFinished) and e.plugin_id == "explain"
+        else e
+        for e in as_legacy(events)
+        if not isinstance(e, GateEvaluated)
     ]
     legacy_log = [msgspec.structs.replace(e, seq=n) for n, e in enumerate(legacy_log)]
     legacy = build_report(fold(legacy_log))
@@ -431,17 +439,7 @@ def test_report_md_of_the_hand_written_log_line_by_line() -> None:
 
 
 def test_report_md_of_a_legacy_run_marks_what_never_ran_as_skipped() -> None:
-    events = synthetic_events()
-    plan = events[1].plan  # type: ignore[attr-defined]
-    steps = tuple(msgspec.structs.replace(s, lane="legacy") for s in plan.steps)
-    log = [
-        msgspec.structs.replace(events[0], mode="legacy"),
-        msgspec.structs.replace(
-            events[1], plan=msgspec.structs.replace(plan, mode="legacy", steps=steps)
-        ),
-        *events[2:],
-    ]
-    md = render_markdown(build_report(fold(log)))
+    md = render_markdown(build_report(fold(as_legacy(synthetic_events()))))
     assert "> Legacy mode (pre-contract baseline): failures do not fail the run." in md
     assert _section(md, "## Not applicable") == [
         "## Not applicable",

@@ -420,10 +420,9 @@ def test_span_tree_groups_spans_by_parent() -> None:
     spans = spans_from_events(synthetic_events())
     tree = span_tree(spans)
     named = {parent: [s.name for s in children] for parent, children in tree.items()}
-    run = span_id_of(RUN_ID)
     assert named == {
         None: ["run"],
-        run: ["lane decision", "lane explanation"],
+        span_id_of(RUN_ID): ["lane decision", "lane explanation"],
         span_id_of(RUN_ID, "explanation"): ["explain"],
         span_id_of(RUN_ID, "decision"): [s.plugin_id for s in STEPS if s.lane == "decision"],
         span_id_of(RUN_ID, "explanation", "explain"): ["outer"],
