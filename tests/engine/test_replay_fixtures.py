@@ -3,6 +3,12 @@
 Each folder under tests/fixtures/logs/ holds an ``events.jsonl`` recorded by a
 released version and ``expected.json``, what folding it must give. Never edit a
 recorded log: add a new folder when the format gains something.
+
+The artifacts folded from a log (the report, ``report.md``, the run manifest, the
+timeline, ``report.html``'s charts, ``write_artifacts``) are checked here too, against
+values read from the log's own events or worked out by hand from the hand-written
+telemetry log (``tests/telemetry/conftest.py``): what the recorded runs never did (a
+failed plugin, a legacy run, top actions, a chart) is made by editing a copy of it.
 """
 
 from __future__ import annotations
