@@ -16,6 +16,7 @@ from contracts.report import LaneMetrics
 from engine import fold
 from telemetry.metrics import (
     LANE_METRIC_FIELDS,
+    export_lane_metrics,
     is_decision,
     lane_metrics,
     load_lane_metrics,
@@ -23,7 +24,7 @@ from telemetry.metrics import (
 )
 from tests.engine.conftest import write_plugin
 
-from .conftest import STEPS, synthetic_events
+from .conftest import RUN_ID, STEPS, Receiver, synthetic_events
 from .test_export import write_fleet
 
 
@@ -190,3 +191,35 @@ def test_every_entry_that_is_no_object_is_named() -> None:
         "r.json: lane_metrics[0] is not an object",
         "r.json: lane_metrics[2] is not an object",
     ]
+
+
+def test_lane_metrics_go_out_as_one_gauge_per_figure_and_one_point_per_lane(
+    receiver: Receiver,
+) -> None:
+    metrics = lane_metrics(fold(synthetic_events()))
+    assert export_lane_metrics(metrics, receiver.url, run_id=RUN_ID)
+    [request] = receiver.metric_requests()  # decoded with the official protobuf classes
+    [resource] = request.resource_metrics
+    assert {a.key: a.value.string_value for a in resource.resource.attributes} == {
+        "service.name": "two-lane-engine",
+        "service.instance.id": RUN_ID,
+    }
+    assert [scope.scope.name for scope in resource.scope_metrics] == ["two_lane_engine.telemetry"]
+    sent = {m.name: m for scope in resource.scope_metrics for m in scope.metrics}
+    figures = [name for name in LANE_METRIC_FIELDS if name != "lane"]
+    assert sorted(sent) == sorted(f"engine.lane.{name}" for name in figures)
+    for name in figures:
+        metric = sent[f"engine.lane.{name}"]
+        assert metric.unit == ("s" if name == "duration_s" else "1"), name
+        points = {}
+        for point in metric.gauge.data_points:
+            attrs = {a.key: a.value.string_value for a in point.attributes}
+            assert attrs["run.id"] == RUN_ID
+            value = point.as_double if point.HasField("as_double") else point.as_int
+            points[attrs["lane"]] = value
+        assert points == {m.lane: getattr(m, name) for m in metrics}, name
+    # No lane: nothing to send, and nothing sent.
+    assert export_lane_metrics((), receiver.url, run_id=RUN_ID)
+    assert len(receiver.metric_requests()) == 1
+    # Nowhere to send them: reported, never raised.
+    assert not export_lane_metrics(metrics, "http://127.0.0.1:9", timeout_s=0.5)
