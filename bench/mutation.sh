@@ -86,15 +86,17 @@ pytest_add_cli_args=
     -p
     no:cacheprovider
 EOF
-# mutmut keeps the copy of a file it already has: drop the copies of files that
-# changed since its last run, so they are mutated (and tested) again, and the plain
-# copies of the files it does not mutate that differ from the source (else the
-# tests would run against stale neighbours).
+# mutmut keeps the copy of a file it already has: drop the mutated copies of files
+# that changed since its last run, so they are mutated again (their results, kept in
+# the .meta beside them, stay for every function whose source hash is unchanged, and
+# the mutants of the functions that changed are run again), and the plain copies of
+# the files it does not mutate that differ from the source (else the tests would run
+# against stale neighbours).
 if [ -d "$work/mutants" ]; then
     (cd "$work" && find engine contracts telemetry -name '*.py') | while read -r file; do
         if [ -f "$work/mutants/$file.meta" ]; then
             if [ "$work/$file" -nt "$work/mutants/$file.meta" ]; then
-                rm -f "$work/mutants/$file" "$work/mutants/$file.meta"
+                rm -f "$work/mutants/$file"
             fi
         elif [ -f "$work/mutants/$file" ] && ! cmp -s "$work/$file" "$work/mutants/$file"; then
             rm -f "$work/mutants/$file"

@@ -26,8 +26,11 @@ def _functions(mutated: Path) -> dict[str, str]:
     """Every function of a mutated file (mutmut writes each mutant as a function of
     its own beside ``..._orig``), source by name."""
     text = mutated.read_text()
+    lines = text.splitlines()
+    # Whole lines by number: ast.get_source_segment splits the whole text again on
+    # every call, minutes for a mutated file of a few thousand functions.
     return {
-        node.name: ast.get_source_segment(text, node) or ""
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
         for node in ast.walk(ast.parse(text))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }

@@ -11,12 +11,20 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts import PlanStep
 from contracts.report import LaneMetrics
 from engine import fold
-from telemetry.metrics import LANE_METRIC_FIELDS, lane_metrics, metric_problems
+from telemetry.metrics import (
+    LANE_METRIC_FIELDS,
+    export_lane_metrics,
+    is_decision,
+    lane_metrics,
+    load_lane_metrics,
+    metric_problems,
+)
 from tests.engine.conftest import write_plugin
 
-from .conftest import synthetic_events
+from .conftest import RUN_ID, STEPS, Receiver, synthetic_events
 from .test_export import write_fleet
 
 
@@ -138,3 +146,80 @@ def test_stats_cli_on_a_real_run(tmp_path: Path, dataset_csv: Path) -> None:
     (gone / "report.json").unlink()
     missing = _engine("stats", gone)
     assert missing.returncode == 1 and "report.json: missing" in missing.stdout
+
+
+def test_load_lane_metrics_reads_a_report_or_says_what_is_wrong(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "logs" / "v3"
+    expected = json.loads((folder / "report.json").read_text())["lane_metrics"]
+    for name in ("report.json", "run_manifest.json"):
+        metrics, problems = load_lane_metrics(folder / name)
+        assert problems == []
+        assert [msgspec.to_builtins(m) for m in metrics] == expected
+    missing = tmp_path / "none.json"
+    assert load_lane_metrics(missing) == ((), [f"{missing}: missing"])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    metrics, problems = load_lane_metrics(broken)
+    assert metrics == () and len(problems) == 1
+    assert problems[0].startswith(f"{broken}: unreadable: ")
+    not_a_mapping = tmp_path / "list.json"
+    not_a_mapping.write_text("[]")
+    assert load_lane_metrics(not_a_mapping) == (
+        (),
+        [f"{not_a_mapping}: lane_metrics is missing or empty"],
+    )
+    wrong = tmp_path / "wrong.json"
+    lanes = [dict(expected[0], lane=7)]  # every figure there, but the lane is no string
+    wrong.write_text(json.dumps({"lane_metrics": lanes}))
+    assert load_lane_metrics(wrong)[1] == [f"{wrong}: lane_metrics[0].lane is missing or null"]
+
+
+def test_a_decision_is_a_decision_lane_step_or_a_legacy_one_declared_so() -> None:
+    def step(lane: str, manifest_lane: str) -> PlanStep:
+        return msgspec.structs.replace(STEPS[0], lane=lane, manifest_lane=manifest_lane)
+
+    assert is_decision(step("decision", "decision"))
+    assert is_decision(step("decision", "explanation"))  # moved to the decision lane
+    assert not is_decision(step("explanation", "decision"))
+    assert is_decision(step("legacy", "decision"))
+    assert not is_decision(step("legacy", "explanation"))
+
+
+def test_every_entry_that_is_no_object_is_named() -> None:
+    good = msgspec.to_builtins(by_lane()["decision"])
+    assert metric_problems("r.json", [1, good, "x"]) == [
+        "r.json: lane_metrics[0] is not an object",
+        "r.json: lane_metrics[2] is not an object",
+    ]
+
+
+def test_lane_metrics_go_out_as_one_gauge_per_figure_and_one_point_per_lane(
+    receiver: Receiver,
+) -> None:
+    metrics = lane_metrics(fold(synthetic_events()))
+    assert export_lane_metrics(metrics, receiver.url, run_id=RUN_ID)
+    [request] = receiver.metric_requests()  # decoded with the official protobuf classes
+    [resource] = request.resource_metrics
+    assert {a.key: a.value.string_value for a in resource.resource.attributes} == {
+        "service.name": "two-lane-engine",
+        "service.instance.id": RUN_ID,
+    }
+    assert [scope.scope.name for scope in resource.scope_metrics] == ["two_lane_engine.telemetry"]
+    sent = {m.name: m for scope in resource.scope_metrics for m in scope.metrics}
+    figures = [name for name in LANE_METRIC_FIELDS if name != "lane"]
+    assert sorted(sent) == sorted(f"engine.lane.{name}" for name in figures)
+    for name in figures:
+        metric = sent[f"engine.lane.{name}"]
+        assert metric.unit == ("s" if name == "duration_s" else "1"), name
+        points = {}
+        for point in metric.gauge.data_points:
+            attrs = {a.key: a.value.string_value for a in point.attributes}
+            assert attrs["run.id"] == RUN_ID
+            value = point.as_double if point.HasField("as_double") else point.as_int
+            points[attrs["lane"]] = value
+        assert points == {m.lane: getattr(m, name) for m in metrics}, name
+    # No lane: nothing to send, and nothing sent.
+    assert export_lane_metrics((), receiver.url, run_id=RUN_ID)
+    assert len(receiver.metric_requests()) == 1
+    # Nowhere to send them: reported, never raised.
+    assert not export_lane_metrics(metrics, "http://127.0.0.1:9", timeout_s=0.5)

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 
+from contracts import Failed
+from contracts.events import PluginFinished, PluginStarted, RunResumed
 from telemetry.progress import (
     LiveProgress,
     PlainProgress,
@@ -103,3 +106,42 @@ def test_run_quiet_prints_only_the_directory_and_status(tmp_path: Path, dataset_
     run_id = first.split()[1].rstrip(":")
     assert first == f"run {run_id}: {tmp_path / 'runs' / run_id}"
     assert last == f"run {run_id} OK"
+
+
+def test_each_plugin_end_is_one_line_of_status_lane_id_detail_time_and_cache() -> None:
+    lines = [line for line in map(event_line, synthetic_events()) if line]
+    assert lines == [
+        "  na     decision    too_small INSUFFICIENT_DATA",  # a preflight: no time
+        "  ok     explanation explain 1 finding(s) 0.70s",
+        "  na     decision    remembered NO_SIGNIFICANT_EFFECT 0.25s (cached)",
+        "  failed decision    broken PLUGIN_ERROR 0.10s",
+        "  na     decision    after_broken UPSTREAM_FAILED",  # resolved without running
+        "  ok     decision    decide 1 finding(s) 1.00s",
+    ]
+
+
+def test_progress_state_after_a_resume_and_for_plugins_it_was_not_told_of() -> None:
+    events = synthetic_events()
+    state = ProgressState()
+    state.apply(events[1])  # the plan: every lane's total is known
+    assert state.known_total
+    started = next(e for e in events if isinstance(e, PluginStarted))
+    state.apply(started)  # not dispatched in this stream: its lane is the plan's
+    assert state.lanes["explanation"].running == ["explain"]
+    state.apply(RunResumed(seq=0, prev="", wall=0.0, mono=0.0, pending=()))
+    assert not state.known_total
+    stranger = msgspec.structs.replace(started, plugin_id="stranger")
+    state.apply(stranger)
+    assert state.lanes["?"].running == ["stranger"]
+    broken = next(e for e in events if isinstance(e, PluginFinished) and e.plugin_id == "broken")
+    assert isinstance(broken.result, Failed)
+    for message in ("first\nsecond", ""):
+        failed = msgspec.structs.replace(
+            broken, result=msgspec.structs.replace(broken.result, message=message)
+        )
+        state.apply(failed)
+    assert state.failures == [
+        "FAILED decision broken PLUGIN_ERROR: first",
+        "FAILED decision broken PLUGIN_ERROR: ",
+    ]
+    assert state.lanes["decision"].failed == 2

@@ -13,12 +13,15 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 import telemetry
-from contracts.events import Event, PluginFinished, RunResumed
+from contracts import DataAccess
+from contracts.events import DataAccessed, Event, PluginFinished, RunResumed, StallDetected
 from engine import fold, read_log
 from telemetry.export import trace_dict_reference, trace_json
 from telemetry.protobuf import SpanEncoder
 from telemetry.records import (
     ERROR,
+    OK,
+    UNSET,
     SpanMark,
     Trace,
     TraceBuilder,
@@ -28,7 +31,7 @@ from telemetry.records import (
     trace_from_events,
     trace_id_of,
 )
-from telemetry.spans import spans_from_events, trace_spans
+from telemetry.spans import span_tree, spans_from_events, trace_spans
 
 from .conftest import RUN_ID, STEPS, T0, synthetic_events
 
@@ -228,6 +231,102 @@ def test_a_resumed_plugin_keeps_one_span_with_both_attempts() -> None:
     assert inner.parent is not None and inner.parent.span_id == explain.context.span_id
 
 
+def renumbered(events: list[Event]) -> list[Event]:
+    """The events as one log: seq by position, wall times T0 + seq."""
+    return [msgspec.structs.replace(e, seq=seq, wall=T0 + seq) for seq, e in enumerate(events)]
+
+
+def span_named(trace: Trace, name: str) -> TraceSpan:
+    return next(s for s in trace.spans if s.name == name)
+
+
+def test_a_stall_and_every_read_are_on_the_spans() -> None:
+    events = synthetic_events()
+    # explain reads twice (7 rows, then 5) and stalls (seq 8) before it finishes.
+    again = DataAccessed(
+        seq=0, prev="", wall=0.0, mono=0.0, plugin_id="explain", access=DataAccess("sql", rows=5)
+    )
+    stall = StallDetected(seq=0, prev="", wall=0.0, mono=0.0, plugins=("explain",), idle_s=30.0)
+    trace = trace_from_events(renumbered([*events[:7], again, stall, *events[7:]]))
+    explain = span_named(trace, "explain")
+    assert explain.attributes["plugin.rows_read"] == 12
+    assert [m.name for m in explain.marks] == [
+        "cache_miss",
+        "dispatched",
+        "started",
+        "stalled",
+        "finished",
+    ]
+    assert explain.marks[3] == SpanMark("stalled", nanos(T0 + 8), {"idle_s": 30.0})
+    run = span_named(trace, "run")
+    assert [m.name for m in run.marks] == [
+        "run_started",
+        "plan_built",
+        "stall_detected",
+        "gate_evaluated",
+        "run_finished",
+    ]
+    assert run.marks[2] == SpanMark("stall_detected", nanos(T0 + 8), {"plugins": ["explain"]})
+
+
+def test_a_resume_interrupts_what_was_dispatched_or_running() -> None:
+    events = synthetic_events()
+    resumed = RunResumed(seq=0, prev="", wall=0.0, mono=0.0, pending=("explain",))
+    # Dispatched only (seq 4), then the resume (seq 5), and nothing more yet.
+    dispatched = span_named(trace_from_events(renumbered([*events[:5], resumed])), "explain")
+    assert [m.name for m in dispatched.marks][-2:] == ["dispatched", "interrupted"]
+    # Running, 7 rows read and one child span recorded (seq 7), then the resume: the
+    # lost attempt's worker, reads and child span are gone from the unfinished span.
+    trace = trace_from_events(renumbered([*events[:8], resumed]))
+    running = span_named(trace, "explain")
+    assert [m.name for m in running.marks][-2:] == ["started", "interrupted"]
+    assert running.marks[-1].time == nanos(T0 + 8)
+    assert running.attributes["plugin.status"] == "unfinished"
+    assert running.attributes["plugin.rows_read"] == 0
+    assert "plugin.worker" not in running.attributes
+    assert "plugin.pid" not in running.attributes
+    assert "outer" not in [s.name for s in trace.spans]
+
+
+def test_the_whole_trace_includes_the_unfinished_spans_by_default() -> None:
+    events = synthetic_events()[:6]
+    builder = TraceBuilder()
+    for event in events:
+        builder.add(event)
+    whole = trace_from_events(events, unfinished=True)
+    assert len(whole.spans) == 3 + len(STEPS)  # run, two lanes, every plugin
+    assert trace_from_events(events) == whole
+    assert builder.trace() == whole
+    assert builder.spans() == whole.spans
+
+
+def test_status_codes_of_an_ok_run_and_of_unfinished_lanes() -> None:
+    events = synthetic_events()
+    ok_run = [*events[:-1], msgspec.structs.replace(events[-1], status="ok")]
+    run = span_named(trace_from_events(ok_run), "run")
+    assert (run.code, run.message) == (OK, "")
+    failed = span_named(trace_from_events(events), "run")
+    assert (failed.code, failed.message) == (ERROR, "run failed")
+    # explain has started, too_small ended na: neither lane has failed or finished.
+    unfinished = trace_from_events(events[:6])
+    for name in ("run", "lane decision", "lane explanation"):
+        span = span_named(unfinished, name)
+        assert (span.code, span.message) == (UNSET, ""), name
+
+
+def test_a_step_off_its_manifest_lane_says_which_lane_it_declared() -> None:
+    events = synthetic_events()
+    plan = events[1].plan  # type: ignore[attr-defined]
+    steps = tuple(
+        msgspec.structs.replace(s, manifest_lane="decision") if s.plugin_id == "explain" else s
+        for s in plan.steps
+    )
+    built = msgspec.structs.replace(events[1], plan=msgspec.structs.replace(plan, steps=steps))
+    trace = trace_from_events([events[0], built, *events[2:]])
+    assert span_named(trace, "explain").attributes["plugin.manifest_lane"] == "decision"
+    assert [s.name for s in trace.spans if "plugin.manifest_lane" in s.attributes] == ["explain"]
+
+
 def reference_protobuf(trace: Trace) -> bytes:
     """The request as the exporter's own encoder serializes it."""
     return encode_spans(trace_spans(trace)).SerializeToString()
@@ -315,3 +414,18 @@ def test_encodings_of_every_prefix_of_real_logs_are_the_reference(
         trace = trace_from_events(events[:end])
         assert trace_json(trace) == reference_json(trace), f"{name} cut at {end}"
         assert protobuf(trace) == reference_protobuf(trace), f"{name} cut at {end}"
+
+
+def test_span_tree_groups_spans_by_parent() -> None:
+    spans = spans_from_events(synthetic_events())
+    tree = span_tree(spans)
+    named = {parent: [s.name for s in children] for parent, children in tree.items()}
+    assert named == {
+        None: ["run"],
+        span_id_of(RUN_ID): ["lane decision", "lane explanation"],
+        span_id_of(RUN_ID, "explanation"): ["explain"],
+        span_id_of(RUN_ID, "decision"): [s.plugin_id for s in STEPS if s.lane == "decision"],
+        span_id_of(RUN_ID, "explanation", "explain"): ["outer"],
+        span_id_of(RUN_ID, "explanation", "explain", 0): ["inner"],
+    }
+    assert sum(len(children) for children in tree.values()) == len(spans)
