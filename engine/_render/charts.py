@@ -458,9 +458,11 @@ WARM_UP_CHART = Histogram(title="", x_label="", edges=(0.0, 1.0), counts=(1,))
 """What :meth:`ChartProcess.warm` draws (and throws away)."""
 
 
-DRAWING_NICENESS = 5
-"""How much lower than the engine's the chart process's scheduling priority is (as
-the plugin workers': the loop of the engine's process comes first)."""
+DRAWING_NICENESS = 10
+"""How much lower than the engine's the chart process's scheduling priority is: below
+the plugin workers' (5) too, since it draws while they run (it is warmed once a plugin
+starts, and draws an explanation plugin's charts as it finishes); at the end of a run,
+when the report waits on it, the workers are idle."""
 
 
 PARENT_CHECK_S = 1.0
