@@ -458,11 +458,12 @@ WARM_UP_CHART = Histogram(title="", x_label="", edges=(0.0, 1.0), counts=(1,))
 """What :meth:`ChartProcess.warm` draws (and throws away)."""
 
 
-DRAWING_NICENESS = 10
-"""How much lower than the engine's the chart process's scheduling priority is: below
-the plugin workers' (5) too, since it draws while they run (it is warmed once a plugin
-starts, and draws an explanation plugin's charts as it finishes); at the end of a run,
-when the report waits on it, the workers are idle."""
+DRAWING_NICENESS = 19
+"""How much lower than the engine's the chart process's scheduling priority is: the
+lowest, below the plugin workers' (5), since it draws while they run (it is warmed
+once a plugin starts, and draws an explanation plugin's charts as it finishes) and
+must only take what they leave idle; at the end of a run, when the report waits on
+it, the workers are idle."""
 
 
 PARENT_CHECK_S = 1.0
