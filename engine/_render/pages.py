@@ -200,12 +200,16 @@ def render_html(
     found = [(f, p) for p in decisions if p.status == "ok" for f in p.findings]
     found.sort(key=lambda fp: action_key(fp[0], fp[1].id))
     # Every chart of the page drawn in one batch: action cards, then explanations.
-    wanted = [(f, f"action-{n}") for n, (f, _) in enumerate(found, 1)]
-    wanted += [(f, f"expl-{e.id}-{i}") for e in explanations for i, f in enumerate(e.findings)]
-    drawn = draw_charts(
-        [(f.charts, chart_key(where, f)) for f, where in wanted], chart_cache, drawer
-    )
-    svgs = {where: [Markup(svg) for svg in d] for (_, where), d in zip(wanted, drawn, strict=True)}
+    requests: list[tuple[Sequence[Chart], str]] = [
+        (f.charts, chart_key(f"action-{n}", f)) for n, (f, _) in enumerate(found, 1)
+    ]
+    for e in explanations:
+        requests += explanation_charts(e.id, e.findings)
+    drawn = iter(draw_charts(requests, chart_cache, drawer))
+    action_charts = [[Markup(svg) for svg in next(drawn)] for _ in found]
+    expl_charts = {
+        e.id: [[Markup(svg) for svg in next(drawn)] for _ in e.findings] for e in explanations
+    }
     supporters: dict[str, list[str]] = {p.id: [] for p in decisions}
     for e in explanations:
         for target in e.downstream:
@@ -218,7 +222,7 @@ def render_html(
             "plugin": p,
             "hours": monthly_hours(f),
             "anchor": safe_id(f"finding-{f.id or f.kind}-{n}"),
-            "charts": svgs[f"action-{n}"],
+            "charts": action_charts[n - 1],
             "metrics": sorted(f.evidence.metrics.items()),
             "supported_by": supporters.get(p.id, []),
         }
@@ -237,9 +241,6 @@ def render_html(
         if members:
             groups.append({"decision": d, "members": members})
     orphans = [{"plugin": e, "first": True} for e in explanations if e.id not in shown]
-    expl_charts = {
-        e.id: [svgs[f"expl-{e.id}-{i}"] for i in range(len(e.findings))] for e in explanations
-    }
     gates = report.summary.gates
     entries = _entries(timeline)
     html = _ENV.get_template("report.html.j2").render(
