@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from attrs import define
 
 from contracts import DatasetInfo, Ok, Plan, Report, stable_hash
-from contracts.events import Event, PluginFinished, PluginStarted
+from contracts.events import Event, PluginFinished
 from contracts.plan import Mode
 
 from .._data.ingest import ingest
@@ -607,19 +607,14 @@ class Engine:
         # are appended (a resumed run reads its log back instead, for the part before).
         events: list[Event] | None = [] if self.trace_file and state is None else None
 
-        # Drawn charts are reused like results: not when the cache is off. The chart
-        # process starts once a plugin runs (not for cached work), and an explanation
-        # plugin's charts are drawn as it finishes, in one thread beside the run (their
-        # keys in the page are known then); report.html takes them from `charts`.
+        # Drawn charts are reused like results: not when the cache is off. An
+        # explanation plugin's charts are drawn as it finishes, in one thread beside the
+        # run (their keys in the page are known then; the chart process starts at the
+        # first); report.html takes them from `charts` and draws only the decisions'.
         charts = ChartCache(self.runs_dir / CACHE_DIR / "charts" if spec.cache else None)
         predraw = ThreadPoolExecutor(1, thread_name_prefix="engine-charts")
-        warm = True
 
         def publish(event: Event) -> None:
-            nonlocal warm
-            if warm and isinstance(event, PluginStarted):
-                warm = False
-                predraw.submit(self._drawer.warm)
             if (
                 isinstance(event, PluginFinished)
                 and event.lane == "explanation"

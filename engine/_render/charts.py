@@ -454,16 +454,11 @@ def draw_here(items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
     return [_drawing(chart, key) for chart, key in items]
 
 
-WARM_UP_CHART = Histogram(title="", x_label="", edges=(0.0, 1.0), counts=(1,))
-"""What :meth:`ChartProcess.warm` draws (and throws away)."""
-
-
 DRAWING_NICENESS = 19
 """How much lower than the engine's the chart process's scheduling priority is: the
-lowest, below the plugin workers' (5), since it draws while they run (it is warmed
-once a plugin starts, and draws an explanation plugin's charts as it finishes) and
-must only take what they leave idle; at the end of a run, when the report waits on
-it, the workers are idle."""
+lowest, below the plugin workers' (5), since it draws while they run (an explanation
+plugin's charts as it finishes) and must only take what they leave idle; at the end
+of a run, when the report waits on it, the workers are idle."""
 
 
 PARENT_CHECK_S = 1.0
@@ -514,16 +509,6 @@ class ChartProcess:
                     initargs=(os.getpid(),),
                 )
             return self._pool
-
-    def warm(self) -> None:
-        """Start the child and have it draw one chart (matplotlib imported, its fonts
-        loaded), without waiting: a run calls it once a plugin has started, so the
-        report's charts do not wait for that (about a second) after the run. A child
-        that cannot start is the next call's concern (which draws here then)."""
-        if self._pool is not None:  # started (and warmed) before
-            return
-        with contextlib.suppress(BrokenProcessPool, OSError, RuntimeError):
-            self._started().submit(draw_here, [(WARM_UP_CHART, "warm-up")])
 
     def __call__(self, items: Sequence[tuple[Chart, str]]) -> list[Drawing]:
         if not items:

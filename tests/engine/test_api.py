@@ -10,7 +10,6 @@ import pytest
 
 import engine
 from contracts.events import (
-    CacheHit,
     Event,
     PluginFinished,
     PluginStarted,
@@ -164,28 +163,6 @@ async def test_cancelling_a_run_leaves_an_unfinished_log(
         assert result.ok
 
 
-async def test_the_chart_process_starts_once_a_plugin_runs_and_not_for_cached_work(
-    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
-) -> None:
-    # report.html's charts are drawn in a child process; it is started (and warmed:
-    # matplotlib imported) when the first plugin starts, not after the run. A rerun
-    # whose every result comes from the cache runs no plugin and starts nothing.
-    make_plugin("one")
-    runs = tmp_path / "runs"
-    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
-        assert eng._drawer._pool is None
-        first = await eng.run(dataset, seed=1)
-        assert eng._drawer._pool is not None
-    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
-        again = await eng.run(dataset, seed=1)
-        events = read_log(again.run_dir / "events.jsonl")
-        assert [type(e).__name__ for e in events if isinstance(e, CacheHit | PluginStarted)] == [
-            "CacheHit"
-        ]
-        assert eng._drawer._pool is None
-    assert first.ok and again.ok
-
-
 CHARTED = """
 from contracts import Finding, ok
 from contracts.charts import Histogram
@@ -196,13 +173,10 @@ def run(ctx):
 
 
 class RecordingDrawer:
-    """Draws here, recording the keys of each call (and warm-ups)."""
+    """Draws here, recording the keys of each call."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
-
-    def warm(self) -> None:
-        self.calls.append(["warm"])
 
     def close(self) -> None:
         pass
@@ -234,9 +208,32 @@ async def test_explanation_charts_are_drawn_as_their_plugin_finishes(
         eng._drawer = drawer  # type: ignore[assignment]
         result = await eng.run(dataset, seed=1)
     assert result.ok
-    drawn = [keys for keys in drawer.calls if keys != ["warm"]]
+    drawn = drawer.calls
     assert [["expl-expl-0" in k for k in keys] for keys in drawn] == [[True], [False]]
     assert drawn[1][0].startswith("action-1-")
-    assert drawer.calls.count(["warm"]) == 1
     html = (result.run_dir / "report.html").read_text()
     assert html == engine.render_report_html(fold(read_log(result.run_dir / "events.jsonl")))
+
+
+async def test_the_chart_process_starts_for_charts_only(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    # report.html's charts are drawn in a child process, started at the first chart to
+    # draw: not for a run without charts, nor for a rerun whose results and drawn charts
+    # all come from the cache (no plugin runs, nothing is drawn)
+    runs = tmp_path / "runs"
+    make_plugin("plain")
+    async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
+        assert (await eng.run(dataset, seed=1)).ok
+        assert eng._drawer._pool is None
+    make_plugin(
+        "expl", lane="explanation", downstream=["plain"], code=CHARTED.format(pid="expl", rec="")
+    )
+    for started in (True, False):
+        async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline") as eng:
+            result = await eng.run(dataset, seed=1)
+            assert (eng._drawer._pool is not None) == started
+        events = read_log(result.run_dir / "events.jsonl")
+        ran = [e.plugin_id for e in events if isinstance(e, PluginStarted)]
+        assert ran == (["expl"] if started else [])  # plain: cached from the first run
+        assert "<svg" in (result.run_dir / "report.html").read_text()

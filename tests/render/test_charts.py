@@ -278,19 +278,3 @@ def test_the_drawing_process_ends_when_the_engine_is_killed() -> None:
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child), f"chart process {child} outlived its engine"
-
-
-def test_a_warmed_drawing_process_draws_the_same_bytes() -> None:
-    """warm() starts the child and has it draw a throw-away chart without waiting;
-    the charts drawn after it are the same bytes, by the same child."""
-    items = [(CHARTS[n], f"k{n}") for n in sorted(CHARTS)]
-    drawer = ChartProcess()
-    try:
-        drawer.warm()
-        pool = drawer._pool
-        assert pool is not None
-        drawer.warm()  # once started, warming again does nothing
-        assert drawer(items) == [(True, chart_svg(chart, key)) for chart, key in items]
-        assert drawer._pool is pool
-    finally:
-        drawer.close()
