@@ -46,6 +46,14 @@ def _jobs_cte(host: str, started: str, ended: str, prefilter: str = "") -> str:
     )
 
 
+def _window_prefilter(raw: tuple[str, str] | None, c0: int, c1: int) -> str:
+    """The window condition on the stored started/ended TIMESTAMP columns ``raw`` (so
+    DuckDB can skip row groups outside [c0, c1)); nothing without them."""
+    if raw is None:
+        return ""
+    return f" AND {_q(raw[0])} < make_timestamp({c1}) AND {_q(raw[1])} > make_timestamp({c0})"
+
+
 def hosts_query(host: str, started: str, ended: str) -> str:
     """Per host: jobs with a run interval, first start and last end (microseconds)."""
     return (
@@ -81,11 +89,7 @@ def levels_query(
     plain TIMESTAMP started/ended columns, whose window condition is repeated on the
     stored values so DuckDB can skip row groups outside the window.
     """
-    prefilter = ""
-    if raw is not None:
-        prefilter = (
-            f" AND {_q(raw[0])} < make_timestamp({c1}) AND {_q(raw[1])} > make_timestamp({c0})"
-        )
+    prefilter = _window_prefilter(raw, c0, c1)
     if len(hosts) <= 1000:
         hostlist = f"hostlist(host) AS (VALUES {', '.join(f'({_str_lit(h)})' for h in hosts)})"
     else:  # too many to list: derive them (one more scan per window)
@@ -113,11 +117,7 @@ def window_query(
 ) -> str:
     """The jobs running at some time in [c0, c1): host, start and end in microseconds.
     ``raw`` as in :func:`levels_query`."""
-    prefilter = ""
-    if raw is not None:
-        prefilter = (
-            f" AND {_q(raw[0])} < make_timestamp({c1}) AND {_q(raw[1])} > make_timestamp({c0})"
-        )
+    prefilter = _window_prefilter(raw, c0, c1)
     return (
         f"WITH {_jobs_cte(host, started, ended, prefilter)} "
         f"SELECT host, s, e FROM ok_jobs WHERE s < {c1} AND e > {c0}"
