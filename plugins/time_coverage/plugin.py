@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from contracts import Evidence, Finding, na, ok
+from contracts.intervals import intervals
 from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
@@ -41,6 +42,8 @@ def _num(value):
 
 
 def intervals_query(ts: str, top: int) -> str:
+    """The SQL of the interval figures :func:`contracts.intervals.intervals` computes (a
+    finding's evidence: one window over the sorted column)."""
     return (
         f"WITH t AS (SELECT epoch_us({ts}) AS u FROM data WHERE {ts} IS NOT NULL), "
         "d AS (SELECT u, u - lag(u) OVER (ORDER BY u) AS dt FROM t) "
@@ -62,13 +65,13 @@ def daily_query(ts: str) -> str:
     )
 
 
-def _daily(rows: list[dict], max_days: int) -> dict[str, object]:
-    first: date = rows[0]["day"]
-    last: date = rows[-1]["day"]
-    total = (last - first).days + 1
-    dense = np.zeros(total, dtype=np.int64)
-    for r in rows:
-        dense[(r["day"] - first).days] = int(r["n"])
+def values_query(ts: str) -> str:
+    """The column's values as epoch microseconds (the figures are computed from them)."""
+    return f"SELECT epoch_us({ts}) AS u FROM data WHERE {ts} IS NOT NULL"
+
+
+def _daily(first: date, dense: np.ndarray, max_days: int) -> dict[str, object]:
+    total = int(dense.size)
     width = max(1, math.ceil(total / max_days))
     buckets = math.ceil(total / width)
     padded = np.zeros(buckets * width, dtype=np.int64)
@@ -109,11 +112,13 @@ def run(ctx):
     for name in sorted(described):
         ts = _ts(name, ctx.data.column(name).dtype)
         query = intervals_query(ts, top)
-        r = ctx.data.sql(query).to_pylist()[0]
-        n = int(r["n"])
-        if n == 0:
+        values = ctx.data.sql(values_query(ts)).column("u").to_numpy()
+        if values.size == 0:
             per_column[name] = {"rows": 0}
             continue
+        r = intervals(np.array(values, dtype=np.int64), top)
+        del values
+        n = int(r["n"])
         first_us, last_us = int(r["first_us"]), int(r["last_us"])
         span_us = last_us - first_us
         q = r["q"] or [None, None, None]
@@ -138,14 +143,11 @@ def run(ctx):
             "distinct_interval_p99_us": None if dq[1] is None else float(dq[1]),
             "largest_gaps": [
                 {"end": _iso(end), "seconds": dt / 1e6, "start": _iso(end - dt)}
-                for dt, end in sorted(
-                    zip(r["gap_us"] or [], r["gap_end_us"] or [], strict=True),
-                    key=lambda g: (-g[0], g[1]),
-                )
+                for dt, end in r["gaps"]
             ],
         }
         d_query = daily_query(ts)
-        m |= _daily(ctx.data.sql(d_query).to_pylist(), max_days)
+        m |= _daily(r["first_day"], r["per_day"], max_days)
         gaps = m["largest_gaps"]
         m["max_gap_s"] = gaps[0]["seconds"] if gaps else None
         per_column[name] = dict(sorted(m.items()))

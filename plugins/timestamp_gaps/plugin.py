@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
+from contracts.intervals import intervals
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -53,7 +54,8 @@ def _hours(us: float) -> str:
 
 
 def intervals_query(col: str, dtype: str, top: int) -> str:
-    """Interval quantiles between consecutive distinct timestamps, and the largest gaps."""
+    """Interval quantiles between consecutive distinct timestamps, and the largest gaps:
+    the SQL of what :func:`sorted_figures` computes (a finding's evidence)."""
     t = timestamp_expr(col, dtype)
     return (
         f"WITH t AS (SELECT DISTINCT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL), "
@@ -66,6 +68,29 @@ def intervals_query(col: str, dtype: str, top: int) -> str:
         "(WHERE g.start_us IS NOT NULL) AS gaps FROM q LEFT JOIN g ON true "
         "GROUP BY ALL"
     )
+
+
+def sorted_figures(ctx, col: str, dtype: str, top: int) -> dict:
+    """:func:`intervals_query`'s row, from one read of the column's values sorted in numpy
+    (``contracts.intervals``, as time_coverage does)."""
+    t = timestamp_expr(col, dtype)
+    values = ctx.data.sql(f"SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL")
+    u = np.array(values.column("u").to_numpy(), dtype=np.int64)
+    if u.size == 0:
+        return {"distinct_n": 0, "q": None, "first_us": None, "last_us": None, "gaps": []}
+    r = intervals(u, top)
+    return {
+        "distinct_n": r["distinct_intervals"] + 1,
+        "q": r["distinct_q"],
+        "first_us": r["first_us"],
+        "last_us": r["last_us"],
+        # the largest intervals include zero ones only when fewer are positive
+        "gaps": [
+            {"start_us": end - gap, "end_us": end, "gap_us": gap}
+            for gap, end in r["gaps"]
+            if gap > 0
+        ],
+    }
 
 
 def bucket_query(col: str, dtype: str, first_us: int, width_us: int) -> str:
@@ -151,7 +176,7 @@ def run(ctx):
         query = intervals_query(col, dtype, max_gaps + 1)
         known = _from_coverage(time_coverage, col, dtype)
         if known is None:
-            row = ctx.data.sql(query).to_pylist()[0]
+            row = sorted_figures(ctx, col, dtype, max_gaps + 1)
         else:  # the same figures, from time_coverage's pass over the sorted column
             first = known.get("first")
             row = {
@@ -177,7 +202,7 @@ def run(ctx):
         if row["gaps"] is None:
             row["gaps"] = gaps_over(ctx, col, dtype, first_us, last_us, threshold, max_gaps + 1)
         if row["gaps"] is None:  # too many buckets: sort the column after all
-            row = ctx.data.sql(query).to_pylist()[0]
+            row = sorted_figures(ctx, col, dtype, max_gaps + 1)
         candidates = [g for g in (row["gaps"] or []) if g["gap_us"] > threshold]
         truncated = len(candidates) > max_gaps
         candidates = candidates[:max_gaps]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -9,7 +10,7 @@ from contracts import Na, Ok
 from engine._core.preflight import unmet
 from engine.testing import make_reader
 
-from .conftest import manifest, run_plugin
+from .conftest import load_plugin, manifest, run_plugin
 
 PLUGIN = "time_coverage"
 T0 = datetime(2024, 3, 1, 10, 0, 0)
@@ -76,3 +77,50 @@ def test_without_timestamps_not_applicable(tmp_path):
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
     with make_reader(data, tmp_path / "pre") as reader:
         assert unmet(manifest(PLUGIN).applies_when.columns[0], reader.info) is not None
+
+
+def test_the_figures_are_those_of_the_sql_in_the_evidence(tmp_path):
+    # computed in numpy from one read of the values; the finding's evidence is the SQL
+    # that computes them: the same figures (quantiles to the last bits of interpolation)
+    rng = np.random.default_rng(3)
+    secs = rng.integers(0, 40 * 86400, size=3000)
+    secs[:400] = secs[400:800]  # repeated instants: zero intervals
+    stamps = [T0 + timedelta(seconds=int(s), microseconds=int(s) % 7) for s in secs]
+    stamps[5] = None
+    result = run_plugin(PLUGIN, {"t": stamps}, tmp_path / "run")
+    c = result.metrics["columns"]["t"]
+    plugin = load_plugin(PLUGIN)
+    ts = plugin._ts("t", "TIMESTAMP")
+    with make_reader({"t": stamps}, tmp_path / "sql") as reader:
+        r = reader.sql(plugin.intervals_query(ts, 5)).to_pylist()[0]
+        days = reader.sql(plugin.daily_query(ts)).to_pylist()
+    assert c["rows"] == r["n"] == 2999 and c["intervals"] == r["intervals"]
+    assert c["zero_intervals"] == r["zero_intervals"] > 0
+    assert c["distinct_timestamps"] == r["distinct_intervals"] + 1
+    assert [c["median_interval_s"], c["p90_interval_s"], c["p99_interval_s"]] == pytest.approx(
+        [v / 1e6 for v in r["q"]], rel=1e-12
+    )
+    assert [c["distinct_interval_p50_us"], c["distinct_interval_p99_us"]] == pytest.approx(
+        r["distinct_q"], rel=1e-12
+    )
+    assert c["mean_interval_s"] == pytest.approx(r["mean_dt"] / 1e6, rel=1e-12)
+    expected_gaps = sorted(zip(r["gap_us"], r["gap_end_us"], strict=True), key=lambda g: -g[0])
+    assert [g["seconds"] for g in c["largest_gaps"]] == [g / 1e6 for g, _ in expected_gaps]
+    first = days[0]["day"]
+    dense = [0] * ((days[-1]["day"] - first).days + 1)
+    for d in days:
+        dense[(d["day"] - first).days] = d["n"]
+    assert c["daily_counts"] == {"bucket_days": 1, "counts": dense, "start": first.isoformat()}
+
+
+def test_equal_largest_intervals_go_to_the_earliest_first():
+    from contracts.intervals import intervals
+
+    # intervals 10, 10, 10, 5 (three equal largest): the earliest two are listed
+    u = np.array([35, 0, 10, 20, 30], dtype=np.int64)
+    r = intervals(u, 2)
+    assert r["gaps"] == [(10, 10), (10, 20)]
+    assert u.tolist() == [0, 10, 20, 30, 35]  # sorted in place
+    assert r["per_day"].tolist() == [5] and r["q"] == [10.0, 10.0, 10.0]
+    single = intervals(np.array([7], dtype=np.int64), 5)
+    assert single["gaps"] == [] and single["q"] is None and single["intervals"] == 0

@@ -143,7 +143,8 @@ def test_time_coverages_figures_and_the_bucket_pass_give_the_same_result(tmp_pat
     )
     with ctx.data:
         chained = load_plugin("timestamp_gaps").run(ctx)
-        sorts = [a.query for a in ctx.data.accesses if "SELECT DISTINCT" in a.query]
+        # the values are read only to be sorted: with upstream, no column is read whole
+        sorts = [a.query for a in ctx.data.accesses if a.query.startswith("SELECT epoch_us(")]
     assert chained == alone
     assert sorts == []  # no column sorted again
 
