@@ -22,6 +22,9 @@ from __future__ import annotations
 import math
 from typing import Literal, TypedDict
 
+import numpy as np
+import numpy.typing as npt
+
 from .sql import quote_ident
 
 MAD_TO_SIGMA = 1.482602218505602
@@ -76,6 +79,20 @@ def scaled_expr(column: str, scale: Scale) -> str:
         p = f"least(greatest({x} / {float(scale['top'])!r}, {EPSILON}), {1 - EPSILON})"
         return f"ln({p} / (1 - {p}))"
     return x
+
+
+def scaled_values(
+    x: npt.NDArray[np.float64], scale: Scale, *, in_place: bool = False
+) -> npt.NDArray[np.float64]:
+    """:func:`scaled_expr` in numpy: the values ``x`` on ``scale`` (written over ``x``
+    with ``in_place``, which spares allocating a column-sized array)."""
+    out = x if in_place else None
+    if scale["kind"] == "log":
+        return np.log(np.add(x, float(scale["shift"]), out=out), out=out)
+    if scale["kind"] == "logit":
+        p = np.clip(np.divide(x, float(scale["top"]), out=out), EPSILON, 1 - EPSILON, out=out)
+        return np.log(p / (1 - p), out=p)
+    return x if in_place else x.copy()
 
 
 def unscaled(value: float, scale: Scale) -> float:

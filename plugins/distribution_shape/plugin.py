@@ -1,9 +1,13 @@
 """distribution_shape: skewness, kurtosis and a normality test per numeric column.
 
 Skewness and excess kurtosis come from SQL aggregates over every value (centred on the
-mean first, so that a large offset cannot cancel the higher moments away); the
-D'Agostino-Pearson test needs raw values and runs on a bounded reservoir sample drawn
-with the plugin's seed, so memory stays flat however long the table is.
+mean first, so that a large offset cannot cancel the higher moments away). Everything
+else comes from one read of the column's finite values in numpy: the mean, the quantiles
+that choose the judged scale, the median and MAD on it and the share beyond the robust
+fences (one selection each, where SQL sorted three times), and the sample on which the
+D'Agostino-Pearson test runs, bounded and drawn with the plugin's seed (without
+replacement, from the values in row order). A finding's evidence is the SQL that
+computes the same figures.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
-from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr
+from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, scaled_values
 from contracts.sql import quote_ident as _q
 
 # scipy.stats.kurtosistest (inside normaltest) needs at least 20 values.
@@ -30,17 +34,13 @@ def _num(value):
 
 
 def _sample_seed(seed: int) -> int:
-    """DuckDB's REPEATABLE takes a signed 64-bit seed; keep it well inside."""
+    """The sample's seed, from the plugin's (kept within a signed 32-bit range)."""
     return int(seed) % 2_147_483_647
 
 
 def _finite(column: str) -> str:
     x = f"CAST({_q(column)} AS DOUBLE)"
     return f"(SELECT {x} AS x FROM data WHERE isfinite({x}))"
-
-
-def mean_query(column: str) -> str:
-    return f"SELECT count(x) AS n, avg(x) AS mean FROM {_finite(column)}"
 
 
 def moments_query(column: str, mean: float) -> str:
@@ -53,12 +53,29 @@ def moments_query(column: str, mean: float) -> str:
     )
 
 
-def sample_query(column: str, size: int, seed: int) -> str:
+def values_query(column: str) -> str:
+    """The column's finite values, in row order (every figure is computed from them)."""
+    return f"SELECT x FROM {_finite(column)}"
+
+
+def tail_query(column: str, scale, fence: float) -> str:
+    """The SQL of :func:`_tail`'s figures (a finding's evidence)."""
     x = f"CAST({_q(column)} AS DOUBLE)"
+    v = scaled_expr(column, scale)
     return (
-        f"SELECT x FROM (SELECT {x} AS x FROM data WHERE {_q(column)} IS NOT NULL "
-        f"AND isfinite({x})) USING SAMPLE reservoir({int(size)} ROWS) REPEATABLE ({seed})"
+        f"WITH r AS (SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE isfinite({x})) "
+        f"SELECT count(*) FILTER (WHERE abs({v} - r.m) / (r.d * {MAD_TO_SIGMA!r}) > "
+        f"{float(fence)!r}) AS k, count({x}) AS n, any_value(r.d) AS d FROM data, r "
+        f"WHERE isfinite({x})"
     )
+
+
+def _sample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most ``size`` of ``values``, drawn without replacement with ``seed``; sorted."""
+    if values.size <= size:
+        return np.sort(values)
+    picked = np.random.default_rng(seed).choice(values.size, size=size, replace=False)
+    return np.sort(values[picked])
 
 
 def _sample_shape(values: np.ndarray) -> dict[str, object]:
@@ -94,29 +111,25 @@ def _shape(skew, kurt, distinct: int, skew_thr: float, kurt_thr: float) -> tuple
     return label, bool(kurt is not None and kurt > kurt_thr)
 
 
-def _tail(ctx, name: str, fence: float) -> dict[str, object]:
-    """Share of values beyond the robust fences (modified z-score > ``fence``) on the
+def _tail(values: np.ndarray, semantic, fence: float) -> dict[str, object]:
+    """Share of ``values`` beyond the robust fences (modified z-score > ``fence``) on the
     scale robust_outliers judges the column on (``contracts.robust``), so a column it
-    calls heavy-tailed is described here."""
-    x = f"CAST({_q(name)} AS DOUBLE)"
-    q = ctx.data.sql(
-        f"SELECT min(x) AS min, max(x) AS max, quantile_cont(x, [0.01, 0.5, 0.99]) AS q "
-        f"FROM (SELECT {x} AS x FROM data WHERE isfinite({x}))"
-    ).to_pylist()[0]
-    p01, p50, p99 = q["q"] or [None, None, None]
-    scale = judged_scale(
-        {"min": q["min"], "max": q["max"], "p01": p01, "p50": p50, "p99": p99},
-        ctx.data.column(name).semantic,
-    )
-    v = scaled_expr(name, scale)
-    row = ctx.data.sql(
-        f"WITH r AS (SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE isfinite({x})) "
-        f"SELECT count(*) FILTER (WHERE abs({v} - r.m) / (r.d * {MAD_TO_SIGMA!r}) > "
-        f"{float(fence)!r}) AS k, count({x}) AS n, any_value(r.d) AS d FROM data, r "
-        f"WHERE isfinite({x})"
-    ).to_pylist()[0]
-    share = int(row["k"]) / int(row["n"]) if row["n"] and (row["d"] or 0) > 0 else None
-    return {"beyond_fence_share": share, "tail_scale": scale["kind"]}
+    calls heavy-tailed is described here. ``values`` is reordered and overwritten: each
+    figure is a selection in place (no column-sized copy: at 10M rows, allocating them
+    cost more than the selections)."""
+    n = values.size
+    low, high = float(values.min()), float(values.max())
+    p01, p50, p99 = np.quantile(values, [0.01, 0.5, 0.99], overwrite_input=True)
+    quantiles = {"min": low, "max": high, "p01": p01, "p50": p50, "p99": p99}
+    scale = judged_scale(quantiles, semantic)
+    v = scaled_values(values, scale, in_place=True)
+    deviation = np.abs(np.subtract(v, np.median(v, overwrite_input=True), out=v), out=v)
+    # the median absolute deviation (SQL's mad()); counting is indifferent to the order
+    d = float(np.median(deviation, overwrite_input=True))
+    share = None
+    if d > 0:
+        share = int(np.count_nonzero(deviation > float(fence) * d * MAD_TO_SIGMA)) / n
+    return {"beyond_fence_share": share, "tail_scale": scale["kind"], "scale": scale}
 
 
 def bimodality_coefficient(skew, kurt, n: int):
@@ -158,9 +171,9 @@ def run(ctx):
     per_column: dict[str, dict[str, object]] = {}
     findings = []
     for name in sorted(described):
-        first = ctx.data.sql(mean_query(name)).to_pylist()[0]
-        n = int(first["n"])
         info = ctx.data.column(name)
+        values = np.array(ctx.data.sql(values_query(name)).column("x").to_numpy(), float)
+        n = int(values.size)
         non_finite = ctx.data.rows - int(info.null_count) - n
         if n == 0:
             per_column[name] = {
@@ -169,16 +182,17 @@ def run(ctx):
                 "shape": "empty",
             }
             continue
-        mean = float(first["mean"])
+        mean = float(values.mean())
         query = moments_query(name, mean)
-        row = ctx.data.sql(query).to_pylist()[0]
-        s_query = sample_query(name, sample_size, seed)
-        sample = np.sort(np.asarray(ctx.data.sql(s_query).column("x").to_numpy(), float))
+        sample = _sample(values, sample_size, seed)
         distinct = int(info.distinct_count)
+        tail = _tail(values, info.semantic, fence)  # overwrites ``values``
+        del values
+        row = ctx.data.sql(query).to_pylist()[0]  # one pass over the column, in SQL
         skew = _num(row["skewness"])
         kurt = _num(row["excess_kurtosis"])
         label, heavy = _shape(skew, kurt, distinct, skew_thr, kurt_thr)
-        tail = _tail(ctx, name, fence)
+        query += ";\n" + tail_query(name, tail.pop("scale"), fence)
         beyond = tail["beyond_fence_share"]
         wide_tail = beyond is not None and beyond > tail_share
         bc = bimodality_coefficient(skew, kurt, n)
@@ -250,7 +264,7 @@ def run(ctx):
                         for k, v in per_column[name].items()
                         if v is None or isinstance(v, int | float | str | bool)
                     },
-                    query=query + ";\n" + s_query,
+                    query=query,
                     rows=n,
                 ),
             )

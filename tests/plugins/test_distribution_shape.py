@@ -101,3 +101,29 @@ def test_without_numeric_columns_not_applicable(tmp_path):
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
     with make_reader(data, tmp_path / "pre") as reader:
         assert [unmet(r, reader.info) for r in manifest(PLUGIN).applies_when.columns] != [None]
+
+
+def test_the_figures_are_those_of_the_sql_in_the_evidence(tmp_path):
+    # computed in numpy from one read of the finite values; a finding's evidence is the
+    # SQL that computes them: the same figures, on the raw, log and logit scales
+    rng = np.random.default_rng(8)
+    n = 2000
+    data = {
+        "amount": np.round(rng.lognormal(3.0, 1.5, size=n), 2).tolist(),
+        "level": rng.standard_t(3, size=n).tolist(),
+        "done_share": rng.beta(8, 2, size=n).tolist(),
+    }
+    data["level"][7] = math.inf
+    result = run_plugin(PLUGIN, data, tmp_path / "run")
+    with make_reader(data, tmp_path / "sql") as reader:
+        for finding in result.findings:
+            c = result.metrics["columns"][finding.target]
+            queries = finding.evidence.query.split(";\n")
+            moments, tail = (reader.sql(q).to_pylist()[0] for q in queries)
+            assert c["count"] == moments["n"] == tail["n"]
+            for key in ("std", "min", "max", "skewness", "excess_kurtosis"):
+                assert c[key] == pytest.approx(moments[key], rel=1e-9), key
+            assert c["beyond_fence_share"] == tail["k"] / tail["n"]
+    assert result.metrics["columns"]["level"]["beyond_fence_share"] > 0  # t(3): heavy tails
+    scales = {name: c["tail_scale"] for name, c in result.metrics["columns"].items()}
+    assert scales == {"amount": "log", "done_share": "logit", "level": "raw"}
