@@ -43,10 +43,36 @@ class Intervals(TypedDict):
     """The ``top`` largest intervals as (length, end), largest first, then earliest."""
 
 
-def intervals(u: Ints, top: int) -> Intervals:
-    """The figures of ``u`` (at least one value; sorted here in place)."""
+CHUNK = 1 << 20
+"""The largest intervals are picked a chunk of this many at a time (no column-sized copy)."""
+
+
+def _largest(dt: Ints, ends: Ints, k: int) -> list[tuple[int, int]]:
+    """The ``k`` largest of ``dt`` with their ``ends``, largest first, then earliest."""
+    picked = []
+    for start in range(0, dt.size, CHUNK):
+        part = dt[start : start + CHUNK]
+        if part.size > k:
+            kth = np.partition(part, part.size - k)[part.size - k]
+            picked.append(np.flatnonzero(part >= kth) + start)  # ties kept: a superset
+        else:
+            picked.append(np.arange(start, start + part.size))
+    candidates = np.concatenate(picked)
+    order = np.lexsort((ends[candidates], -dt[candidates]))[:k]
+    return [(int(dt[candidates[i]]), int(ends[candidates[i]])) for i in order]
+
+
+def intervals(u: Ints, top: int) -> Intervals | None:
+    """The figures of ``u`` (``None`` when empty). A column in order is used as it is
+    (even read-only); any other is sorted, in place when ``u`` is writable. Pass the
+    array without keeping it, and it is freed as soon as it is no longer needed."""
+    if u.size == 0:
+        return None
     if u.size > 1 and not bool(np.all(u[1:] >= u[:-1])):
-        u.sort(kind="stable")
+        if u.flags.writeable:
+            u.sort(kind="stable")
+        else:
+            u = np.sort(u, kind="stable")
     first, last = int(u[0]), int(u[-1])
     day0 = first // DAY_US
     midnights = np.arange(day0, last // DAY_US + 2, dtype=np.int64) * DAY_US
@@ -67,18 +93,16 @@ def intervals(u: Ints, top: int) -> Intervals:
     if u.size < 2:
         return out
     dt = np.diff(u)
-    k = min(int(top), int(dt.size))
-    if k > 0:
-        threshold = np.partition(dt, dt.size - k)[dt.size - k]
-        candidates = np.flatnonzero(dt >= threshold)
-        ends = u[candidates + 1]
-        order = np.lexsort((ends, -dt[candidates]))[:k]
-        out["gaps"] = [(int(dt[candidates[i]]), int(ends[i])) for i in order]
+    if top > 0:
+        out["gaps"] = _largest(dt, u[1:], min(int(top), int(dt.size)))
+    del u  # the sorted values are not needed past here (the caller's, if it keeps them)
+    out["mean_dt"] = (last - first) / dt.size  # the sum of the intervals telescopes
+    # the quantiles reorder ``dt`` in place; the positive intervals are the same set
+    out["q"] = [float(v) for v in np.quantile(dt, [0.5, 0.9, 0.99], overwrite_input=True)]
     positive = dt[dt > 0]
     out["distinct_intervals"] = int(positive.size)
     out["zero_intervals"] = int(dt.size - positive.size)
-    out["mean_dt"] = (last - first) / dt.size  # the sum of the intervals telescopes
-    out["q"] = [float(v) for v in np.quantile(dt, [0.5, 0.9, 0.99], overwrite_input=True)]
+    del dt
     if positive.size:
         qs = np.quantile(positive, [0.5, 0.99], overwrite_input=True)
         out["distinct_q"] = [float(v) for v in qs]

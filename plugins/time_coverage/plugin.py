@@ -112,12 +112,10 @@ def run(ctx):
     for name in sorted(described):
         ts = _ts(name, ctx.data.column(name).dtype)
         query = intervals_query(ts, top)
-        values = ctx.data.sql(values_query(ts)).column("u").to_numpy()
-        if values.size == 0:
+        r = intervals(ctx.data.sql(values_query(ts)).column("u").to_numpy(), top)
+        if r is None:
             per_column[name] = {"rows": 0}
             continue
-        r = intervals(np.array(values, dtype=np.int64), top)
-        del values
         n = int(r["n"])
         first_us, last_us = int(r["first_us"]), int(r["last_us"])
         span_us = last_us - first_us

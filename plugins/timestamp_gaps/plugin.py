@@ -74,11 +74,10 @@ def sorted_figures(ctx, col: str, dtype: str, top: int) -> dict:
     """:func:`intervals_query`'s row, from one read of the column's values sorted in numpy
     (``contracts.intervals``, as time_coverage does)."""
     t = timestamp_expr(col, dtype)
-    values = ctx.data.sql(f"SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL")
-    u = np.array(values.column("u").to_numpy(), dtype=np.int64)
-    if u.size == 0:
+    query = f"SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL"
+    r = intervals(ctx.data.sql(query).column("u").to_numpy(), top)
+    if r is None:
         return {"distinct_n": 0, "q": None, "first_us": None, "last_us": None, "gaps": []}
-    r = intervals(u, top)
     return {
         "distinct_n": r["distinct_intervals"] + 1,
         "q": r["distinct_q"],

@@ -113,14 +113,27 @@ def test_the_figures_are_those_of_the_sql_in_the_evidence(tmp_path):
     assert c["daily_counts"] == {"bucket_days": 1, "counts": dense, "start": first.isoformat()}
 
 
-def test_equal_largest_intervals_go_to_the_earliest_first():
-    from contracts.intervals import intervals
+def test_equal_largest_intervals_go_to_the_earliest_first(monkeypatch):
+    from contracts import intervals as helper
 
     # intervals 10, 10, 10, 5 (three equal largest): the earliest two are listed
     u = np.array([35, 0, 10, 20, 30], dtype=np.int64)
-    r = intervals(u, 2)
-    assert r["gaps"] == [(10, 10), (10, 20)]
+    r = helper.intervals(u, 2)
+    assert r is not None and r["gaps"] == [(10, 10), (10, 20)]
     assert u.tolist() == [0, 10, 20, 30, 35]  # sorted in place
     assert r["per_day"].tolist() == [5] and r["q"] == [10.0, 10.0, 10.0]
-    single = intervals(np.array([7], dtype=np.int64), 5)
-    assert single["gaps"] == [] and single["q"] is None and single["intervals"] == 0
+    single = helper.intervals(np.array([7], dtype=np.int64), 5)
+    assert single is not None and single["gaps"] == [] and single["q"] is None
+    assert helper.intervals(np.array([], dtype=np.int64), 5) is None
+    # picked a chunk at a time, with ties across chunks: the same as all at once
+    rng = np.random.default_rng(2)
+    values = np.cumsum(rng.integers(0, 6, size=500)).astype(np.int64)
+    whole = helper.intervals(values.copy(), 7)
+    frozen = values.copy()
+    frozen.flags.writeable = False  # as a column read from SQL: sorted, used as it is
+    monkeypatch.setattr(helper, "CHUNK", 16)
+    chunked = helper.intervals(frozen, 7)
+    assert whole is not None and chunked is not None
+    assert chunked["gaps"] == whole["gaps"] and len({g for g, _ in whole["gaps"]}) < 7
+    for (gap, end), (next_gap, next_end) in zip(whole["gaps"], whole["gaps"][1:], strict=False):
+        assert gap > next_gap or (gap == next_gap and end < next_end)
