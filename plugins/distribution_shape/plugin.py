@@ -33,11 +33,6 @@ def _num(value):
     return value if math.isfinite(value) else None
 
 
-def _sample_seed(seed: int) -> int:
-    """The sample's seed, from the plugin's (kept within a signed 32-bit range)."""
-    return int(seed) % 2_147_483_647
-
-
 def _finite(column: str) -> str:
     x = f"CAST({_q(column)} AS DOUBLE)"
     return f"(SELECT {x} AS x FROM data WHERE isfinite({x}))"
@@ -70,11 +65,11 @@ def tail_query(column: str, scale, fence: float) -> str:
     )
 
 
-def _sample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """At most ``size`` of ``values``, drawn without replacement with ``seed``; sorted."""
+def _sample(values: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``size`` of ``values``, drawn without replacement by ``rng``; sorted."""
     if values.size <= size:
         return np.sort(values)
-    picked = np.random.default_rng(seed).choice(values.size, size=size, replace=False)
+    picked = rng.choice(values.size, size=size, replace=False)
     return np.sort(values[picked])
 
 
@@ -166,7 +161,6 @@ def run(ctx):
         )
     described = numeric[:max_columns]
     skipped = numeric[max_columns:]
-    seed = _sample_seed(ctx.seed)
 
     per_column: dict[str, dict[str, object]] = {}
     findings = []
@@ -184,7 +178,7 @@ def run(ctx):
             continue
         mean = float(values.mean())
         query = moments_query(name, mean)
-        sample = _sample(values, sample_size, seed)
+        sample = _sample(values, sample_size, ctx.rng())
         distinct = int(info.distinct_count)
         tail = _tail(values, info.semantic, fence)  # overwrites ``values``
         del values
