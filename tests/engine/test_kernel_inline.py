@@ -97,10 +97,10 @@ def runs_of(*pids: str) -> list[tuple[str, str]]:
 
 
 async def run_fleet(
-    plugins_dir: Path, runs: Path, dataset: Path, run_id: str, **kwargs: Any
+    plugins_dir: Path, runs: Path, dataset: Path, run_id: str, seed: int = 5, **kwargs: Any
 ) -> RunResult:
     async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline", **kwargs) as eng:
-        return await eng.run(dataset, seed=5, run_id=run_id)
+        return await eng.run(dataset, seed=seed, run_id=run_id)
 
 
 FIRST_RUN = [
@@ -256,3 +256,43 @@ async def test_resume_of_a_log_cut_after_a_plugins_end(
     ]
     check_outcomes(resumed, again)
     assert [e.seq for e in again] == list(range(len(again)))
+
+
+def lookups(events: list[Event]) -> list[tuple[str, str, str]]:
+    return [
+        (type(e).__name__, e.plugin_id, e.reason if isinstance(e, CacheMiss) else "")
+        for e in events
+        if isinstance(e, CacheHit | CacheMiss)
+    ]
+
+
+async def test_what_a_cached_result_depends_on(
+    make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
+) -> None:
+    fleet(make_plugin)
+    runs = tmp_path / "runs"
+    await run_fleet(plugins_dir, runs, dataset, "r1")
+    # base's code changes but not its result: base runs again, and so does dec, whose
+    # key holds base's key (not its result); reader and quiet still come from the cache.
+    code = plugins_dir / "base" / "plugin.py"
+    code.write_text(code.read_text() + "# changed\n")
+    # small's preflight na now gives other words: after_small, whose key holds that
+    # outcome (small has no key: it never ran), runs again too.
+    make_plugin("small", applies_when={"min_rows": 2000})
+    again = await run_fleet(plugins_dir, runs, dataset, "r2")
+    changed = lookups(read_log(again.run_dir / "events.jsonl"))
+    assert changed == [
+        ("CacheMiss", "broken2", "absent"),
+        ("CacheMiss", "broken", "absent"),
+        ("CacheMiss", "base", "code_changed"),
+        ("CacheHit", "reader", ""),
+        ("CacheHit", "quiet", ""),
+        ("CacheMiss", "after_small", "upstream_changed"),
+        ("CacheMiss", "dec", "upstream_changed"),
+    ]
+    # Another seed: each plugin's seed is in its key, so nothing is reused.
+    reseeded = await run_fleet(plugins_dir, runs, dataset, "r3", seed=6)
+    events = read_log(reseeded.run_dir / "events.jsonl")
+    assert [kind for kind, _, _ in lookups(events)] == ["CacheMiss"] * 7
+    finished = ends(events)["dec"].result
+    assert isinstance(finished, Ok) and finished.metrics["seed"] == plugin_seed(6, "dec")
