@@ -29,6 +29,7 @@ from contracts.events import (
     RunResumed,
     RunStarted,
 )
+from contracts.report import QualityGates
 from engine import Engine, RunResult, read_log
 from engine._core.supervisor import plugin_seed
 
@@ -99,8 +100,15 @@ def runs_of(*pids: str) -> list[tuple[str, str]]:
 async def run_fleet(
     plugins_dir: Path, runs: Path, dataset: Path, run_id: str, seed: int = 5, **kwargs: Any
 ) -> RunResult:
+    seen: list[Event] = []
     async with Engine(plugins_dir=plugins_dir, runs_dir=runs, executor="inline", **kwargs) as eng:
-        return await eng.run(dataset, seed=seed, run_id=run_id)
+        async with eng.open_run(dataset, seed=seed, run_id=run_id) as handle:
+            async for event in handle:
+                seen.append(event)
+        result = handle.result
+    # Every event recorded is handed to the run's subscribers, in log order.
+    assert seen == read_log(result.run_dir / "events.jsonl")
+    return result
 
 
 FIRST_RUN = [
@@ -182,8 +190,20 @@ def check_outcomes(result: RunResult, events: list[Event]) -> None:
         assert accessed.access == DataAccess(kind="sql", rows=1, query=query)
         assert (span.span.name, span.span.parent) == ("count", -1)
         assert span.span.attributes == {"rows": 40}
-    assert [type(e) for e in events[-2:]] == [GateEvaluated, RunFinished]
-    finished = events[-1]
+        # Its artifact is in its folder under the run's artifacts.
+        assert (result.run_dir / "artifacts" / "reader" / "n.txt").read_text() == "n=40"
+    gates, finished = events[-2:]
+    assert isinstance(gates, GateEvaluated)
+    # Strict mode: the gates are enforced; reader, a decision plugin ok without a
+    # finding, breaks one.
+    assert (gates.passed, gates.enforced) == (False, True)
+    assert gates.gates == QualityGates(analysis_ok_without_findings_count=1)
+    assert [(o.gate, o.plugin_id) for o in gates.offenders] == [
+        ("analysis_ok_without_findings_count", "reader")
+    ]
+    started = events[0]
+    assert isinstance(started, RunStarted) and started.executor == "inline"
+
     assert isinstance(finished, RunFinished)
     assert (finished.status, finished.counts) == ("failed", {"ok": 4, "failed": 2, "na": 5})
     assert result.state.finished == finished
