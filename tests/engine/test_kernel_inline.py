@@ -203,7 +203,6 @@ def check_outcomes(result: RunResult, events: list[Event]) -> None:
     ]
     started = events[0]
     assert isinstance(started, RunStarted) and started.executor == "inline"
-
     assert isinstance(finished, RunFinished)
     assert (finished.status, finished.counts) == ("failed", {"ok": 4, "failed": 2, "na": 5})
     assert result.state.finished == finished
