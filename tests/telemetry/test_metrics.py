@@ -6,12 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from contracts import PlanStep
+from contracts import DataAccess, Failed, Na, Ok, PlanStep, PluginResult
 from contracts.report import LaneMetrics
 from engine import fold
 from telemetry.metrics import (
@@ -223,3 +225,98 @@ def test_lane_metrics_go_out_as_one_gauge_per_figure_and_one_point_per_lane(
     assert len(receiver.metric_requests()) == 1
     # Nowhere to send them: reported, never raised.
     assert not export_lane_metrics(metrics, "http://127.0.0.1:9", timeout_s=0.5)
+
+
+def test_an_exporter_that_raises_is_reported_as_a_failed_export(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("exporter bug")
+
+    monkeypatch.setattr(OTLPMetricExporter, "export", explode)
+    assert not export_lane_metrics(lane_metrics(fold(synthetic_events())), receiver.url)
+    assert receiver.metric_requests() == []
+
+
+@dataclass(frozen=True)
+class Record:
+    """A plugin record as the metrics read it (``PluginView``), built by hand."""
+
+    step: PlanStep
+    result: PluginResult | None
+    ran: bool = False
+    preflight: bool = False
+    cached: bool = False
+    cache: str | None = None
+    data_access: tuple[DataAccess, ...] = ()
+    dispatched_wall: float | None = None
+    finished_wall: float | None = None
+
+
+@dataclass(frozen=True)
+class View:
+    plugins: dict[str, Record]
+
+
+def _record(pid: str, lane: str, order: int, result: PluginResult | None, **fields: Any) -> Record:
+    links = {k: fields.pop(k) for k in ("downstream", "dependents") if k in fields}
+    step = PlanStep(
+        plugin_id=pid,
+        version="1",
+        lane=lane,  # type: ignore[arg-type]
+        manifest_lane="decision" if lane == "decision" else "explanation",
+        order=order,
+        depth=0,
+        priority=0,
+        **links,
+    )
+    return Record(step=step, result=result, **fields)
+
+
+OK, EMPTY = Ok(), Na(reason_code="NO_SIGNIFICANT_EFFECT", explanation="nothing found")
+
+
+def test_which_explanations_count_as_consumed() -> None:
+    # Only a decision plugin that ran and ended ok or na consumes; through either
+    # link (named in ``downstream``, or depending on the explanation).
+    records = [
+        _record("by_downstream", "explanation", 0, OK, downstream=("decide",)),
+        _record("by_dependent", "explanation", 1, OK, dependents=("decide",)),
+        _record("by_preflight", "explanation", 2, OK, downstream=("too_small",)),
+        _record("by_explanation", "explanation", 3, OK, downstream=("explain_more",)),
+        _record("by_failure", "explanation", 4, OK, dependents=("broken",)),
+        _record("by_nobody", "explanation", 5, OK, downstream=("absent",)),
+        _record("explain_more", "explanation", 6, OK, ran=True),
+        _record("decide", "decision", 7, EMPTY, ran=True),
+        _record("too_small", "decision", 8, EMPTY, preflight=True),
+        _record("broken", "decision", 9, Failed(reason_code="PLUGIN_ERROR"), ran=True),
+    ]
+    lanes = {m.lane: m for m in lane_metrics(View({r.step.plugin_id: r for r in records}))}
+    explanation = lanes["explanation"]
+    assert (explanation.explanations_consumed, explanation.explanations_ok) == (2, 7)
+    assert explanation.downstream_utilization == pytest.approx(2 / 7)
+
+
+def test_lane_durations_upstream_failures_and_blank_reasons_by_hand() -> None:
+    upstream = Na(reason_code="UPSTREAM_FAILED", explanation="broken failed")
+    records = [
+        # Dispatched at 1.0, finished 0.12345678 s later: rounded to the microsecond.
+        _record("a", "decision", 0, OK, ran=True, dispatched_wall=1.0, finished_wall=1.12345678),
+        _record("b", "decision", 1, upstream, finished_wall=1.05),
+        _record("c", "decision", 2, EMPTY, preflight=True, finished_wall=1.01),
+        _record("d", "decision", 3, EMPTY, cached=True, finished_wall=1.02),
+        # Nothing dispatched: measured from the first terminal event to the last.
+        _record("e", "explanation", 4, EMPTY, cached=True, finished_wall=10.0),
+        _record("f", "explanation", 5, Na(reason_code="X", explanation=" "), finished_wall=10.5),
+        # Nothing dispatched or finished: 0.0.
+        _record("g", "legacy", 6, None),
+    ]
+    lanes = {m.lane: m for m in lane_metrics(View({r.step.plugin_id: r for r in records}))}
+    assert lanes["decision"].duration_s == 0.123457
+    assert lanes["decision"].upstream_failed == 1
+    assert lanes["explanation"].duration_s == 0.5
+    assert lanes["explanation"].na_without_reason == 1
+    assert lanes["legacy"].duration_s == 0.0
+    assert lanes["legacy"].plugins_without_terminal_state == 1
