@@ -174,8 +174,10 @@ def make_key(
 
 
 def cacheable(result: PluginResult, ran: bool) -> bool:
-    """Failed results and outcomes the engine decided without running are not stored."""
-    return ran and not isinstance(result, Failed)
+    """Failed results, outcomes the engine decided without running, and results that
+    list artifact files are not stored: the files are in the run that wrote them, so a
+    hit would name files its own run does not have; such a plugin runs again."""
+    return ran and not isinstance(result, Failed) and not getattr(result, "artifacts", ())
 
 
 class ResultCache:
