@@ -23,6 +23,12 @@ _EPOCH = date(1970, 1, 1)
 Ints = npt.NDArray[np.int64]
 
 
+def values_query(ts: str) -> str:
+    """The values of the timestamp expression ``ts`` as epoch microseconds (column
+    ``u``), the input of :func:`intervals`."""
+    return f"SELECT epoch_us({ts}) AS u FROM data WHERE {ts} IS NOT NULL"
+
+
 class Intervals(TypedDict):
     n: int
     first_us: int

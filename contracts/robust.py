@@ -81,18 +81,15 @@ def scaled_expr(column: str, scale: Scale) -> str:
     return x
 
 
-def scaled_values(
-    x: npt.NDArray[np.float64], scale: Scale, *, in_place: bool = False
-) -> npt.NDArray[np.float64]:
-    """:func:`scaled_expr` in numpy: the values ``x`` on ``scale`` (written over ``x``
-    with ``in_place``, which spares allocating a column-sized array)."""
-    out = x if in_place else None
+def scaled_values(x: npt.NDArray[np.float64], scale: Scale) -> npt.NDArray[np.float64]:
+    """:func:`scaled_expr` in numpy: the values ``x`` on ``scale``, written over ``x``
+    (no column-sized array is allocated)."""
     if scale["kind"] == "log":
-        return np.log(np.add(x, float(scale["shift"]), out=out), out=out)
+        return np.log(np.add(x, float(scale["shift"]), out=x), out=x)
     if scale["kind"] == "logit":
-        p = np.clip(np.divide(x, float(scale["top"]), out=out), EPSILON, 1 - EPSILON, out=out)
+        p = np.clip(np.divide(x, float(scale["top"]), out=x), EPSILON, 1 - EPSILON, out=x)
         return np.log(p / (1 - p), out=p)
-    return x if in_place else x.copy()
+    return x
 
 
 def unscaled(value: float, scale: Scale) -> float:

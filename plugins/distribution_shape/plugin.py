@@ -117,7 +117,7 @@ def _tail(values: np.ndarray, semantic, fence: float) -> dict[str, object]:
     p01, p50, p99 = np.quantile(values, [0.01, 0.5, 0.99], overwrite_input=True)
     quantiles = {"min": low, "max": high, "p01": p01, "p50": p50, "p99": p99}
     scale = judged_scale(quantiles, semantic)
-    v = scaled_values(values, scale, in_place=True)
+    v = scaled_values(values, scale)
     deviation = np.abs(np.subtract(v, np.median(v, overwrite_input=True), out=v), out=v)
     # the median absolute deviation (SQL's mad()); counting is indifferent to the order
     d = float(np.median(deviation, overwrite_input=True))

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from contracts import Evidence, Finding, na, ok
-from contracts.intervals import intervals
+from contracts.intervals import intervals, values_query
 from contracts.sql import quote_ident as _q
 
 _EPOCH = datetime(1970, 1, 1)
@@ -34,13 +34,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
-def _num(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def intervals_query(ts: str, top: int) -> str:
     """The SQL of the interval figures :func:`contracts.intervals.intervals` computes (a
     finding's evidence: one window over the sorted column)."""
@@ -63,11 +56,6 @@ def daily_query(ts: str) -> str:
         f"SELECT CAST({ts} AS DATE) AS day, count(*) AS n FROM data "
         f"WHERE {ts} IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
-
-
-def values_query(ts: str) -> str:
-    """The column's values as epoch microseconds (the figures are computed from them)."""
-    return f"SELECT epoch_us({ts}) AS u FROM data WHERE {ts} IS NOT NULL"
 
 
 def _daily(first: date, dense: np.ndarray, max_days: int) -> dict[str, object]:

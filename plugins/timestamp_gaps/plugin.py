@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import Evidence, Finding, Impact, Ok, na, ok
-from contracts.intervals import intervals
+from contracts.intervals import intervals, values_query
 from contracts.sql import quote_ident as _q
 from contracts.sql import timestamp_expr
 
@@ -73,8 +73,7 @@ def intervals_query(col: str, dtype: str, top: int) -> str:
 def sorted_figures(ctx, col: str, dtype: str, top: int) -> dict:
     """:func:`intervals_query`'s row, from one read of the column's values sorted in numpy
     (``contracts.intervals``, as time_coverage does)."""
-    t = timestamp_expr(col, dtype)
-    query = f"SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL"
+    query = values_query(timestamp_expr(col, dtype))
     r = intervals(ctx.data.sql(query).column("u").to_numpy(), top)
     if r is None:
         return {"distinct_n": 0, "q": None, "first_us": None, "last_us": None, "gaps": []}
@@ -94,9 +93,8 @@ def sorted_figures(ctx, col: str, dtype: str, top: int) -> dict:
 
 def bucket_query(col: str, dtype: str, first_us: int, width_us: int) -> str:
     """Earliest and latest timestamp in each bucket of ``width_us`` from ``first_us``."""
-    t = timestamp_expr(col, dtype)
     return (
-        f"WITH t AS (SELECT epoch_us({t}) AS u FROM data WHERE {t} IS NOT NULL) "
+        f"WITH t AS ({values_query(timestamp_expr(col, dtype))}) "
         f"SELECT (u - {int(first_us)}) // {int(width_us)} AS b, min(u) AS lo, max(u) AS hi "
         "FROM t GROUP BY b ORDER BY b"
     )
