@@ -233,40 +233,33 @@ def _near_duplicates(ctx, pick, numeric, timestamps, categorical, cfg) -> str:
     ]
     if not pairs:
         return "no pair of one family with three or more, and comparably many, values each"
+    expr = {n: e for pair in pairs for n, e in pair}
+    # The most frequent value matters only where it is frequent; a near-unique column
+    # gets none (None), which keeps mode()'s hash tables small.
+    moded = [n for n in sorted(expr, key=pick.order.get) if distinct[n] <= MODE_MAX_DISTINCT]
+    modes = _modes(ctx, moded, expr)
+    # Two columns whose most frequent values differ are not near-duplicates: only the
+    # pairs with a common one (or none, near-unique columns) are counted.
+    live = [(a, b) for a, b in pairs if _same(modes.get(a[0]), modes.get(b[0]))]
     found = []
-    for chunk in _chunks(pairs, CHUNK // 4):
-        names = sorted({n for pair in chunk for n, _ in pair}, key=pick.order.get)
-        expr = {n: e for pair in chunk for n, e in pair}
-        idx = {n: i for i, n in enumerate(names)}
-        # The most frequent value matters only where it is frequent; a near-unique
-        # column gets none (NULL), which keeps mode()'s hash tables small.
-        modes = ", ".join(
-            f"mode({expr[n]}) AS m{idx[n]}"
-            if distinct[n] <= MODE_MAX_DISTINCT
-            else f"any_value(CASE WHEN false THEN {expr[n]} END) AS m{idx[n]}"
-            for n in names
-        )
-        select = []
-        for k, ((a, ea), (b, eb)) in enumerate(chunk):
-            ma, mb = f"m.m{idx[a]}", f"m.m{idx[b]}"
+    for chunk in _chunks(live, CHUNK // 3):
+        select, params = [], []
+        for k, ((a, ea), (_, eb)) in enumerate(chunk):
             select.append(
                 f"count_if({ea} IS NOT NULL OR {eb} IS NOT NULL) AS i{k}, "
-                f"count_if({ea} IS NOT DISTINCT FROM {eb} AND {ea} IS NOT NULL) AS e{k}, "
-                f"count_if({ea} IS NOT DISTINCT FROM {ma} AND {eb} IS NOT DISTINCT FROM {mb} "
-                f"AND {ea} IS NOT NULL) AS c{k}, bool_and({ma} IS NOT DISTINCT FROM {mb}) AS s{k}"
+                f"count_if({ea} IS NOT DISTINCT FROM {eb} AND {ea} IS NOT NULL) AS e{k}"
             )
-        row = ctx.data.sql(
-            f"WITH m AS (SELECT {modes} FROM data) SELECT {', '.join(select)} FROM data, m"
-        ).to_pylist()[0]
+            if (mode := modes.get(a)) is not None:
+                # rows where both sit at their common most frequent value agree trivially
+                select.append(
+                    f"count_if({ea} IS NOT DISTINCT FROM ? AND {eb} IS NOT DISTINCT FROM ?) AS c{k}"
+                )
+                params += [mode, mode]
+        row = ctx.data.sql(f"SELECT {', '.join(select)} FROM data", params or None).to_pylist()[0]
         for k, ((a, _), (b, _)) in enumerate(chunk):
-            # rows where both sit at their (common) most frequent value agree trivially
-            common = int(row[f"c{k}"]) if row[f"s{k}"] else 0
+            common = int(row.get(f"c{k}") or 0)
             present, equal = int(row[f"i{k}"]) - common, int(row[f"e{k}"]) - common
-            if (
-                not row[f"s{k}"]
-                or present < cfg["min_rows"]
-                or equal < cfg["min_agreement"] * present
-            ):
+            if present < cfg["min_rows"] or equal < cfg["min_agreement"] * present:
                 continue
             keep, drop = pick.keeper_of_pair(a, b)
             found.append((keep, drop, {
@@ -281,6 +274,22 @@ def _near_duplicates(ctx, pick, numeric, timestamps, categorical, cfg) -> str:
         f"{cfg['min_agreement']:.0%} of the rows where either has a value off their "
         "common most frequent one"
     )
+
+
+def _modes(ctx, names: list[str], expr: dict[str, str]) -> dict[str, object]:
+    """The most frequent value of each of ``names`` (None for a column of nulls)."""
+    out: dict[str, object] = {}
+    for chunk in _chunks(names, CHUNK):
+        cells = ", ".join(f"mode({expr[n]}) AS m{k}" for k, n in enumerate(chunk))
+        row = ctx.data.sql(f"SELECT {cells} FROM data").to_pylist()[0]
+        out |= {n: row[f"m{k}"] for k, n in enumerate(chunk)}
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    """SQL's ``IS NOT DISTINCT FROM`` of two fetched values (NaN equals NaN there)."""
+    nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return nan or a == b
 
 
 # ------------------------------------------------------------------ functions

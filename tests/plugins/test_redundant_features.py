@@ -286,3 +286,34 @@ def test_a_correlation_of_changes_one_episode_makes_is_not_redundancy(tmp_path):
     # with the halves not required to replicate, b is redundant as well
     lax = run_plugin("redundant_features", data, tmp_path / "lax", positional_r=1.0, half_alpha=1.0)
     assert isinstance(lax, Ok) and [f.target for f in lax.findings] == ["b", "c"]
+
+
+def test_the_common_most_frequent_value_of_times_and_of_nan_is_left_out(tmp_path):
+    # A sentinel time (a default stamp) and NaN are values like any other: rows where
+    # both columns hold that common most frequent value agree trivially.
+    g = np.random.default_rng(18)
+    sentinel = datetime(1970, 1, 1)
+    stamps = [T0 + timedelta(minutes=int(m)) for m in g.integers(0, 10**6, N)]
+    opened = [sentinel if i % 3 == 0 else s for i, s in enumerate(stamps)]
+    logged = list(opened)
+    logged[7] = logged[7] + timedelta(seconds=1)  # one disagreement
+    score = np.where(np.arange(N) % 2 == 0, np.nan, g.normal(0, 1, N).round(3))
+    rescored = score.copy()
+    rescored[1] += 1.0
+    data = {
+        "opened": opened,
+        "logged": logged,
+        "score": score.tolist(),
+        "rescored": rescored.tolist(),
+    }
+    result = run_plugin("redundant_features", data, tmp_path)
+    assert isinstance(result, Ok)
+    by_target = {f.target: f.evidence.metrics for f in result.findings}
+    assert set(by_target) == {"logged", "rescored"}
+    times, scores = by_target["logged"], by_target["rescored"]
+    assert times["relation"] == scores["relation"] == "near_duplicate"
+    modal_times = sum(1 for a in opened if a == sentinel)
+    assert times["modal_rows_left_out"] == modal_times
+    assert times["agreement"] == pytest.approx((N - modal_times - 1) / (N - modal_times))
+    assert scores["modal_rows_left_out"] == N // 2
+    assert scores["agreement"] == pytest.approx((N // 2 - 1) / (N // 2))
