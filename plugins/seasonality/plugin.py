@@ -167,7 +167,8 @@ def run(ctx):
             checked=checked,
             metrics=metrics,
         )
-    return ok(findings=findings, metrics=metrics)
+    # what was looked at, and how it was chosen, as an na says it
+    return ok(findings=findings, metrics=metrics | {"checked": checked})
 
 
 def _zero_filled(days: list[date], vals: list) -> tuple[list[date], list[float]]:
@@ -232,18 +233,26 @@ def _process_series(ctx, roles, ts, max_processes: int):
         if roles["started"] and roles["ended"]
         else "NULL"
     )
+    # the exact count taken at normalization; with no more processes than the cap,
+    # every one is decomposed and none need be ranked
+    total = ctx.data.column(roles["process"]).distinct_count
+    top = (
+        ""
+        if total <= max_processes
+        else (
+            ", top AS (SELECT p, count(*) AS n FROM ev GROUP BY p ORDER BY n DESC, p "
+            f"LIMIT {int(max_processes)})"
+        )
+    )
     query = (
         f"WITH ev AS (SELECT CAST({p} AS VARCHAR) AS p, CAST({day_col} AS DATE) AS day, "
         f"CAST({wait} AS DOUBLE) AS w, CAST({run} AS DOUBLE) AS r FROM data "
-        f"WHERE {p} IS NOT NULL AND {day_col} IS NOT NULL), "
-        "top AS (SELECT p, count(*) AS n FROM ev GROUP BY p ORDER BY n DESC, p "
-        f"LIMIT {int(max_processes)}) "
+        f"WHERE {p} IS NOT NULL AND {day_col} IS NOT NULL){top} "
         "SELECT ev.p, day, count(*) AS jobs, quantile_cont(w, 0.5) FILTER (WHERE w >= 0) AS wait, "
-        "quantile_cont(r, 0.5) FILTER (WHERE r >= 0) AS run FROM ev JOIN top USING (p) "
-        "GROUP BY ev.p, day ORDER BY ev.p, day"
+        "quantile_cont(r, 0.5) FILTER (WHERE r >= 0) AS run "
+        f"FROM ev{' JOIN top USING (p)' if top else ''} GROUP BY ev.p, day ORDER BY ev.p, day"
     )
     rows: dict[str, list[dict]] = {}
     for r in ctx.data.sql(query).to_pylist():
         rows.setdefault(r["p"], []).append(r)
-    total = int(ctx.data.sql(f"SELECT count(DISTINCT {p}) AS n FROM data").to_pylist()[0]["n"])
     return {"query": query, "rows": rows}, sorted(rows), total

@@ -114,3 +114,26 @@ def test_dates_without_a_time_of_day_have_no_hourly_rhythm(tmp_path):
     assert f"jobs in {days} of {span} hours" in note
     # the daily series per process are still decomposed (days are what they need)
     assert result.metrics["processes"]["rhythm"]["daily_volume"]["days"] == days
+
+
+def test_at_most_max_processes_are_decomposed_the_most_jobs_first(tmp_path):
+    data = _log()
+    names = np.array(data["process_name"])
+    # "other" keeps every other job: the fewest jobs, though first by name among ties
+    keep = (names != "other") | (np.arange(names.size) % 2 == 0)
+    data = {k: np.asarray(v)[keep] for k, v in data.items()}
+    data["process_name"] = data["process_name"].tolist()
+    capped = run_plugin("seasonality", data, tmp_path / "capped", max_processes=2)
+    assert isinstance(capped, Ok)
+    assert sorted(capped.metrics["processes"]) == ["flat", "rhythm"]
+    assert capped.metrics["processes_decomposed"] == 2
+    assert capped.metrics["processes_total"] == 3
+    assert (
+        "decomposed 2 of 3 processes (the most jobs first; max_processes 2)"
+        in capped.metrics["checked"]
+    )
+    whole = run_plugin("seasonality", data, tmp_path / "whole")
+    assert isinstance(whole, Ok)
+    assert sorted(whole.metrics["processes"]) == ["flat", "other", "rhythm"]
+    assert whole.metrics["processes_decomposed"] == whole.metrics["processes_total"] == 3
+    assert not any("decomposed" in line for line in whole.metrics["checked"])
