@@ -34,6 +34,25 @@ def timestamp_expr(name: str, dtype: str) -> str:
     return f"TRY_CAST({quote_ident(name)} AS TIMESTAMP)"
 
 
+def top_groups(distinct: int, cap: int, source: str = "ev", key: str = "p") -> tuple[str, str]:
+    """The common table expression and join that keep the ``cap`` groups of ``key``
+    with the most rows of ``source`` (on a tie, the first by ``key``), as
+    ``(", top AS (...)", " JOIN top USING (key)")`` to append to a ``WITH`` list and to
+    ``FROM source``.
+
+    With no more than ``cap`` groups in all (``distinct``, the column's exact count from
+    the dataset description) every group is kept and nothing needs ranking: both parts
+    are empty, which spares the query a grouping pass and a join.
+    """
+    if distinct <= cap:
+        return "", ""
+    return (
+        f", top AS (SELECT {key}, count(*) AS n FROM {source} GROUP BY {key} "
+        f"ORDER BY n DESC, {key} LIMIT {int(cap)})",
+        f" JOIN top USING ({key})",
+    )
+
+
 def histogram_sql(expr: str, low: float, high: float, bins: int, log: bool = False) -> str:
     """Counts of the numeric ``expr`` over ``data`` in ``bins`` equal bins from ``low``
     to ``high`` (equal in ``ln`` when ``log``): one row ``(bin, n)`` per non-empty

@@ -20,7 +20,7 @@ from contracts import Evidence, Finding, na, ok
 from contracts.series import seasonal_strength as strength
 from contracts.series import weekly_rhythm as weekly
 from contracts.sql import quote_ident as _q
-from contracts.sql import timestamp_expr
+from contracts.sql import timestamp_expr, top_groups
 
 FLOOR_S = 1.0
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -233,24 +233,15 @@ def _process_series(ctx, roles, ts, max_processes: int):
         if roles["started"] and roles["ended"]
         else "NULL"
     )
-    # the exact count taken at normalization; with no more processes than the cap,
-    # every one is decomposed and none need be ranked
     total = ctx.data.column(roles["process"]).distinct_count
-    top = (
-        ""
-        if total <= max_processes
-        else (
-            ", top AS (SELECT p, count(*) AS n FROM ev GROUP BY p ORDER BY n DESC, p "
-            f"LIMIT {int(max_processes)})"
-        )
-    )
+    top, join = top_groups(total, max_processes)
     query = (
         f"WITH ev AS (SELECT CAST({p} AS VARCHAR) AS p, CAST({day_col} AS DATE) AS day, "
         f"CAST({wait} AS DOUBLE) AS w, CAST({run} AS DOUBLE) AS r FROM data "
         f"WHERE {p} IS NOT NULL AND {day_col} IS NOT NULL){top} "
         "SELECT ev.p, day, count(*) AS jobs, quantile_cont(w, 0.5) FILTER (WHERE w >= 0) AS wait, "
-        "quantile_cont(r, 0.5) FILTER (WHERE r >= 0) AS run "
-        f"FROM ev{' JOIN top USING (p)' if top else ''} GROUP BY ev.p, day ORDER BY ev.p, day"
+        f"quantile_cont(r, 0.5) FILTER (WHERE r >= 0) AS run FROM ev{join} "
+        "GROUP BY ev.p, day ORDER BY ev.p, day"
     )
     rows: dict[str, list[dict]] = {}
     for r in ctx.data.sql(query).to_pylist():

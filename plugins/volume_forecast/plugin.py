@@ -18,7 +18,7 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.sql import quote_ident as _q
-from contracts.sql import timestamp_expr
+from contracts.sql import timestamp_expr, top_groups
 
 PROFILE_DAYS = 28
 
@@ -86,18 +86,15 @@ def queries(ctx, roles, max_processes: int) -> tuple[str, str, str]:
         f"SELECT CAST({p} AS VARCHAR) AS p, {t} AS t FROM data "
         f"WHERE {p} IS NOT NULL AND {t} IS NOT NULL"
     )
-    top = (
-        "top AS (SELECT p, count(*) AS n FROM ev GROUP BY p ORDER BY n DESC, p "
-        f"LIMIT {int(max_processes)})"
-    )
+    top, join = top_groups(ctx.data.column(roles["process"]).distinct_count, max_processes)
     daily = (
-        f"WITH ev AS ({ev}), {top} SELECT ev.p, CAST(t AS DATE) AS day, count(*) AS jobs "
-        "FROM ev JOIN top USING (p) GROUP BY 1, 2 ORDER BY 1, 2"
+        f"WITH ev AS ({ev}){top} SELECT ev.p, CAST(t AS DATE) AS day, count(*) AS jobs "
+        f"FROM ev{join} GROUP BY 1, 2 ORDER BY 1, 2"
     )
     hourly = (
-        f"WITH ev AS ({ev}), {top}, last AS (SELECT max(t) AS t1 FROM ev) "
+        f"WITH ev AS ({ev}){top}, last AS (SELECT max(t) AS t1 FROM ev) "
         "SELECT ev.p, isodow(t) - 1 AS weekday, hour(t) AS hour, count(*) AS jobs "
-        f"FROM ev JOIN top USING (p), last WHERE t > t1 - INTERVAL {PROFILE_DAYS} DAY "
+        f"FROM ev{join}, last WHERE t > t1 - INTERVAL {PROFILE_DAYS} DAY "
         "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     )
     span = (

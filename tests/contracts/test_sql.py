@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from contracts.sql import quote_ident, seeded_sample, string_literal, timestamp_expr
+from contracts.sql import quote_ident, seeded_sample, string_literal, timestamp_expr, top_groups
 
 
 def test_quoting_round_trips_through_duckdb() -> None:
@@ -72,3 +72,28 @@ def test_seeded_sample_of_fewer_rows_than_the_limit_is_all_of_them():
         population=10_000,  # an estimate far too high: narrowed first, then all rows
     )
     assert sorted(table.column("i").to_pylist()) == list(range(50))
+
+
+def _grouped(con: duckdb.DuckDBPyConnection, distinct: int, cap: int) -> list[tuple]:
+    top, join = top_groups(distinct, cap)
+    return con.execute(
+        f"WITH ev AS (SELECT g AS p, v FROM t){top} "
+        f"SELECT p, count(*), sum(v) FROM ev{join} GROUP BY p ORDER BY p"
+    ).fetchall()
+
+
+def test_top_groups_keep_the_most_rows_first_and_every_group_under_the_cap() -> None:
+    con = duckdb.connect()
+    # c: 4 rows, a and b: 3 each (a tie, broken by name), d: 1
+    rows = ["c"] * 4 + ["b"] * 3 + ["a"] * 3 + ["d"]
+    values = ", ".join(f"('{g}', {v})" for v, g in enumerate(rows))
+    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {values}) AS t(g, v)")
+    everything = [("a", 3, 24), ("b", 3, 15), ("c", 4, 6), ("d", 1, 10)]
+    assert top_groups(4, 4) == ("", "")  # nothing to rank: no pass, no join
+    assert _grouped(con, 4, 4) == everything
+    assert _grouped(con, 4, 2) == [("a", 3, 24), ("c", 4, 6)]
+    assert _grouped(con, 4, 3) == everything[:3]
+    # ranked, but the cap reaching every group: the same rows as the plain query
+    top, join = top_groups(5, 4)
+    assert top.startswith(", top AS (") and join == " JOIN top USING (p)"
+    assert _grouped(con, 5, 4) == everything
