@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.regression.linear_model import WLS
 from statsmodels.stats.rates import test_poisson_2indep
 
 from contracts import Evidence, Finding, Impact, na, ok
@@ -392,7 +392,7 @@ def _contention(ctx, ctes, name, cal, classes, n_windows, roles, cfg, checked) -
     design = np.column_stack(
         [np.ones(len(resp)), x[:, keep]] + ([dummies] if len(hosts) > 1 else [])
     )
-    fit = sm.WLS(y, design, weights=n).fit(cov_type="HC1")
+    fit = WLS(y, design, weights=n).fit(cov_type="HC1")
     params, bse = np.asarray(fit.params), np.asarray(fit.bse)
     alpha = cfg["alpha"] / len(tested)
     total_wait = float(np.sum(y * n))

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.genmod.families import Poisson
+from statsmodels.genmod.generalized_linear_model import GLM
 
 from contracts import Evidence, Finding, Impact, na, ok
 from contracts.logs import failure_values as failed_values
@@ -44,7 +45,7 @@ def _design(cells: list[dict], procs: list[str], hosts: list[str]) -> np.ndarray
 
 
 def _fit(y: np.ndarray, x: np.ndarray, jobs: np.ndarray):
-    model = sm.GLM(y, x, family=sm.families.Poisson(), offset=np.log(jobs))
+    model = GLM(y, x, family=Poisson(), offset=np.log(jobs))
     return model.fit(scale="X2")
 
 
