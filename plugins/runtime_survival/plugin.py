@@ -57,13 +57,16 @@ def _jobs_cte(ctx, roles, killed_values: list[str]) -> str:
         killed = f"coalesce(CAST({_q(roles['status'])} AS VARCHAR) IN ({listed}), false)"
     else:
         killed = "false"
+    # The per-job rows are scanned again where they are used, not materialized: a
+    # copy of every job would spill under a worker's memory limit.
     return (
-        f"ev AS (SELECT CAST({p} AS VARCHAR) AS p, epoch_us({s}) AS s, epoch_us({e}) AS e, "
+        f"ev AS NOT MATERIALIZED (SELECT CAST({p} AS VARCHAR) AS p, epoch_us({s}) AS s, "
+        f"epoch_us({e}) AS e, "
         f"{killed} AS killed, hash({p}, {_q(roles['started'])}, {_q(roles['ended'])}, "
         f"rowid, {{seed}}) AS h FROM data WHERE {p} IS NOT NULL AND {s} IS NOT NULL), "
         "t_end AS (SELECT greatest(max(s), max(e)) AS t1 FROM ev), "
-        "jobs AS (SELECT p, (coalesce(e, t1) - s) / 1e6 AS d, e IS NULL AS open_job, killed, h "
-        "FROM ev, t_end WHERE coalesce(e, t1) >= s)"
+        "jobs AS NOT MATERIALIZED (SELECT p, (coalesce(e, t1) - s) / 1e6 AS d, "
+        "e IS NULL AS open_job, killed, h FROM ev, t_end WHERE coalesce(e, t1) >= s)"
     )
 
 

@@ -29,11 +29,14 @@ def breach_query(ctx, roles: dict[str, str], threshold_s: float, multiple: float
     e = timestamp_expr(roles["ended"], dtypes.get(roles["ended"], ""))
     p = _q(roles["process"])
     limit = f"{float(threshold_s)!r}" if threshold_s > 0 else f"{float(multiple)!r} * m.med"
+    # The per-job rows are scanned again where they are used, not materialized: a
+    # copy of every job would spill under a worker's memory limit.
     return (
-        f"WITH ev AS (SELECT CAST({p} AS VARCHAR) AS p, epoch_us({q}) AS q, epoch_us({e}) AS e "
+        f"WITH ev AS NOT MATERIALIZED (SELECT CAST({p} AS VARCHAR) AS p, epoch_us({q}) AS q, "
+        f"epoch_us({e}) AS e "
         f"FROM data WHERE {p} IS NOT NULL AND {q} IS NOT NULL), "
         "t_end AS (SELECT greatest(max(q), max(e)) AS t1 FROM ev), "
-        "done AS (SELECT p, (e - q) / 1e6 AS t FROM ev WHERE e >= q), "
+        "done AS NOT MATERIALIZED (SELECT p, (e - q) / 1e6 AS t FROM ev WHERE e >= q), "
         "m AS (SELECT p, quantile_cont(t, 0.5) AS med, count(*) AS n FROM done GROUP BY p), "
         f"thr AS (SELECT p, n, med, {limit} AS limit_s FROM m), "
         "open_jobs AS (SELECT ev.p, (t_end.t1 - ev.q) / 1e6 AS t FROM ev, t_end "

@@ -92,7 +92,8 @@ def queries(ctx, roles, max_processes: int) -> tuple[str, str, str]:
         f"FROM ev{join} GROUP BY 1, 2 ORDER BY 1, 2"
     )
     hourly = (
-        f"WITH ev AS ({ev}){top}, last AS (SELECT max(t) AS t1 FROM ev) "
+        # the jobs scanned again, not materialized (a copy would spill in a worker)
+        f"WITH ev AS NOT MATERIALIZED ({ev}){top}, last AS (SELECT max(t) AS t1 FROM ev) "
         "SELECT ev.p, isodow(t) - 1 AS weekday, hour(t) AS hour, count(*) AS jobs "
         f"FROM ev{join}, last WHERE t > t1 - INTERVAL {PROFILE_DAYS} DAY "
         "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
