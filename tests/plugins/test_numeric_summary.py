@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -54,3 +56,32 @@ def test_odd_and_even_mad_match_scipy(tmp_path):
 def test_no_numeric_columns_is_not_applicable(tmp_path):
     result = run_plugin("numeric_summary", {"name": ["a", "b"], "kind": ["x", "y"]}, tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NOT_APPLICABLE"
+
+
+@pytest.mark.parametrize("poison", [None, float("nan"), float("inf")])
+def test_figures_are_those_of_the_evidence_query(tmp_path, poison):
+    # numpy computes the order statistics of a finite column; a column holding NaN or
+    # infinity is summarized in SQL. Either way the figures are the evidence query's.
+    from engine.testing import make_reader
+
+    rng = np.random.default_rng(11)
+    values = np.round(rng.lognormal(3, 1, size=5001), 2).tolist()  # ties, odd count
+    values[17] = None
+    if poison is not None:
+        values[42] = poison
+    data = {"amount": values}
+    result = run_plugin("numeric_summary", data, tmp_path / "plugin")
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    with make_reader(data, tmp_path / "sql") as reader:
+        row = reader.sql(f.evidence.query).to_pylist()[0]
+    m = result.metrics["columns"]["amount"]
+    expected = dict(zip(("p01", "p25", "p50", "p75", "p99"), row["quantiles"], strict=True))
+    expected |= {k: row[k] for k in ("min", "max", "mad")}
+    for key, want in expected.items():
+        got = m[key]
+        if want is None or math.isnan(want):
+            assert got is None, key
+        else:
+            assert got == pytest.approx(want, rel=1e-12, abs=0), key
+    assert m["count"] == row["count"] == 5000
