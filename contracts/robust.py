@@ -20,7 +20,8 @@ On that scale a value's modified z-score is ``|v - median| / (1.4826 MAD)``
 from __future__ import annotations
 
 import math
-from typing import Literal, TypedDict
+from collections.abc import Iterable
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -99,3 +100,24 @@ def unscaled(value: float, scale: Scale) -> float:
     if scale["kind"] == "logit":
         return scale["top"] / (1 + math.exp(-value))
     return value
+
+
+def median_mad(values: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """The median and the MAD (the median of the absolute deviations from it: DuckDB's
+    ``median()`` and ``mad()``) of finite ``values``, which are reordered and
+    overwritten: two selections in place, no column-sized copy."""
+    median = float(np.median(values, overwrite_input=True))
+    deviation = np.abs(np.subtract(values, median, out=values), out=values)
+    return median, float(np.median(deviation, overwrite_input=True))
+
+
+def read_into(buffer: npt.NDArray[np.float64], chunks: Iterable[Any]) -> npt.NDArray[np.float64]:
+    """The values of Arrow ``chunks`` (without nulls) copied into the start of
+    ``buffer``, as a view of it. A plugin that reads several columns of a table reuses
+    one buffer: a fresh column-sized array costs more to touch (0.3-0.45 s at 10M rows
+    here) than the selections made in it."""
+    at = 0
+    for chunk in chunks:
+        buffer[at : at + len(chunk)] = chunk.to_numpy()
+        at += len(chunk)
+    return buffer[:at]

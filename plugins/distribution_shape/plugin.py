@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
-from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, scaled_values
+from contracts.robust import MAD_TO_SIGMA, judged_scale, median_mad, scaled_expr, scaled_values
 from contracts.sql import quote_ident as _q
 
 # scipy.stats.kurtosistest (inside normaltest) needs at least 20 values.
@@ -117,10 +117,10 @@ def _tail(values: np.ndarray, semantic, fence: float) -> dict[str, object]:
     p01, p50, p99 = np.quantile(values, [0.01, 0.5, 0.99], overwrite_input=True)
     quantiles = {"min": low, "max": high, "p01": p01, "p50": p50, "p99": p99}
     scale = judged_scale(quantiles, semantic)
-    v = scaled_values(values, scale)
-    deviation = np.abs(np.subtract(v, np.median(v, overwrite_input=True), out=v), out=v)
-    # the median absolute deviation (SQL's mad()); counting is indifferent to the order
-    d = float(np.median(deviation, overwrite_input=True))
+    # the median absolute deviation (SQL's mad()); ``values`` then holds the absolute
+    # deviations, and counting is indifferent to their order
+    d = median_mad(scaled_values(values, scale))[1]
+    deviation = values
     share = None
     if d > 0:
         share = int(np.count_nonzero(deviation > float(fence) * d * MAD_TO_SIGMA)) / n

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, na, ok
+from contracts.robust import median_mad, read_into
 from contracts.sql import quote_ident as _q
 
 QUANTILES = (("p01", 0.01), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p99", 0.99))
@@ -67,9 +68,7 @@ def order_statistics(values: np.ndarray) -> tuple[list[float], float]:
     (``mad()``: the median of the absolute deviations from the median) of finite
     ``values``, which are reordered and overwritten (no column-sized copy)."""
     quantiles = np.quantile(values, [p for _, p in QUANTILES], overwrite_input=True)
-    median = float(np.median(values, overwrite_input=True))
-    deviation = np.abs(np.subtract(values, median, out=values), out=values)
-    return [float(q) for q in quantiles], float(np.median(deviation, overwrite_input=True))
+    return [float(q) for q in quantiles], median_mad(values)[1]
 
 
 def _summary(ctx, name: str, buffer: np.ndarray) -> dict[str, object]:
@@ -80,13 +79,7 @@ def _summary(ctx, name: str, buffer: np.ndarray) -> dict[str, object]:
         return row | ctx.data.sql(summary_query(name)).to_pylist()[0]
     x = f"CAST({_q(name)} AS DOUBLE)"
     column = ctx.data.sql(f"SELECT {x} AS x FROM data WHERE {x} IS NOT NULL").column("x")
-    # Copied into the one buffer the run reuses: a fresh column-sized array costs more
-    # to touch than the selections made in it.
-    values, at = buffer[: len(column)], 0
-    for chunk in column.chunks:
-        values[at : at + len(chunk)] = chunk.to_numpy()
-        at += len(chunk)
-    quantiles, mad = order_statistics(values)
+    quantiles, mad = order_statistics(read_into(buffer, column.chunks))
     return row | {"quantiles": quantiles, "mad": mad}
 
 

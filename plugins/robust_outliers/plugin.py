@@ -42,7 +42,15 @@ from statsmodels.stats.stattools import medcouple
 
 from contracts import QUANTITY_SEMANTICS, Evidence, Finding, Ok, na, ok
 from contracts.charts import Marker, histogram_from_rows
-from contracts.robust import MAD_TO_SIGMA, judged_scale, scaled_expr, unscaled
+from contracts.robust import (
+    MAD_TO_SIGMA,
+    judged_scale,
+    median_mad,
+    read_into,
+    scaled_expr,
+    scaled_values,
+    unscaled,
+)
 from contracts.sql import histogram_sql, seeded_sample
 from contracts.sql import quote_ident as _q
 
@@ -63,8 +71,15 @@ def _num(value):
     return None if math.isnan(value) else value
 
 
-def _robust(ctx, name: str, scale: dict) -> tuple[float | None, float | None]:
-    """Median and MAD of the column on its judged scale (over all rows, in SQL)."""
+def _robust(ctx, name: str, scale: dict, buffer) -> tuple[float | None, float | None]:
+    """Median and MAD of the column on its judged scale, over all rows: in numpy, from
+    one read into ``buffer``, when every value is finite there; else in SQL (DuckDB
+    orders NaN above every number, numpy's selections do not order it)."""
+    x = f"CAST({_q(name)} AS DOUBLE)"
+    column = ctx.data.sql(f"SELECT {x} AS x FROM data WHERE {_q(name)} IS NOT NULL").column("x")
+    values = scaled_values(read_into(buffer, column.chunks), scale)
+    if values.size and np.isfinite(values).all():
+        return median_mad(values)
     v = scaled_expr(name, scale)
     r = ctx.data.sql(
         f"SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE {_q(name)} IS NOT NULL"
@@ -127,13 +142,13 @@ def _associated(ctx, name: str, others: list[str], limit: int, min_rho: float):
     return found
 
 
-def _beyond_fence(ctx, summaries: dict, other: str, rho: float, side: str, threshold: float, mode):
+def _beyond_fence(ctx, robust, summaries: dict, other: str, rho, side: str, threshold, mode):
     """SQL true on rows where ``other`` lies beyond its own fence (modified z-score above
     ``threshold`` on its judged scale) on the side an association of sign ``rho``
     predicts from ``side`` (the SQL sign, +1 or -1, of the judged column's deviation);
-    None when ``other`` has no MAD."""
+    None when ``other`` has no MAD. ``robust`` gives a column's median and MAD."""
     scale_of = judged_scale(summaries[other], ctx.data.column(other).semantic, mode)
-    median, mad = _robust(ctx, other, scale_of)
+    median, mad = robust(other, scale_of)
     if median is None or not (mad or 0.0) > 0:
         return None
     sigma = float(mad) * MAD_TO_SIGMA
@@ -207,6 +222,15 @@ def run(ctx):
     findings = []
     measured = {}
     heavy = []
+    buffer = np.empty(ctx.data.rows, dtype=np.float64)  # the values of one column at a time
+    robust_of: dict[str, tuple[float | None, float | None]] = {}
+
+    def robust(column: str, scale: dict) -> tuple[float | None, float | None]:
+        # a column's scale is a function of its summary: computed once per column
+        if column not in robust_of:
+            robust_of[column] = _robust(ctx, column, scale, buffer)
+        return robust_of[column]
+
     skewed: list[str] = []
     consistent: list[str] = []
     for name in candidates:
@@ -223,7 +247,7 @@ def run(ctx):
             )
             continue
         scale_of = judged_scale(s, ctx.data.column(name).semantic, mode)
-        median, mad = _robust(ctx, name, scale_of)
+        median, mad = robust(name, scale_of)
         scale = (mad or 0.0) * MAD_TO_SIGMA
         if median is None or not scale > 0:
             checked.append(f"{name}: skipped, MAD is 0 (over half the values are equal)")
@@ -303,7 +327,7 @@ def run(ctx):
         if associates:
             side = f"sign({scaled_expr(name, scale_of)} - {_lit(median)})"
             conds = [
-                _beyond_fence(ctx, summaries, other, rho, side, threshold, mode)
+                _beyond_fence(ctx, robust, summaries, other, rho, side, threshold, mode)
                 for other, rho in associates
             ]
             with_rho = ", ".join(f"{o} (rho {rho:+.2f})" for o, rho in associates)

@@ -52,7 +52,7 @@ from contracts.events import GENESIS, PreflightFailed
 from contracts.logs import EVENT_LOG_TEXT, event_log_na, failure_values, is_event_log
 from contracts.report import GATE_NAMES, QualityGates
 from contracts.results import Ok
-from contracts.robust import judged_scale, scaled_expr, unscaled
+from contracts.robust import judged_scale, median_mad, read_into, scaled_expr, unscaled
 from contracts.series import (
     best_step_sse,
     binary_segmentation,
@@ -967,3 +967,24 @@ def test_a_case_log_without_times_or_repeated_cases(tmp_path: Path) -> None:
         {"mean": 0.0, "p50": 0.0, "p90": 0.0, "max": 0.0},
         "no row has both a case and an activity",
     )
+
+
+@pytest.mark.parametrize("size", [1, 2, 999, 1000])
+def test_median_mad_in_place_is_duckdbs_median_and_mad(size: int) -> None:
+    rng = np.random.default_rng(size)
+    x = np.round(rng.lognormal(2, 1, size), 1)  # ties, odd and even counts
+    con = duckdb.connect()
+    values_table = pa.table({"x": x})
+    # read in chunks, as a query's result arrives, into a larger reused buffer
+    chunks = values_table.to_batches(max_chunksize=97)
+    buffer = np.full(size + 5, np.nan)
+    values = read_into(buffer, (b.column(0) for b in chunks))
+    assert values.base is buffer and values.size == size
+    assert values.tolist() == x.tolist()
+    median, mad = median_mad(values)
+    con.register("v", values_table)
+    row = con.execute("SELECT median(x), mad(x) FROM v").fetchone()
+    assert row is not None
+    assert median == pytest.approx(row[0], rel=1e-15, abs=0)
+    assert mad == pytest.approx(row[1], rel=1e-12, abs=1e-15)
+    assert not np.isnan(buffer[:size]).any()  # overwritten in place: the deviations

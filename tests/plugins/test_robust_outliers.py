@@ -256,3 +256,20 @@ def test_an_associated_column_without_a_fence_explains_nothing(tmp_path):
     # without the surcharge the same rows are explained
     del data["surcharge"]
     assert isinstance(run_chain("robust_outliers", data, tmp_path / "without"), Na)
+
+
+def test_a_column_holding_nan_is_measured_as_sql_orders_it(tmp_path):
+    # NaN sorts above every number in DuckDB: the median and MAD come from SQL then
+    # (numpy's selections do not order NaN).
+    import duckdb
+
+    values = np.concatenate([DIRTY, [np.nan, np.nan, np.nan]])
+    result = run_chain("robust_outliers", {"amount": values.tolist()}, tmp_path)
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest(?::DOUBLE[]) AS x", [values.tolist()])
+    median, mad = con.execute("SELECT median(x), mad(x) FROM t").fetchone()
+    assert median != np.median(DIRTY)  # the NaNs moved it: this is SQL's figure
+    assert f.evidence.metrics["median"] == median
+    assert f.evidence.metrics["mad_normal"] == pytest.approx(mad * 1.482602218505602)
