@@ -11,6 +11,10 @@ a one-off spike does not count as the ceiling), and its queue waits, compared pr
 by process with the other hosts, are much longer. A one-sided binomial sign test
 (share of the host's jobs waiting longer than the peer median of their process)
 confirms the wait excess.
+
+The waits are measured first (one grouping pass): when no host's process-adjusted
+waits reach ``min_wait_ratio``, no host can be saturated, and the outcome says so
+without sweeping the running-jobs curves (the costly part).
 """
 
 from __future__ import annotations
@@ -179,13 +183,21 @@ def window_levels(table, hosts: list[str], c0: int, c1: int) -> dict[tuple[str, 
 
 
 def concurrency_levels(
-    ctx, host: str, started: str, ended: str, max_chunk_events: int, raw: tuple[str, str] | None
+    ctx,
+    host: str,
+    started: str,
+    ended: str,
+    max_chunk_events: int,
+    raw: tuple[str, str] | None,
+    spans: list[dict] | None = None,
 ):
     """Seconds per concurrency level for every host, over its own span (first start to
     last end), computed in time windows of about ``max_chunk_events`` start/end events
     so memory stays bounded however large the table. Returns the levels, the jobs per
-    host and a single query that reproduces the levels in one pass."""
-    spans = ctx.data.sql(hosts_query(host, started, ended)).to_pylist()
+    host and a single query that reproduces the levels in one pass. ``spans`` are the
+    rows of :func:`hosts_query` when the caller has them."""
+    if spans is None:
+        spans = ctx.data.sql(hosts_query(host, started, ended)).to_pylist()
     if not spans:
         return {}, {}, ""
     hosts = [r["host"] for r in spans]
@@ -273,6 +285,39 @@ def _level_summary(levels: list[tuple[int, float]], level_time_share: float) -> 
     }
 
 
+def _wait_ratio(h: str, medians: dict) -> tuple[float | None, dict[str, float]]:
+    """The process-adjusted wait ratio of host ``h``: its median waits against the
+    other hosts' medians of the same processes, weighted by its jobs in each process;
+    and those peer medians. ``medians`` maps process -> host -> (jobs, median wait)."""
+    num = den = 0.0
+    peer: dict[str, float] = {}
+    for p in sorted(medians):
+        if h not in medians[p]:
+            continue
+        others = sorted(m for oh, (_, m) in medians[p].items() if oh != h)
+        if not others:
+            continue
+        n_hp, m_hp = medians[p][h]
+        peer_med = float(np.median(others))
+        peer[p] = peer_med
+        num += n_hp * m_hp
+        den += n_hp * peer_med
+    # peers that start their jobs at once (median wait 0) make any wait "infinitely" long
+    return (num / den if den > 0 else (math.inf if num > 0 else None)), peer
+
+
+def _waits_long(ratio: float | None, peer: dict, min_wait_ratio: float) -> bool:
+    return ratio is not None and ratio >= min_wait_ratio and bool(peer)
+
+
+def _finite_ratio(ratio: float | None) -> float | None:
+    return None if ratio is None or math.isinf(ratio) else ratio
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
+
+
 def run(ctx):
     min_saturated_share = float(ctx.settings.get("min_saturated_share", 0.25))
     level_time_share = float(ctx.settings.get("level_time_share", 0.01))
@@ -295,15 +340,9 @@ def run(ctx):
     ts = {r: timestamp_expr(roles[r], dtypes.get(roles[r], "")) for r in ("queued", "started")}
     ts["ended"] = timestamp_expr(roles["ended"], dtypes.get(roles["ended"], ""))
 
-    plain = all(dtypes.get(roles[r], "").upper() == "TIMESTAMP" for r in ("started", "ended"))
-    per_host, _, lq = concurrency_levels(
-        ctx,
-        roles["host"],
-        ts["started"],
-        ts["ended"],
-        max_chunk_events,
-        (roles["started"], roles["ended"]) if plain else None,
-    )
+    spans = ctx.data.sql(hosts_query(roles["host"], ts["started"], ts["ended"])).to_pylist()
+    # the hosts the sweep gives levels: those whose jobs span some time
+    running = {r["host"] for r in spans if int(r["last_us"]) > int(r["first_us"])}
     wq = waits_query(roles["host"], roles["process"], ts["queued"], ts["started"])
     groups = ctx.data.sql(wq).to_pylist()
 
@@ -317,57 +356,75 @@ def run(ctx):
         if n >= min_group_events and g["median_wait_s"] is not None:
             medians.setdefault(p, {})[h] = (n, float(g["median_wait_s"]))
 
-    hosts = sorted(h for h in per_host if jobs.get(h, 0) >= min_events)
+    hosts = sorted(h for h in running if jobs.get(h, 0) >= min_events)
     if len(hosts) < 2:
         return na(
             "INSUFFICIENT_DATA",
             f"Fewer than two hosts have at least {min_events} jobs with measurable waits and "
             "run times, so there are no peers to compare saturation against.",
             checked=[
-                f"{len(per_host)} hosts with running jobs, {len(hosts)} with >= {min_events} jobs"
+                f"{len(running)} hosts with running jobs, {len(hosts)} with >= {min_events} jobs"
             ],
         )
+    ratios = {h: _wait_ratio(h, medians) for h in hosts}
+    waiting = [h for h in hosts if _waits_long(*ratios[h], min_wait_ratio)]
+    if not waiting:
+        # Saturation needs both a ceiling and long waits: with no host's waits long
+        # enough, the sweep of running jobs (the costly part) cannot change the outcome.
+        return na(
+            "NO_SIGNIFICANT_EFFECT",
+            f"No host is saturated: none of the {len(hosts)} hosts has process-adjusted "
+            f"waits at least {min_wait_ratio:g}x its peers', so none can be waiting on a "
+            "concurrency ceiling; the running-jobs curves were not swept.",
+            checked=[
+                f"{h}: process-adjusted wait ratio {_ratio_text(ratios[h][0])} "
+                f"(needs >= {min_wait_ratio:g})"
+                for h in hosts
+            ]
+            + ["concurrency levels: not swept, since no host's waits qualify"],
+            metrics={
+                "hosts": {
+                    h: {
+                        "wait_ratio": _finite_ratio(ratios[h][0]),
+                        "jobs": jobs[h],
+                        "total_wait_hours": total_wait[h] / 3600,
+                    }
+                    for h in hosts
+                }
+            },
+        )
 
+    plain = all(dtypes.get(roles[r], "").upper() == "TIMESTAMP" for r in ("started", "ended"))
+    per_host, _, lq = concurrency_levels(
+        ctx,
+        roles["host"],
+        ts["started"],
+        ts["ended"],
+        max_chunk_events,
+        (roles["started"], roles["ended"]) if plain else None,
+        spans,
+    )
     summaries: dict[str, dict] = {}
     checked: list[str] = []
     candidates = []
     for h in hosts:
         s = _level_summary(per_host[h], level_time_share)
-        # process-adjusted wait ratio: the host's medians vs the other hosts' medians of
-        # the same processes, weighted by the host's jobs in each process
-        num = den = 0.0
-        peer: dict[str, float] = {}
-        for p in sorted(medians):
-            if h not in medians[p]:
-                continue
-            others = sorted(m for oh, (_, m) in medians[p].items() if oh != h)
-            if not others:
-                continue
-            n_hp, m_hp = medians[p][h]
-            peer_med = float(np.median(others))
-            peer[p] = peer_med
-            num += n_hp * m_hp
-            den += n_hp * peer_med
-        # peers that start their jobs at once (median wait 0) make any wait "infinitely" long
-        ratio = num / den if den > 0 else (math.inf if num > 0 else None)
+        ratio, peer = ratios[h]
         s |= {
-            "wait_ratio": None if ratio is None or math.isinf(ratio) else ratio,
+            "wait_ratio": _finite_ratio(ratio),
             "jobs": jobs[h],
             "total_wait_hours": total_wait[h] / 3600,
         }
         summaries[h] = s
-        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
         checked.append(
             f"{h}: at its sustained maximum of {s['sustained_max']} running jobs "
             f"{s['saturated_share']:.1%} of the time (needs >= {min_saturated_share:.0%}); "
-            f"process-adjusted wait ratio {ratio_text} (needs >= {min_wait_ratio:g})"
+            f"process-adjusted wait ratio {_ratio_text(ratio)} (needs >= {min_wait_ratio:g})"
         )
         if (
             s["sustained_max"] > 0
             and s["saturated_share"] >= min_saturated_share
-            and ratio is not None
-            and ratio >= min_wait_ratio
-            and peer
+            and _waits_long(ratio, peer, min_wait_ratio)
         ):
             candidates.append((h, peer, ratio))
 

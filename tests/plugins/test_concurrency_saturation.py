@@ -89,19 +89,32 @@ def test_saturation_is_found_when_other_hosts_never_wait(tmp_path):
 
 
 def test_clean_log_is_no_significant_effect(tmp_path):
+    # no host waits long: saturation (a ceiling *and* long waits) is ruled out before
+    # the running-jobs curves are swept
     result = run_plugin("concurrency_saturation", _log(), tmp_path)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
-    assert len(result.checked) == len(HOSTS)
-    assert all(m["saturated_share"] < 0.25 for m in result.metrics["hosts"].values())
+    assert len(result.checked) == len(HOSTS) + 1
+    assert result.checked[-1] == "concurrency levels: not swept, since no host's waits qualify"
+    hosts = result.metrics["hosts"]
+    assert sorted(hosts) == list(HOSTS)
+    assert all(0.5 < m["wait_ratio"] < 2.0 and "saturated_share" not in m for m in hosts.values())
+    # with the wait bar low enough to pass, the sweep runs and finds no ceiling
+    swept = run_plugin("concurrency_saturation", _log(), tmp_path / "swept", min_wait_ratio=0.5)
+    assert isinstance(swept, Na) and swept.reason_code == "NO_SIGNIFICANT_EFFECT"
+    assert len(swept.checked) == len(HOSTS)
+    assert all(m["saturated_share"] < 0.25 for m in swept.metrics["hosts"].values())
+    for h, m in swept.metrics["hosts"].items():
+        assert m["wait_ratio"] == hosts[h]["wait_ratio"] and m["jobs"] == hosts[h]["jobs"]
 
 
 def test_a_busy_host_without_a_ceiling_is_not_saturated(tmp_path):
     # h02 takes four times the share of work, but it is never capped, so waits are normal
     data = _log(host_weights={"h02": 4.0})
-    result = run_plugin("concurrency_saturation", data, tmp_path)
+    result = run_plugin("concurrency_saturation", data, tmp_path, min_wait_ratio=0.5)
     assert isinstance(result, Na) and result.reason_code == "NO_SIGNIFICANT_EFFECT"
     hosts = result.metrics["hosts"]
     assert hosts["h02"]["mean_running"] > 2 * hosts["h01"]["mean_running"]
+    assert hosts["h02"]["saturated_share"] < 0.25
 
 
 def test_a_capped_host_with_spare_slots_is_not_saturated(tmp_path):
