@@ -71,9 +71,16 @@ def judged_scale(quantiles: dict[str, object], semantic: str | None, mode: str =
     return raw
 
 
+def number_expr(column: str) -> str:
+    """SQL for ``column`` as a double where NaN is missing, like NULL: NaN is no value
+    of a quantity, and DuckDB orders it above every number (so it would pass every
+    ``>`` fence and move every median). Infinities stay: they are values, gross ones."""
+    return f"nullif(CAST({quote_ident(column)} AS DOUBLE), 'NaN'::DOUBLE)"
+
+
 def scaled_expr(column: str, scale: Scale) -> str:
-    """SQL for the value of ``column`` on ``scale`` (NULL stays NULL)."""
-    x = f"CAST({quote_ident(column)} AS DOUBLE)"
+    """SQL for the value of ``column`` on ``scale`` (NULL and NaN are NULL)."""
+    x = number_expr(column)
     if scale["kind"] == "log":
         return f"ln({x} + {float(scale['shift'])!r})"
     if scale["kind"] == "logit":

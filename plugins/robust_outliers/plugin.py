@@ -46,6 +46,7 @@ from contracts.robust import (
     MAD_TO_SIGMA,
     judged_scale,
     median_mad,
+    number_expr,
     read_into,
     scaled_expr,
     scaled_values,
@@ -72,18 +73,16 @@ def _num(value):
 
 
 def _robust(ctx, name: str, scale: dict, buffer) -> tuple[float | None, float | None]:
-    """Median and MAD of the column on its judged scale, over all rows: in numpy, from
-    one read into ``buffer``, when every value is finite there; else in SQL (DuckDB
-    orders NaN above every number, numpy's selections do not order it)."""
-    x = f"CAST({_q(name)} AS DOUBLE)"
-    column = ctx.data.sql(f"SELECT {x} AS x FROM data WHERE {_q(name)} IS NOT NULL").column("x")
+    """Median and MAD of the column's values (NaN is no value) on its judged scale: in
+    numpy, from one read into ``buffer``, when every value is finite there; else in SQL
+    (which orders the infinities as numpy's selections need not)."""
+    x = number_expr(name)
+    column = ctx.data.sql(f"SELECT {x} AS x FROM data WHERE {x} IS NOT NULL").column("x")
     values = scaled_values(read_into(buffer, column.chunks), scale)
     if values.size and np.isfinite(values).all():
         return median_mad(values)
     v = scaled_expr(name, scale)
-    r = ctx.data.sql(
-        f"SELECT median({v}) AS m, mad({v}) AS d FROM data WHERE {_q(name)} IS NOT NULL"
-    ).to_pylist()[0]
+    r = ctx.data.sql(f"SELECT median({v}) AS m, mad({v}) AS d FROM data").to_pylist()[0]
     return _num(r["m"]), _num(r["d"])
 
 
@@ -253,16 +252,18 @@ def run(ctx):
             checked.append(f"{name}: skipped, MAD is 0 (over half the values are equal)")
             continue
         z = f"abs({scaled_expr(name, scale_of)} - {_lit(median)}) / {_lit(scale)}"
-        x = f"CAST({_q(name)} AS DOUBLE)"
+        x = number_expr(name)
         centre = unscaled(median, scale_of)
         r = ctx.data.sql(
-            f"SELECT count({x}) AS n, count(*) FILTER (WHERE {z} > {_lit(threshold)}) AS outliers, "
+            f"SELECT count({x}) AS n, count(*) FILTER (WHERE isnan({_q(name)}::DOUBLE)) AS nan, "
+            f"count(*) FILTER (WHERE {z} > {_lit(threshold)}) AS outliers, "
             f"count(*) FILTER (WHERE {z} > {_lit(gross)}) AS gross, "
             f"count(*) FILTER (WHERE {z} > {_lit(threshold)} AND {x} > {_lit(centre)}) AS high, "
             f"avg({x}) AS mean_all, avg({x}) FILTER (WHERE NOT ({z} > {_lit(threshold)})) "
             "AS mean_inliers FROM data"
         ).to_pylist()[0]
         n, outliers, n_gross = int(r["n"]), int(r["outliers"]), int(r["gross"])
+        nan = int(r["nan"])
         share = outliers / n if n else 0.0
         lower = unscaled(median - threshold * scale, scale_of)
         upper = unscaled(median + threshold * scale, scale_of)
@@ -272,10 +273,13 @@ def run(ctx):
             "outliers": outliers,
             "gross": n_gross,
             "share": share,
+            "not_a_number": nan,
             "scale": scale_of["kind"],
             "verdict": "heavy_tail" if tail else "outliers" if n_gross else "clean",
         }
         where = f"{outliers} of {n} values ({share:.2%}) beyond [{lower:.4g}, {upper:.4g}]"
+        if nan:
+            where += f" ({nan} NaN, no value, not counted)"
         if tail:
             heavy.append(name)
             checked.append(
@@ -437,6 +441,7 @@ def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scal
             f"(modified z-score above {threshold:g}"
             f"{f' on the {kind} scale' if kind != 'raw' else ''}); "
             f"{n_gross} are beyond {gross:g}. Most extreme: {shown}.{shift}"
+            + (f" {int(r['nan'])} NaN are not values and are not counted." if r["nan"] else "")
         ),
         why=(
             f"So few values (at most {max_share:.0%}) so far from the bulk are not a tail of "
@@ -454,6 +459,7 @@ def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scal
                 "values": n,
                 "outliers": outliers,
                 "gross_outliers": n_gross,
+                "not_a_number": int(r["nan"]),
                 "outliers_high": high,
                 "outliers_low": outliers - high,
                 "share": share,

@@ -52,7 +52,14 @@ from contracts.events import GENESIS, PreflightFailed
 from contracts.logs import EVENT_LOG_TEXT, event_log_na, failure_values, is_event_log
 from contracts.report import GATE_NAMES, QualityGates
 from contracts.results import Ok
-from contracts.robust import judged_scale, median_mad, read_into, scaled_expr, unscaled
+from contracts.robust import (
+    judged_scale,
+    median_mad,
+    number_expr,
+    read_into,
+    scaled_expr,
+    unscaled,
+)
 from contracts.series import (
     best_step_sse,
     binary_segmentation,
@@ -708,7 +715,14 @@ def test_the_judged_scale() -> None:
 
 
 def test_scaled_expressions_and_back() -> None:
-    x = 'CAST("a b" AS DOUBLE)'
+    x = """nullif(CAST("a b" AS DOUBLE), 'NaN'::DOUBLE)"""
+    assert number_expr("a b") == x
+    # NaN is no value (NULL); an infinity is one
+    got = duckdb.sql(
+        f"""SELECT {x} AS v FROM (VALUES (1.5), ('NaN'::DOUBLE), ('inf'::DOUBLE), (NULL))
+        AS t("a b")"""
+    ).fetchall()
+    assert got == [(1.5,), (None,), (math.inf,), (None,)]
     assert scaled_expr("a b", {"kind": "raw", "shift": 0.0, "top": 1.0}) == x
     assert scaled_expr("a b", {"kind": "log", "shift": 2, "top": 1.0}) == f"ln({x} + 2.0)"
     p = f"least(greatest({x} / 100.0, 0.001), 0.999)"

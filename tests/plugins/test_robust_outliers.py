@@ -258,18 +258,49 @@ def test_an_associated_column_without_a_fence_explains_nothing(tmp_path):
     assert isinstance(run_chain("robust_outliers", data, tmp_path / "without"), Na)
 
 
-def test_a_column_holding_nan_is_measured_as_sql_orders_it(tmp_path):
-    # NaN sorts above every number in DuckDB: the median and MAD come from SQL then
-    # (numpy's selections do not order NaN).
-    import duckdb
-
+def test_nan_is_no_value_and_an_infinity_is_a_gross_one(tmp_path):
+    # NaN sorts above every number in DuckDB: read as a value it would move the median
+    # and pass every fence. It is missing: the figures are those of the numbers alone,
+    # and the NaN are counted apart. An infinity is a value, beyond every fence.
     values = np.concatenate([DIRTY, [np.nan, np.nan, np.nan]])
     result = run_chain("robust_outliers", {"amount": values.tolist()}, tmp_path)
     assert isinstance(result, Ok)
     (f,) = result.findings
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT unnest(?::DOUBLE[]) AS x", [values.tolist()])
-    median, mad = con.execute("SELECT median(x), mad(x) FROM t").fetchone()
-    assert median != np.median(DIRTY)  # the NaNs moved it: this is SQL's figure
-    assert f.evidence.metrics["median"] == median
-    assert f.evidence.metrics["mad_normal"] == pytest.approx(mad * 1.482602218505602)
+    ev = f.evidence.metrics
+    z = _modified_z(DIRTY)
+    assert ev["median"] == pytest.approx(np.median(DIRTY))
+    assert ev["mad_normal"] == pytest.approx(stats.median_abs_deviation(DIRTY, scale="normal"))
+    assert ev["values"] == DIRTY.size and ev["not_a_number"] == 3
+    assert ev["outliers"] == int(np.sum(z > 3.5)) and ev["gross_outliers"] == 4
+    assert "nan" not in ev["most_extreme"].lower()
+    assert "3 NaN are not values and are not counted." in f.what
+    assert result.metrics["columns"]["amount"]["not_a_number"] == 3
+    # a clean column's NaN are named where it is checked
+    clean = np.concatenate([CLEAN, [np.nan, np.nan, np.nan]])
+    na = run_chain("robust_outliers", {"amount": clean.tolist()}, tmp_path / "clean")
+    assert isinstance(na, Na)
+    (line,) = [c for c in na.checked if c.startswith("amount")]
+    assert f"of {CLEAN.size} values" in line and "(3 NaN, no value, not counted)" in line
+
+    with_inf = np.concatenate([DIRTY, [np.inf]])
+    result = run_chain("robust_outliers", {"amount": with_inf.tolist()}, tmp_path / "inf")
+    assert isinstance(result, Ok)
+    (f,) = result.findings
+    ev = f.evidence.metrics
+    assert ev["median"] == pytest.approx(np.median(with_inf))  # from SQL: not all finite
+    assert ev["gross_outliers"] == 5 and ev["not_a_number"] == 0
+    assert ev["most_extreme"].startswith("inf (row 2004), -900 (row 2003)")
+
+
+def test_nan_in_an_associated_column_explains_nothing(tmp_path):
+    # a NaN price is beyond no fence: the gross loan on its row stays unexplained
+    data = _loans([(3000.0, 2100.0), (3100.0, 2150.0)])
+    explained = run_chain("robust_outliers", data, tmp_path / "numbers")
+    assert isinstance(explained, Na)
+    price = np.array(data["price"])
+    price[np.argsort(-np.array(data["amount"]))[:2]] = np.nan
+    data["price"] = price.tolist()
+    result = run_chain("robust_outliers", data, tmp_path / "nan")
+    assert isinstance(result, Ok)
+    assert [f.target for f in result.findings] == ["amount"]
+    assert result.metrics["columns"]["amount"]["gross_unexplained"] == 2
