@@ -43,6 +43,7 @@ class Receiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.posts: list[tuple[str, bytes]] = []
+        self.refuse: set[str] = set()  # paths answered 400 Bad Request (not retried)
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -53,8 +54,8 @@ class Receiver:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
-                if self.path not in ("/v1/traces", "/v1/metrics"):
-                    self.send_response(404)
+                if self.path not in ("/v1/traces", "/v1/metrics") or self.path in receiver.refuse:
+                    self.send_response(404 if self.path not in receiver.refuse else 400)
                     self.end_headers()
                     return
                 with receiver.lock:
