@@ -106,21 +106,27 @@ def rewrite(log: Path, events: list[Event], **started: Any) -> None:
     new.close()
 
 
-async def started_run(
-    plugins_dir: Path, runs: Path, dataset: Path, mode: Mode = "two_lane_strict"
-) -> RunResult:
+async def cut_run(
+    make_plugin: MakePlugin,
+    plugins_dir: Path,
+    runs: Path,
+    dataset: Path,
+    mode: Mode = "two_lane_strict",
+) -> tuple[RunResult, Path, list[Event]]:
+    """The fleet run whole with the ``STARTED`` settings, then its log cut after a's
+    end: the run, its log and the events kept."""
+    fleet(make_plugin)
     async with engine(plugins_dir, runs, **STARTED) as eng:
-        return await eng.run(dataset, seed=9, select=["b", "a"], mode=mode, run_id="r1")
+        whole = await eng.run(dataset, seed=9, select=["b", "a"], mode=mode, run_id="r1")
+    log = whole.run_dir / "events.jsonl"
+    return whole, log, cut_after(log, "a")
 
 
 async def test_a_resume_continues_the_run_as_it_was_started(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    fleet(make_plugin)
     runs = tmp_path / "runs"
-    whole = await started_run(plugins_dir, runs, dataset)
-    log = whole.run_dir / "events.jsonl"
-    kept = cut_after(log, "a")
+    whole, log, kept = await cut_run(make_plugin, plugins_dir, runs, dataset)
     async with engine(plugins_dir, runs, **OTHER) as other:
         spec, state = other._resume_spec(whole.run_dir, read_log(log))
         assert (spec.run_id, spec.run_dir, spec.mode, spec.seed) == (
@@ -157,11 +163,8 @@ async def test_a_resume_continues_the_run_as_it_was_started(
 async def test_the_recorded_cache_setting_holds_and_an_older_log_takes_the_engines(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    fleet(make_plugin)
     runs = tmp_path / "runs"
-    whole = await started_run(plugins_dir, runs, dataset, mode="legacy")
-    log = whole.run_dir / "events.jsonl"
-    events = cut_after(log, "a")
+    whole, log, events = await cut_run(make_plugin, plugins_dir, runs, dataset, mode="legacy")
     async with engine(plugins_dir, runs, cache=False) as uncached:  # in strict mode
         spec, _ = uncached._resume_spec(whole.run_dir, events)
         assert spec.mode == "legacy" and spec.plan == whole.state.plan
@@ -195,11 +198,8 @@ async def test_the_recorded_cache_setting_holds_and_an_older_log_takes_the_engin
 async def test_refusals_name_what_changed_and_free_the_log(
     make_plugin: MakePlugin, plugins_dir: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    fleet(make_plugin)
     runs = tmp_path / "runs"
-    whole = await started_run(plugins_dir, runs, dataset)
-    log = whole.run_dir / "events.jsonl"
-    cut_after(log, "a")
+    whole, _, _ = await cut_run(make_plugin, plugins_dir, runs, dataset)
     recorded = whole.state.plan
     assert recorded is not None
     async with engine(plugins_dir, runs) as eng:
