@@ -421,7 +421,7 @@ def run(ctx):
 
 def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scale, kind,
              threshold, gross, max_share, lower, upper, chart):  # fmt: skip
-    high = int(r["high"])
+    high, nan = int(r["high"]), int(r["nan"])
     mean_all, mean_in = _num(r["mean_all"]), _num(r["mean_inliers"])
     shown = ", ".join(f"{row[name]:.6g} (row {row['row']})" for row in top)
     shift = (
@@ -441,7 +441,7 @@ def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scal
             f"(modified z-score above {threshold:g}"
             f"{f' on the {kind} scale' if kind != 'raw' else ''}); "
             f"{n_gross} are beyond {gross:g}. Most extreme: {shown}.{shift}"
-            + (f" {int(r['nan'])} NaN are not values and are not counted." if r["nan"] else "")
+            + (f" {nan} NaN are not values and are not counted." if nan else "")
         ),
         why=(
             f"So few values (at most {max_share:.0%}) so far from the bulk are not a tail of "
@@ -459,7 +459,7 @@ def _finding(name, r, top, query, n, outliers, n_gross, share, centre, mad, scal
                 "values": n,
                 "outliers": outliers,
                 "gross_outliers": n_gross,
-                "not_a_number": int(r["nan"]),
+                "not_a_number": nan,
                 "outliers_high": high,
                 "outliers_low": outliers - high,
                 "share": share,

@@ -54,8 +54,11 @@ class Receiver:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
-                if self.path not in ("/v1/traces", "/v1/metrics") or self.path in receiver.refuse:
-                    self.send_response(404 if self.path not in receiver.refuse else 400)
+                refused = 400 if self.path in receiver.refuse else None
+                if self.path not in ("/v1/traces", "/v1/metrics"):
+                    refused = 404
+                if refused is not None:
+                    self.send_response(refused)
                     self.end_headers()
                     return
                 with receiver.lock:
